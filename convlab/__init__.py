@@ -1,0 +1,24 @@
+"""convlab: how a 2-D convolution works and how it is made fast.
+
+A PyTorch-compatible ``Conv2d`` / ``conv2d`` on NumPy arrays, backed by several
+interchangeable Numba kernels (see ``convlab.kernels.KERNELS``).
+
+>>> import numpy as np, convlab
+>>> layer = convlab.Conv2d(5, 2, kernel_size=3)
+>>> layer
+Conv2d(5, 2, kernel_size=(3, 3), stride=(1, 1))
+>>> layer(np.zeros((64, 5, 10, 12), np.float32)).shape
+(64, 2, 8, 10)
+"""
+
+from . import kernels
+from .functional import conv2d, explain
+from .kernels import KERNELS
+from .nn import Conv2d
+from .reference import conv2d_reference
+from .shapes import ConvArgs, ConvSpec, output_shape
+
+__version__ = "0.1.0"
+
+__all__ = ["Conv2d", "ConvArgs", "ConvSpec", "KERNELS", "conv2d", "conv2d_reference",
+           "explain", "kernels", "output_shape", "__version__"]

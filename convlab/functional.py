@@ -1,0 +1,163 @@
+"""``conv2d``: the functional API, PyTorch's ``torch.nn.functional.conv2d`` on NumPy.
+
+This is the layer between people and kernels.  It
+
+1. turns whatever it was given into arrays and checks their dtypes
+   (float32 or float64, all alike: a kernel never sees a surprise type);
+2. builds the :class:`ConvSpec`, which validates every argument with PyTorch's
+   wording and knows every size;
+3. materialises non-zero padding modes ('reflect', 'replicate', 'circular')
+   with :func:`convlab.padding.pad`, so kernels only ever handle zero padding;
+4. picks the kernel (``algo=``) and runs it on C-contiguous copies when needed:
+   the caller's arrays are never written to.
+
+Unbatched (C, H, W) input is run as a batch of one and squeezed back, as
+PyTorch does.  A batch of zero gives an empty output without calling a kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from .kernels.registry import Choice, Kernel
+from .padding import pad
+from .shapes import ConvSpec, IntOrPair, PaddingArg
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"conv2d supports float32 and float64 arrays; got {name} of dtype "
+                        f"{arr.dtype} (convert it with .astype(np.float32))")
+    return arr
+
+
+def _check_arrays(x: Any, weight: Any, bias: Any) -> tuple[np.ndarray, np.ndarray,
+                                                             np.ndarray | None]:
+    x = _as_array(x, "input")
+    weight = _as_array(weight, "weight")
+    bias = None if bias is None else _as_array(bias, "bias")
+    dtypes = {x.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
+    if len(dtypes) > 1:
+        got = f"input {x.dtype}, weight {weight.dtype}" + (
+            f", bias {bias.dtype}" if bias is not None else "")
+        raise TypeError(f"input, weight and bias must have the same dtype; got {got}")
+    return x, weight, bias
+
+
+def _check_bias(bias: np.ndarray | None, weight: np.ndarray) -> None:
+    if bias is not None and bias.shape != (weight.shape[0],):
+        wshape = "[" + ", ".join(map(str, weight.shape)) + "]"
+        bshape = "[" + ", ".join(map(str, bias.shape)) + "]"
+        raise ValueError(f"Given weight of size {wshape}, expected bias to be 1-dimensional "
+                         f"with {weight.shape[0]} elements, but got bias of size {bshape} "
+                         "instead")
+
+
+def prepare(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrPair = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ConvSpec]:
+    """Validate and normalise arguments: returns the arrays and spec a kernel takes.
+
+    The arrays are C-contiguous, batched, and new copies wherever a change was
+    needed; the spec is the one the kernel must see (padding materialised for
+    non-zero modes).  Exposed for the benchmark harness, which times kernels
+    without this step.
+    """
+    x, weight, bias = _check_arrays(x, weight, bias)
+    spec = ConvSpec.from_shapes(x.shape, weight.shape, stride, padding, dilation, groups,
+                                padding_mode)
+    _check_bias(bias, weight)
+    x4 = x.reshape(spec.batch, spec.in_channels, spec.height, spec.width)
+    if spec.padding_mode != "zeros":
+        x4 = pad(x4, spec)
+        spec = spec.explicitly_padded()
+    return (np.ascontiguousarray(x4), np.ascontiguousarray(weight),
+            None if bias is None else np.ascontiguousarray(bias), spec)
+
+
+def resolve(algo: str, spec: ConvSpec) -> Kernel:
+    """The kernel for ``algo`` (a registry name or "auto"), checked against ``spec``."""
+    if algo == "auto":
+        return kernels.choose(spec).kernel
+    kernel = kernels.get(algo)
+    kernel.check(spec)
+    return kernel
+
+
+def explain(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrPair = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> Choice:
+    """What ``conv2d(..., algo="auto")`` would run for these arguments, and why.
+
+    Arrays or shapes are accepted for ``x`` and ``weight``: a dry run, nothing is
+    computed.  ``print(explain(...))`` lists the kernels passed over too.
+    """
+    xs = x if isinstance(x, tuple) else np.shape(x)
+    ws = weight if isinstance(weight, tuple) else np.shape(weight)
+    spec = ConvSpec.from_shapes(xs, ws, stride, padding, dilation, groups, padding_mode)
+    if spec.padding_mode != "zeros":
+        spec = spec.explicitly_padded()
+    return kernels.choose(spec)
+
+
+def conv2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrPair = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    *,
+    algo: str = "auto",
+) -> np.ndarray:
+    """2-D cross-correlation, exactly as ``torch.nn.functional.conv2d`` computes it.
+
+    Args:
+        x: (N, C, H, W) or unbatched (C, H, W) float32/float64 array.
+        weight: (K, C/groups, kh, kw), same dtype.
+        bias: (K,) or None.
+        stride, padding, dilation, groups: as in PyTorch; padding may be an int, a
+            pair, 'valid' or 'same'.
+        padding_mode: 'zeros', 'reflect', 'replicate' or 'circular' (what
+            ``torch.nn.Conv2d`` takes; the functional torch API has no such argument).
+        algo: a kernel name from ``convlab.kernels.KERNELS``, or "auto".
+
+    Returns:
+        A new (N, K, Hout, Wout) array ((K, Hout, Wout) for unbatched input) of x's dtype.
+    """
+    if not isinstance(algo, str):
+        raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
+    if algo != "auto":
+        kernels.get(algo)  # an unknown name fails before anything else is checked
+    xa, wa, ba, spec = prepare(x, weight, bias, stride, padding, dilation, groups,
+                               padding_mode)
+    kernel = resolve(algo, spec)
+    if spec.batch == 0:
+        out = np.empty(spec.batched_output_shape, dtype=xa.dtype)
+    else:
+        out = kernel.run(xa, wa, ba, spec)
+    return out.reshape(spec.output_shape)  # unbatched input: drop the batch axis

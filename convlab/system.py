@@ -1,0 +1,82 @@
+"""What machine is this?  Versions, CPU, threads, and whether CUDA can run.
+
+Used by ``convlab info`` and stamped into every benchmark record, because a
+timing without its machine is not a result.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def threading_layer() -> str:
+    """Numba's threading layer: only known after a parallel function has run once."""
+    import numba
+    import numpy as np
+
+    @numba.njit(parallel=True)
+    def _touch(a):
+        for i in numba.prange(a.size):
+            a[i] = i
+
+    _touch(np.empty(4))
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return "unknown"
+
+
+def cuda_status() -> str:
+    """'gpu: NAME', 'simulator', or 'missing: how to get it'."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "simulator (NUMBA_ENABLE_CUDASIM=1: kernels run on the CPU, one thread at a time)"
+    try:
+        from numba import cuda
+    except ImportError as exc:  # pragma: no cover - numba always ships cuda or numba-cuda
+        return f"missing: numba.cuda cannot be imported ({exc}); pip install 'convlab[cuda]'"
+    try:
+        if cuda.is_available():
+            return f"gpu: {cuda.get_current_device().name.decode()}"
+    except Exception as exc:  # driver present but broken
+        return f"missing: CUDA driver error ({exc})"
+    return ("missing: no CUDA GPU found; set NUMBA_ENABLE_CUDASIM=1 before importing "
+            "convlab to use the simulator, or install 'convlab[cuda]' on a machine with a GPU")
+
+
+def describe() -> dict[str, Any]:
+    """The machine as plain data."""
+    import numba
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "threading_layer": threading_layer(),
+        "versions": {pkg: _version(pkg) for pkg in
+                     ("convlab", "numpy", "numba", "llvmlite", "scipy", "matplotlib", "torch",
+                      "numba-cuda")},
+        "cuda": cuda_status(),
+    }
