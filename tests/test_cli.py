@@ -1,0 +1,64 @@
+"""The convlab command: shape calculator and info."""
+
+import subprocess
+import sys
+
+import pytest
+
+from convlab.cli import main
+
+
+def test_shape_prints_everything(capsys):
+    assert main(["shape", "--input", "64,5,10,12", "--out-channels", "2", "--kernel-size", "3",
+                 "--padding", "same"]) == 0
+    out = capsys.readouterr().out
+    assert "output           (64, 2, 10, 12)" in out
+    assert "top=1 bottom=1 left=1 right=1" in out
+    assert "(2, 5, 3, 3)" in out and "(2,)" in out
+    assert "parameters       92" in out
+    assert f"{2 * 64 * 2 * 5 * 9 * 10 * 12:,}" in out
+
+
+def test_shape_even_kernel_same_padding(capsys):
+    assert main(["shape", "--input", "5,10,12", "--out-channels", "2", "--kernel-size", "4,2",
+                 "--padding", "same", "--no-bias"]) == 0
+    out = capsys.readouterr().out
+    assert "output           (2, 10, 12)" in out
+    assert "top=1 bottom=2 left=0 right=1" in out
+    assert "bias             None" in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--input", "64,5", "--out-channels", "2", "--kernel-size", "3"], "Expected 3D"),
+    (["--input", "1,5,10,12", "--out-channels", "2", "--kernel-size", "3", "--stride", "2",
+      "--padding", "same"], "padding='same' is not supported for strided convolutions"),
+    (["--input", "1,5,10,12", "--out-channels", "2", "--kernel-size", "3", "--padding", "foo"],
+     "Invalid padding string 'foo'"),
+    (["--input", "1,5,10,12", "--out-channels", "x", "--kernel-size", "3"], "invalid int"),
+    (["--input", "1,5,10,12", "--out-channels", "2"], "required"),
+    (["--input", "1,6,10,12", "--out-channels", "2", "--kernel-size", "3", "--groups", "4"],
+     "in_channels must be divisible by groups"),
+])
+def test_shape_bad_arguments_one_line_exit_2(capsys, argv, needle):
+    try:
+        code = main(["shape"] + argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_info_lists_kernels(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for word in ("numba", "numpy", "threading layer", "naive", "python", "cuda"):
+        assert word in out
+
+
+def test_console_script_runs():
+    result = subprocess.run([sys.executable, "-m", "convlab.cli", "shape", "--input",
+                             "1,3,8,8", "--out-channels", "4", "--kernel-size", "3"],
+                            capture_output=True, text=True, check=True)
+    assert "(1, 4, 6, 6)" in result.stdout
