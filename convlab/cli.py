@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .shapes import ConvSpec
 
@@ -26,7 +26,7 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 3 or 3,5; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected integers like 3 or 3,5; got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError(f"expected integers like 3 or 3,5; got {text!r}")
     return values

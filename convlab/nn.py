@@ -11,7 +11,8 @@ numbers: torch's generator is its own.  To reproduce a torch layer exactly,
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -21,11 +21,11 @@ convlab reads like the one a student would get from ``torch.nn.Conv2d``.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence, Union
 
-IntOrPair = Union[int, Sequence[int]]
-PaddingArg = Union[int, Sequence[int], str]
+IntOrPair = int | Sequence[int]
+PaddingArg = int | Sequence[int] | str
 
 PADDING_STRINGS = ("valid", "same")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -82,7 +82,7 @@ class ConvArgs:
         dilation: IntOrPair = 1,
         groups: int = 1,
         padding_mode: str = "zeros",
-    ) -> "ConvArgs":
+    ) -> ConvArgs:
         if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups <= 0:
             raise ValueError("groups must be a positive integer")
         kh, kw = _pair(kernel_size, "kernel_size")
@@ -173,7 +173,7 @@ class ConvSpec:
         dilation: IntOrPair = 1,
         groups: int = 1,
         padding_mode: str = "zeros",
-    ) -> "ConvSpec":
+    ) -> ConvSpec:
         """Spec for an input of ``input_shape`` and a weight of ``weight_shape``."""
         input_shape = tuple(int(s) for s in input_shape)
         weight_shape = tuple(int(s) for s in weight_shape)
@@ -247,7 +247,7 @@ class ConvSpec:
         dilation: IntOrPair = 1,
         groups: int = 1,
         padding_mode: str = "zeros",
-    ) -> "ConvSpec":
+    ) -> ConvSpec:
         """Spec from layer hyper-parameters, as ``torch.nn.Conv2d`` takes them."""
         args = ConvArgs.create(kernel_size, stride, padding, dilation, groups, padding_mode)
         input_shape = tuple(int(s) for s in input_shape)
@@ -341,10 +341,10 @@ class ConvSpec:
         return self.flops() / self.bytes_moved(itemsize)
 
     # ---------------------------------------------------------------- variants
-    def with_batch(self, batch: int) -> "ConvSpec":
+    def with_batch(self, batch: int) -> ConvSpec:
         return replace(self, batch=int(batch), batched=True)
 
-    def explicitly_padded(self) -> "ConvSpec":
+    def explicitly_padded(self) -> ConvSpec:
         """The spec a kernel sees after the input was padded by hand: no padding left,
         a bigger input, the same output."""
         return replace(self, height=self.padded_height, width=self.padded_width,

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from helpers import assert_matches_oracle, oracle, random_case
 
 import convlab
 from convlab import kernels
+
+from helpers import assert_matches_oracle, oracle, random_case
 
 
 @pytest.fixture

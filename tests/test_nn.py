@@ -4,10 +4,11 @@ import math
 
 import numpy as np
 import pytest
-from helpers import oracle
 
 import convlab
 from convlab import Conv2d
+
+from helpers import oracle
 
 REPRS = [  # (kwargs, torch 2.13's repr, copied from torch's output)
     (dict(), "Conv2d(3, 6, kernel_size=(3, 3), stride=(1, 1))"),

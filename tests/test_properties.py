@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from helpers import assert_matches_oracle, conv_cases, cpu_kernel_names
 
 import convlab
 from convlab import kernels
+
+from helpers import assert_matches_oracle, conv_cases, cpu_kernel_names
 
 
 @pytest.mark.parametrize("algo", cpu_kernel_names())
@@ -37,7 +38,8 @@ def _junk():
 
 @settings(max_examples=150, deadline=None)
 @given(n=st.integers(0, 2), c=st.integers(0, 4), h=st.integers(0, 6), w=st.integers(0, 6),
-       k=st.integers(0, 4), kh=st.integers(0, 4), kw=st.integers(-1, 4), ndim=st.sampled_from([2, 3, 4, 5]),
+       k=st.integers(0, 4), kh=st.integers(0, 4), kw=st.integers(-1, 4),
+       ndim=st.sampled_from([2, 3, 4, 5]),
        stride=_junk(), padding=_junk(), dilation=_junk(), groups=_junk(),
        mode=st.sampled_from(["zeros", "reflect", "replicate", "circular", "bad"]))
 def test_invalid_arguments_raise_clear_errors(n, c, h, w, k, kh, kw, ndim, stride, padding,

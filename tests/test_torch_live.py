@@ -6,10 +6,11 @@ import re
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from helpers import conv_cases, cpu_kernel_names
 
 import convlab
 from convlab import kernels
+
+from helpers import conv_cases, cpu_kernel_names
 
 torch = pytest.importorskip("torch")
 

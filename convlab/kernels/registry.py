@@ -22,8 +22,9 @@ naming the reason; it never falls back to another kernel silently.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +70,9 @@ class Kernel:
     description: str
     supports: SpecCheck = _always  # None = yes, else the reason it cannot
     device: str = "cpu"  # "cpu" | "cuda"
-    rtol: float = 1e-5  # float32 error vs the oracle at REFERENCE_REDUCTION, as a fraction of max|out|
-    available: Callable[[], "str | None"] = _here  # None = runs here, else how to get it
+    # float32 error allowed vs the oracle at REFERENCE_REDUCTION, as a fraction of max|out|
+    rtol: float = 1e-5
+    available: Callable[[], str | None] = _here  # None = runs here, else how to get it
     workspace: Callable[[ConvSpec, int], int] = _no_workspace  # extra bytes it allocates
     auto_rank: int | None = None  # lower = preferred by algo="auto"; None = never picked
     auto_when: SpecCheck = _always  # None = auto may pick it for this spec, else why not
@@ -111,7 +113,7 @@ def register(
     supports: SpecCheck = _always,
     device: str = "cpu",
     rtol: float = 1e-5,
-    available: Callable[[], "str | None"] = _here,
+    available: Callable[[], str | None] = _here,
     workspace: Callable[[ConvSpec, int], int] = _no_workspace,
     auto_rank: int | None = None,
     auto_when: SpecCheck = _always,
