@@ -1,0 +1,171 @@
+"""The machinery every exercise shares: ``check()``, ``hint()``, ``solution()``.
+
+In the style of Kaggle's learntools: a student writes a function, passes it to
+``exercise.check(fn)`` and reads one verdict:
+
+* **Correct** -- every case matched values computed independently (convlab's
+  float64 oracle or straightforward NumPy);
+* **Incorrect** -- which case failed, what was expected, what came back, and,
+  when the answer matches a classic mistake (a flipped kernel, ceil instead of
+  floor, stride on the wrong axis...), which one;
+* **Not attempted** -- ``fn`` is None, still raises ``NotImplementedError``, or
+  returns None / ``...`` on the first case.
+
+``check`` returns True or False and remembers it in ``last_status``
+("correct", "incorrect", "not attempted") so notebooks and tests can read it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class NotAttempted(Exception):
+    """The student has not written an answer yet."""
+
+
+class Incorrect(Exception):
+    """The answer is wrong; the message says where and, if it can, why."""
+
+
+def fmt_args(args: dict[str, Any]) -> str:
+    """``name=value`` pairs, arrays shown by shape."""
+    parts = []
+    for name, value in args.items():
+        shown = f"array of shape {value.shape}" if isinstance(value, np.ndarray) else repr(value)
+        parts.append(f"{name}={shown}")
+    return ", ".join(parts)
+
+
+def call(fn: Any, args: dict[str, Any], where: str, first: bool) -> Any:
+    """Call the student's ``fn(**args)`` positionally, turning each way of not
+    answering into :class:`NotAttempted` and a crash into :class:`Incorrect`."""
+    if fn is None:
+        raise NotAttempted("you passed None; define your function and pass it to check()")
+    if not callable(fn):
+        raise Incorrect(f"check() needs your function, got a {type(fn).__name__}")
+    copies = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. Numba's "parallel=True but nothing to do"
+            result = fn(*copies.values())
+    except NotImplementedError:
+        raise NotAttempted("your function still raises NotImplementedError: replace that "
+                           "line with your code") from None
+    except Exception as err:  # the student's bug: report it, don't crash the notebook
+        raise Incorrect(f"{where}: your function raised {type(err).__name__}: "
+                        f"{short(str(err))}") from None
+    if result is None or result is Ellipsis:
+        if first:
+            raise NotAttempted(f"your function returned {result!r}: write your code and "
+                               "return the answer")
+        raise Incorrect(f"{where}: your function returned {result!r}")
+    for name, value in args.items():
+        if isinstance(value, np.ndarray) and not np.array_equal(value, copies[name],
+                                                                equal_nan=True):
+            raise Incorrect(f"{where}: your function changed its input {name!r} in place; "
+                            "work on a copy (np.pad, for example, returns a new array)")
+    return result
+
+
+def short(text: str, lines: int = 12) -> str:
+    """The first lines of a (possibly huge, e.g. Numba typing) error message."""
+    rows = text.strip().splitlines()
+    return "\n".join(rows[:lines] + (["..."] if len(rows) > lines else []))
+
+
+def compare_arrays(got: Any, expected: np.ndarray, where: str,
+                   mistakes: Sequence[tuple[str, Callable[[], np.ndarray | None]]] = (),
+                   rtol: float = 1e-6) -> None:
+    """Raise :class:`Incorrect` unless ``got`` equals ``expected`` to ``rtol`` of its
+    largest value; name the first classic mistake whose result ``got`` matches."""
+    try:
+        arr = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Incorrect(f"{where}: expected an array, got {type(got).__name__}") from None
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    if arr.shape == expected.shape and np.allclose(arr, expected, rtol=0, atol=rtol * scale):
+        return
+    for why, make in mistakes:
+        alt = make()
+        if alt is not None and alt.shape == arr.shape and np.allclose(arr, alt, rtol=0,
+                                                                      atol=rtol * scale):
+            raise Incorrect(f"{where}: {why}")
+    if arr.shape != expected.shape:
+        raise Incorrect(f"{where}: your result has shape {arr.shape}, expected "
+                        f"{expected.shape}")
+    bad = np.abs(np.nan_to_num(arr, nan=np.inf) - expected)
+    at = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    n_bad = int(np.count_nonzero(~(bad <= rtol * scale)))
+    raise Incorrect(f"{where}: {n_bad} of {arr.size} values are wrong; the worst is at index "
+                    f"{tuple(int(i) for i in at)}: you have {arr[at]:.6g}, expected "
+                    f"{expected[at]:.6g}")
+
+
+def source_of(fn: Callable[..., Any]) -> str:
+    """The source of a plain, ``@njit`` or ``@cuda.jit`` function."""
+    for attr in ("py_func", "fn", "__wrapped__"):
+        inner = getattr(fn, attr, None)
+        if callable(inner):
+            fn = inner
+            break
+    return textwrap.dedent(inspect.getsource(fn))
+
+
+class Exercise:
+    """One exercise.  Subclasses set the texts and implement :meth:`_check`."""
+
+    name: str = ""
+    title: str = ""
+    task: str = ""  # what to write: the signature and the rules
+    hint_text: str = ""
+    praise: str = "Correct!"
+
+    def __init__(self) -> None:
+        self.last_status: str | None = None
+
+    # --------------------------------------------------------------- public
+    def check(self, fn: Any) -> bool:
+        """Run every case; print the verdict; return True only if all passed."""
+        try:
+            self._check(fn)
+        except NotAttempted as why:
+            self.last_status = "not attempted"
+            print(f"Not attempted yet ({self.name}): {why}")
+            return False
+        except Incorrect as why:
+            self.last_status = "incorrect"
+            print(f"Incorrect ({self.name}): {why}\n(Stuck? Call {self.name}.hint().)")
+            return False
+        self.last_status = "correct"
+        print(f"Correct ({self.name}): {self.praise}")
+        return True
+
+    def hint(self) -> None:
+        print(f"Hint ({self.name}): {self.hint_text}")
+
+    def solution(self, show: bool = True) -> Callable[..., Any]:
+        """Print the reference solution's source (unless ``show=False``); return it."""
+        fn = self._solution()
+        if show:
+            print(f"Solution ({self.name}):\n\n{source_of(fn)}")
+        return fn
+
+    def __repr__(self) -> str:
+        return f"<exercise {self.name}: {self.title}>"
+
+    def __str__(self) -> str:
+        return f"{self.title}\n\n{self.task}"
+
+    # --------------------------------------------------------------- to implement
+    def _check(self, fn: Any) -> None:
+        raise NotImplementedError
+
+    def _solution(self) -> Callable[..., Any]:
+        raise NotImplementedError

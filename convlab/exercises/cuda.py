@@ -1,0 +1,139 @@
+"""A numba.cuda kernel, checked on the CUDA simulator (no GPU needed).
+
+The simulator has to be switched on (``NUMBA_ENABLE_CUDASIM=1``) before Numba is
+imported, and the student's notebook imported it long ago; so the check sends
+the kernel's *source* (``inspect.getsource``) to a fresh Python process that runs
+it on the simulator (``_cudasim_runner.py``) and hands the outputs back.  The
+kernel must therefore be self-contained: it may use ``cuda``, ``np``, ``math``
+and ``numba``, nothing else from the notebook.  Shapes are tiny: the simulator
+runs one Python thread per CUDA thread.
+
+The launch: blocks of 4 x 4 threads; thread (x, y) = ``cuda.grid(2)`` computes
+output column ``j = x`` and row ``i = y`` for every output channel; the grid is
+rounded up to whole blocks, so some threads fall outside the output.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import solutions
+from .core import Exercise, Incorrect, NotAttempted, compare_arrays, short, source_of
+from .loops import oracle
+
+RUNNER = Path(__file__).with_name("_cudasim_runner.py")
+THREADS = (4, 4)
+# (x shape (C, H, W), w shape (K, C, kh, kw)): non-square; the second leaves idle threads
+CUDA_CASES = [((2, 6, 9), (2, 2, 3, 2)), ((1, 7, 6), (3, 1, 2, 3))]
+TIMEOUT_S = 300
+
+
+def run_on_simulator(source: str, name: str, cases: list[tuple[np.ndarray, np.ndarray]],
+                     out_shapes: list[tuple[int, ...]]) -> tuple[dict, list[np.ndarray]]:
+    """Launch kernel ``name`` from ``source`` on each case in a simulator process.
+    Returns the runner's result dict and the outputs (NaN where nothing was written)."""
+    with tempfile.TemporaryDirectory(prefix="convlab-cudasim-") as tmp:
+        work = Path(tmp)
+        (work / "kernel.py").write_text(source)
+        launches = [{"out_shape": list(s), "threads": list(THREADS),
+                     "blocks": [math.ceil(s[2] / THREADS[0]), math.ceil(s[1] / THREADS[1])]}
+                    for s in out_shapes]
+        (work / "job.json").write_text(json.dumps({"name": name, "cases": launches}))
+        np.savez(work / "inputs.npz", **{f"{a}{n}": arr for n, (x, w) in enumerate(cases)
+                                         for a, arr in (("x", x), ("w", w))})
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+        try:
+            proc = subprocess.run([sys.executable, str(RUNNER), str(work)], env=env,
+                                  capture_output=True, text=True, timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "stage": "run", "case": None, "type": "Timeout",
+                    "message": f"the simulator did not finish in {TIMEOUT_S} s (an endless "
+                               "loop?)", "not_implemented": False}, []
+        if not (work / "result.json").exists():
+            return {"ok": False, "stage": "start", "case": None, "type": "RunnerError",
+                    "message": short(proc.stderr or proc.stdout), "not_implemented": False}, []
+        result = json.loads((work / "result.json").read_text())
+        outs = []
+        if result["ok"]:
+            with np.load(work / "outputs.npz") as data:
+                outs = [data[f"out{n}"] for n in range(len(cases))]
+        return result, outs
+
+
+def _kernel_source(fn: Any) -> tuple[str, str]:
+    """(source, function name) of a @cuda.jit kernel, a plain function or a source string."""
+    if isinstance(fn, str):
+        defs = [n.name for n in ast.parse(fn).body if isinstance(n, ast.FunctionDef)]
+        if not defs:
+            raise Incorrect("the source you passed defines no function")
+        return fn, defs[-1]
+    inner = getattr(fn, "py_func", None) or getattr(fn, "fn", None) or fn
+    try:
+        return source_of(fn), inner.__name__
+    except (OSError, TypeError):
+        raise Incorrect("could not read your kernel's source code; define it with `def` in "
+                        "a notebook cell or a file (or pass the source as a string)") from None
+
+
+class CudaKernel(Exercise):
+    name = "cuda_kernel"
+    title = "A CUDA kernel: one thread per output pixel"
+    task = ("Write a @cuda.jit kernel conv_kernel(x, w, out): x is (C, H, W), w is "
+            "(K, C, kh, kw), out is (K, H-kh+1, W-kw+1) (stride 1, no padding, no bias). "
+            "It is launched with blocks of 4x4 threads and enough blocks to cover the "
+            "output; the thread at j, i = cuda.grid(2) computes out[:, i, j] (x along "
+            "columns, y along rows). Threads outside the output must do nothing. Use only "
+            "cuda, np, math inside (it runs on the CUDA simulator in another process).")
+    hint_text = ("j, i = cuda.grid(2) (x first!); then `if i < out.shape[1] and j < "
+                 "out.shape[2]:` and inside it, for each k, sum x[c, i+p, j+q] * w[k, c, p, q] "
+                 "into a local `acc` and store out[k, i, j] = acc.")
+    praise = "a real GPU runs the same kernel, thousands of threads at once."
+
+    def _check(self, fn: Any) -> None:
+        if fn is None:
+            raise NotAttempted("you passed None; define your kernel and pass it to check()")
+        source, name = _kernel_source(fn)
+        rng = np.random.default_rng(15)
+        cases = [(rng.standard_normal(xs), rng.standard_normal(ws)) for xs, ws in CUDA_CASES]
+        expected = [oracle(x[None], w, 1, 0, 1)[0] for x, w in cases]
+        result, outs = run_on_simulator(source, name, cases, [e.shape for e in expected])
+        if not result["ok"]:
+            if result["not_implemented"]:
+                raise NotAttempted("your kernel still raises NotImplementedError")
+            case = result["case"]
+            where = (f"case {case + 1}/{len(cases)}, x {CUDA_CASES[case][0]}, w "
+                     f"{CUDA_CASES[case][1]}" if case is not None else "your kernel")
+            advice = ""
+            if "index" in result["message"].lower() and "out of" in result["message"].lower():
+                advice = (" (a thread outside the output wrote or read past the end: guard "
+                          "with `if i < out.shape[1] and j < out.shape[2]:`, and check that "
+                          "x runs along columns j, y along rows i)")
+            if result["type"] == "NameError":
+                advice = (" (the kernel runs in a fresh process with only cuda, np, math and "
+                          "numba: keep everything it needs inside it)")
+            raise Incorrect(f"{where}: {result['message']}{advice}")
+        if all(np.isnan(o).all() for o in outs):
+            raise NotAttempted("your kernel wrote no output at all")
+        for n, (got, want) in enumerate(zip(outs, expected, strict=True)):
+            where = f"case {n + 1}/{len(cases)}, x {CUDA_CASES[n][0]}, w {CUDA_CASES[n][1]}"
+            if np.isnan(got).any():
+                raise Incorrect(f"{where}: {int(np.isnan(got).sum())} of {got.size} outputs "
+                                "were never written: every (i, j) needs its thread (j from "
+                                "the x index, i from the y index), and every k")
+            x, w = cases[n]
+            compare_arrays(got, want, where, [
+                ("you flipped the kernel (Conv2d is a cross-correlation)",
+                 lambda x=x, w=w: oracle(x[None], w[:, :, ::-1, ::-1], 1, 0, 1)[0])])
+
+    def _solution(self) -> Any:
+        return solutions.conv_kernel
