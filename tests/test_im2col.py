@@ -1,0 +1,180 @@
+"""im2col + GEMM: the oracle on a full spec grid and on Hypothesis specs, every
+code path of the chunking plan, the workspace cap, awkward input layouts."""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import convlab
+from convlab import kernels
+from convlab.functional import prepare
+from convlab.kernels import im2col as mod
+
+from helpers import assert_matches_oracle, conv_cases, oracle, random_case
+
+ALGO = "im2col"
+
+# kernel, stride, padding, dilation, groups ("dw" = depthwise) on a (2, 6, 9, 11) input
+GRID = [
+    (k, s, p, d, g)
+    for k, s, p, d, g in itertools.product(
+        [(1, 1), (3, 3), (2, 3)], [1, (2, 1), 3], [0, (1, 2), "same"], [1, (2, 1)],
+        [1, 2, "dw"])
+    if not (p == "same" and s != 1)
+]
+
+
+def _grid_case(rng, kernel, groups, dtype):
+    c = 6
+    g = c if groups == "dw" else groups
+    k_out = {1: 5, 2: 6}.get(g, 2 * c)  # 5: a partial block; dw: channel multiplier 2
+    x, w, b = random_case(rng, (2, c, 9, 11), (k_out, c // g) + kernel, dtype)
+    return x, w, b, g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel,stride,padding,dilation,groups", GRID)
+def test_grid_matches_oracle(kernel, stride, padding, dilation, groups, dtype):
+    seed = zlib.crc32(repr((kernel, stride, padding, dilation, groups)).encode())
+    rng = np.random.default_rng(seed)
+    x, w, b, g = _grid_case(rng, kernel, groups, dtype)
+    assert_matches_oracle(ALGO, x, w, b, stride=stride, padding=padding, dilation=dilation,
+                          groups=g)
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases())
+def test_random_specs_match_oracle(case):
+    input_shape, weight_shape, args, dtype = case
+    rng = np.random.default_rng(0)
+    x, w, b = random_case(rng, input_shape, weight_shape, dtype)
+    assert_matches_oracle(ALGO, x, w, b, **args)
+    assert_matches_oracle(ALGO, x, w, None, **args)
+
+
+def _spec(input_shape, weight_shape, **args):
+    return convlab.ConvSpec.from_shapes(input_shape, weight_shape, **args)
+
+
+def test_each_plan_path_is_exercised():
+    """The specs used below really take the path their test is named after."""
+    assert mod.plan(_spec((2, 4, 7, 9), (6, 4, 1, 1)), 4).identity
+    assert mod.plan(_spec((2, 6, 9, 9), (6, 1, 3, 3), groups=6), 4).small_gemm
+    staged = mod.plan(_spec((3, 4, 5, 6), (5, 4, 3, 3)), 4)  # 12 columns per image: batched
+    assert staged.staged and staged.images == 3
+    direct = mod.plan(_spec((2, 4, 40, 40), (5, 4, 3, 3)), 4)  # wide: one image per GEMM
+    assert not direct.staged and direct.images == 1
+
+
+def test_chunks_over_images_and_rows(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, w, b = random_case(rng, (3, 4, 12, 10), (5, 4, 3, 3))
+    args = dict(stride=(2, 1), padding=1, dilation=(1, 2))
+    spec = prepare(x, w, b, **args)[3]
+    calls = []
+    real = mod._run_chunk
+    monkeypatch.setattr(mod, "_run_chunk", lambda *a: calls.append(a[6:10]) or real(*a))
+    per_image = spec.reduction_length * spec.out_height * spec.out_width * 4
+    # room for exactly one image (with its staging): one chunk per image
+    with mod.workspace_cap(per_image + 5 * spec.out_height * spec.out_width * 4):
+        pl = mod.plan(spec, 4)
+        assert (pl.images, pl.rows, pl.chunks) == (1, spec.out_height, 3)
+        assert_matches_oracle(ALGO, x, w, b, **args)
+    assert len(calls) == 3
+    calls.clear()
+    # room for two output rows of one image: bands of rows
+    with mod.workspace_cap(2 * (spec.reduction_length + 5) * spec.out_width * 4):
+        pl = mod.plan(spec, 4)
+        assert pl.images == 1 and pl.rows == 2
+        assert pl.workspace <= mod.get_workspace_cap()
+        assert_matches_oracle(ALGO, x, w, b, **args)
+    assert len(calls) == pl.chunks == 3 * -(-spec.out_height // 2)
+    assert [c[2] for c in calls[:3]] == [0, 2 * spec.out_width, 4 * spec.out_width]
+    calls.clear()
+    # a cap below one row still runs, one row at a time
+    with mod.workspace_cap(1):
+        assert mod.plan(spec, 4).rows == 1
+        assert_matches_oracle(ALGO, x, w, None, **args)
+    assert len(calls) == 3 * spec.out_height
+
+
+def test_tiny_cap_depthwise_and_float64():
+    rng = np.random.default_rng(4)
+    x, w, b = random_case(rng, (2, 3, 9, 8), (6, 1, 3, 3), np.float64)
+    with mod.workspace_cap(100):
+        assert mod.plan(prepare(x, w, b, groups=3, padding=1)[3], 8).chunks > 2
+        assert_matches_oracle(ALGO, x, w, b, groups=3, padding=1)
+
+
+def test_workspace_cap_setting():
+    assert mod.get_workspace_cap() == mod.DEFAULT_WORKSPACE_CAP == 256 * 2**20
+    with mod.workspace_cap(12345) as cap:
+        assert cap == mod.get_workspace_cap() == 12345
+    assert mod.get_workspace_cap() == mod.DEFAULT_WORKSPACE_CAP
+    previous = mod.set_workspace_cap(999)
+    try:
+        assert previous == mod.DEFAULT_WORKSPACE_CAP and mod.get_workspace_cap() == 999
+    finally:
+        mod.set_workspace_cap(None)
+    assert mod.get_workspace_cap() == mod.DEFAULT_WORKSPACE_CAP
+    for bad in (0, -5, 1.5, "big"):
+        with pytest.raises(ValueError, match="workspace cap"):
+            mod.set_workspace_cap(bad)
+
+
+def test_registry_reports_workspace_and_blowup():
+    kern = kernels.get(ALGO)
+    spec = _spec((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    assert kern.extras["blowup"](spec) == mod.blowup(spec) == 9
+    cols = 64 * 9 * 56 * 56 * 4  # one image's column matrix, float32
+    assert kern.workspace(spec, 4) == cols  # wide images: one per GEMM, BLAS writes NCHW
+    assert kern.workspace(spec, 4) == kern.extras["plan"](spec, 4).workspace
+    assert mod.column_shape(spec, 8) == (576, 8 * 56 * 56)
+    big = _spec((1, 256, 512, 512), (8, 256, 3, 3), padding=1)  # 2.4 GB of columns
+    assert kern.workspace(big, 4) <= mod.DEFAULT_WORKSPACE_CAP
+    assert kernels.get(ALGO).workspace(_spec((2, 4, 7, 9), (6, 4, 1, 1)), 4) == 0  # identity
+
+
+def test_lower_builds_the_column_matrix():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    spec = _spec(x.shape, (4, 3, 2, 3), stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+    cols = mod.lower(x, spec)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2)))
+    ho, wo = spec.out_height, spec.out_width
+    expected = np.empty((3 * 2 * 3, 2 * ho * wo), np.float32)
+    for c, p, q in itertools.product(range(3), range(2), range(3)):
+        for n, i, j in itertools.product(range(2), range(ho), range(wo)):
+            expected[(c * 2 + p) * 3 + q, (n * ho + i) * wo + j] = xp[n, c, i * 2 + p,
+                                                                       j + 2 * q]
+    np.testing.assert_array_equal(cols, expected)
+    w = rng.standard_normal((4, 3, 2, 3)).astype(np.float32)
+    # the convolution is that matrix times the weight matrix
+    prod = (w.reshape(4, -1) @ cols).reshape(4, 2, ho, wo).transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(prod, oracle(x, w, None, stride=(2, 1), padding=(1, 2),
+                                            dilation=(1, 2)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "reversed", "strided", "readonly"])
+def test_awkward_layouts_and_inputs_untouched(layout):
+    rng = np.random.default_rng(6)
+    x, w, b = random_case(rng, (2, 4, 9, 10), (6, 2, 3, 3))
+    if layout == "fortran":
+        x, w = np.asfortranarray(x), np.asfortranarray(w)
+    elif layout == "reversed":
+        x, w = x[:, :, ::-1, ::-1], w[:, :, ::-1]
+    elif layout == "strided":
+        x = np.repeat(x, 2, axis=3)[..., ::2]
+        b = np.repeat(b, 2)[::2]
+    else:
+        for arr in (x, w, b):
+            arr.flags.writeable = False
+    before = [a.copy() for a in (x, w, b)]
+    assert_matches_oracle(ALGO, x, w, b, padding=1, groups=2, stride=(1, 2))
+    for arr, old in zip((x, w, b), before):
+        np.testing.assert_array_equal(arr, old)

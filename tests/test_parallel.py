@@ -1,0 +1,126 @@
+"""The prange direct convolution: the oracle on a full spec grid and on Hypothesis
+specs, bit-identical results run to run and for any thread count, every blocking
+remainder, awkward input layouts."""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import convlab
+from convlab.functional import prepare
+from convlab.kernels import parallel as mod
+
+from helpers import assert_matches_oracle, conv_cases, random_case
+
+ALGO = "parallel"
+
+# kernel, stride, padding, dilation, groups ("dw" = depthwise) on a (2, 6, 9, 11) input
+GRID = [
+    (k, s, p, d, g)
+    for k, s, p, d, g in itertools.product(
+        [(1, 1), (3, 3), (2, 3)], [1, (2, 1), 3], [0, (1, 2), "same"], [1, (2, 1)],
+        [1, 2, "dw"])
+    if not (p == "same" and s != 1)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel,stride,padding,dilation,groups", GRID)
+def test_grid_matches_oracle(kernel, stride, padding, dilation, groups, dtype):
+    seed = zlib.crc32(repr((kernel, stride, padding, dilation, groups)).encode())
+    rng = np.random.default_rng(seed)
+    c = 6
+    g = c if groups == "dw" else groups
+    k_out = {1: 5, 2: 6}.get(g, 2 * c)  # 5 and 3 per group: partial blocks of KB=4
+    x, w, b = random_case(rng, (2, c, 9, 11), (k_out, c // g) + kernel, dtype)
+    assert_matches_oracle(ALGO, x, w, b, stride=stride, padding=padding, dilation=dilation,
+                          groups=g)
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases())
+def test_random_specs_match_oracle(case):
+    input_shape, weight_shape, args, dtype = case
+    rng = np.random.default_rng(1)
+    x, w, b = random_case(rng, input_shape, weight_shape, dtype)
+    assert_matches_oracle(ALGO, x, w, b, **args)
+    assert_matches_oracle(ALGO, x, w, None, **args)
+
+
+def test_deterministic_across_runs_and_thread_counts():
+    rng = np.random.default_rng(7)
+    x, w, b = random_case(rng, (3, 16, 23, 21), (12, 8, 3, 3))
+    args = dict(padding=1, groups=2, stride=(1, 2))
+    first = convlab.conv2d(x, w, b, algo=ALGO, **args)
+    for _ in range(3):
+        np.testing.assert_array_equal(convlab.conv2d(x, w, b, algo=ALGO, **args), first)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = convlab.conv2d(x, w, b, algo=ALGO, **args)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(one, first)  # a different split gives the same bits
+
+
+def test_many_row_and_channel_blocks(monkeypatch):
+    """Small TARGET_BLOCK: tall outputs split into many row blocks, the last one
+    partial; 10 output channels per group: blocks of 4, 4 and 2."""
+    monkeypatch.setattr(mod, "TARGET_BLOCK", 20)
+    rng = np.random.default_rng(8)
+    x, w, b = random_case(rng, (2, 6, 31, 7), (20, 3, 3, 2))
+    spec = prepare(x, w, b, padding=1, groups=2)[3]
+    ws = spec.padded_width
+    rows = max(1, min(spec.out_height, (mod.TARGET_BLOCK - spec.out_width) // ws + 1))
+    assert spec.out_height % rows and spec.out_height // rows >= 5
+    assert_matches_oracle(ALGO, x, w, b, padding=1, groups=2)
+    assert_matches_oracle(ALGO, x, w, b, padding=1, groups=2, stride=2)
+
+
+def test_tap_offsets_follow_the_phase_planes():
+    """off[(c,p,q)] points at xpad[c, p*dh, q*dw] inside the phase-split input."""
+    spec = convlab.ConvSpec.from_shapes((1, 2, 9, 10), (3, 2, 3, 2), stride=(2, 3),
+                                        padding=(1, 0), dilation=(1, 2))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(spec.input_shape).astype(np.float32)
+    xs = mod._phase_planes(x, spec)
+    off = mod._tap_offsets(spec, xs.shape[4], xs.shape[5])
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)))
+    flat = xs.reshape(-1)
+    for (c, p, q), o in zip(itertools.product(range(2), range(3), range(2)), off):
+        assert flat[o] == xp[0, c, p * 1, q * 2]
+
+
+def test_weight_repack_pads_partial_blocks_with_zeros():
+    w = np.arange(2 * 3 * 2 * 2 * 1, dtype=np.float32).reshape(6, 2, 2, 1) + 1  # 3 per group
+    wr = mod._repack_weight(w, groups=2)
+    assert wr.shape == (2, 4, mod.KB)  # one block of 4 per group, 2*2*1 taps
+    np.testing.assert_array_equal(wr[0, :, :3], w[:3].reshape(3, 4).T)
+    np.testing.assert_array_equal(wr[1, :, :3], w[3:].reshape(3, 4).T)
+    assert not wr[:, :, 3].any()
+
+
+@pytest.mark.parametrize("layout", ["fortran", "reversed", "strided", "readonly"])
+def test_awkward_layouts_and_inputs_untouched(layout):
+    rng = np.random.default_rng(10)
+    x, w, b = random_case(rng, (2, 4, 9, 10), (6, 2, 3, 3))
+    if layout == "fortran":
+        x, w = np.asfortranarray(x), np.asfortranarray(w)
+    elif layout == "reversed":
+        x, w = x[:, :, ::-1, ::-1], w[:, :, ::-1]
+    elif layout == "strided":
+        x = np.repeat(x, 2, axis=3)[..., ::2]
+        b = np.repeat(b, 2)[::2]
+    else:
+        for arr in (x, w, b):
+            arr.flags.writeable = False
+    before = [a.copy() for a in (x, w, b)]
+    assert_matches_oracle(ALGO, x, w, b, padding=1, groups=2, stride=(1, 2))
+    for arr, old in zip((x, w, b), before):
+        np.testing.assert_array_equal(arr, old)
