@@ -2,6 +2,8 @@
 
     convlab shape --input 64,5,10,12 --out-channels 2 --kernel-size 3 --padding same
     convlab info
+    convlab bench --suite quick --kernels naive,im2col --out r.json --plot r.png
+    convlab figures [--out DIR] [--quick]
 
 Bad arguments print one line saying what was wrong and exit with status 2.
 """
@@ -9,8 +11,10 @@ Bad arguments print one line saying what was wrong and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .shapes import ConvSpec
 
@@ -85,6 +89,93 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _suite(text: str) -> str:
+    from .bench import SUITES
+
+    if text not in SUITES:
+        raise argparse.ArgumentTypeError(f"unknown suite {text!r}; suites: {', '.join(SUITES)}")
+    return text
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _writable(path: str | None, what: str) -> None:
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"cannot write {what} {path!r}: its folder does not exist")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    _writable(args.out, "--out")
+    _writable(args.plot, "--plot")
+    # fail on bad names now, not after calibrating
+    bench.resolve_kernels(args.kernels, args.device, not args.no_torch)
+    bench.suite_layers(args.suite, args.layers)
+    if args.cold_cache and os.environ.get(bench.COLD_CACHE_ENV) != "1":
+        return bench.run_in_fresh_process([a for a in args.argv if a != "--cold-cache"])
+    result = bench.run_benchmark(
+        args.suite, args.kernels, only_layers=args.layers, batch=args.batch, dtype=args.dtype,
+        repeats=args.repeats, max_call_s=args.max_call, budget_s=args.budget,
+        device=args.device, rival=not args.no_torch, progress=not args.no_progress)
+    print(bench.format_table(result))
+    if args.out:
+        json_path, csv_path = result.save(args.out)
+        print(f"\nsaved {json_path} and {csv_path}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import plots
+
+        plots.gflops_plot(result, path=args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from . import figures
+
+    if args.source is not None and not Path(args.source).is_file():
+        raise ValueError(f"--from {args.source!r}: no such file")
+    try:
+        written = figures.build(args.out, quick=args.quick, source=args.source,
+                                viz=not args.no_viz)
+    except RuntimeError as exc:
+        print(f"convlab figures: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(written)} files in {args.out}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convlab", description="convlab: a 2-D convolution kernel lab")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -106,12 +197,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions, CPU, threads and which kernels run here")
     info.set_defaults(func=_cmd_info)
+
+    bench = sub.add_parser("bench", help="time kernels on a layer suite (checked against the "
+                                         "oracle first; PyTorch and the machine peak in the "
+                                         "same run)")
+    bench.add_argument("--suite", default="quick", type=_suite,
+                       help="seed, resnet, vgg, mobilenet, dilated, quick (default), all")
+    bench.add_argument("--layers", type=_names, metavar="NAME,...",
+                       help="only these layers (names as in the table)")
+    bench.add_argument("--kernels", type=_names, metavar="NAME,...",
+                       help="kernels to run (default: every one for --device, plus torch)")
+    bench.add_argument("--batch", type=_positive_int,
+                       help="batch for every layer (default 8; the seed layer keeps 64)")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    bench.add_argument("--repeats", type=_positive_int,
+                       help="timing samples per layer and kernel (default: adaptive)")
+    bench.add_argument("--out", metavar="FILE.json", help="save the records as JSON and CSV")
+    bench.add_argument("--plot", metavar="FILE.png", help="save the GFLOP/s plot")
+    bench.add_argument("--max-call", type=_positive_float, default=2.0, metavar="SECONDS",
+                       help="skip slow kernels (python, naive) estimated to take longer than "
+                            "this per call (default 2)")
+    bench.add_argument("--budget", type=_positive_float, default=0.5, metavar="SECONDS",
+                       help="timing time per layer and kernel when --repeats is not given "
+                            "(default 0.5)")
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                       help="which kernels run by default (default cpu)")
+    bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--cold-cache", action="store_true",
+                       help="run in a fresh process with an empty Numba cache, so first "
+                            "calls show real compile times")
+    bench.set_defaults(func=_cmd_bench)
+
+    figs = sub.add_parser("figures", help="rebuild every figure of the README and notebooks")
+    figs.add_argument("--out", default="figures", metavar="DIR",
+                      help="output folder (default ./figures)")
+    figs.add_argument("--quick", action="store_true", help="benchmark the quick suite only")
+    figs.add_argument("--from", dest="source", metavar="BENCH.json",
+                      help="draw from saved records instead of benchmarking")
+    figs.add_argument("--no-viz", action="store_true", help="skip the conv-arithmetic pictures")
+    figs.set_defaults(func=_cmd_figures)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # to re-run the command
     try:
         return args.func(args)
     except (ValueError, TypeError) as exc:

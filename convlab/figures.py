@@ -1,0 +1,142 @@
+"""``convlab figures``: every figure the README and notebooks show, from one command.
+
+1. Runs the benchmark once, in a fresh process with an empty Numba cache (so the
+   compile-time figure shows real compiles), and saves its records as
+   ``bench.json`` / ``bench.csv`` in the output folder.
+2. Draws the benchmark plots from those saved records (:mod:`convlab.plots`).
+3. Draws the conv-arithmetic pictures with :mod:`convlab.viz` when that module
+   exists (imported lazily; if it is missing, or lacks a function, the picture is
+   skipped with a printed note rather than failing the rest).
+
+The committed ``figures/`` folder is this command's output; ``bench.json`` in it
+says on which machine the numbers were measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import bench, plots
+
+DPI = plots.DPI
+
+# file name -> (what it shows, plot function of the saved records)
+BENCH_FIGURES: dict[str, tuple[str, Callable[..., Any]]] = {
+    "bench_gflops.png": ("GFLOP/s per layer per kernel, PyTorch and the measured peak",
+                         plots.gflops_plot),
+    "bench_ladder.png": ("the speed-up ladder on one layer, python -> PyTorch",
+                         plots.ladder_plot),
+    "bench_roofline.png": ("roofline: achieved GFLOP/s vs arithmetic intensity",
+                           plots.roofline_plot),
+    "bench_compile.png": ("first call (JIT compile) vs warm call per kernel",
+                          plots.compile_plot),
+    "bench_error.png": ("error vs the float64 oracle per kernel", plots.error_plot),
+}
+
+
+def _viz_figures() -> list[tuple[str, str, Callable[[Any], Any]]]:
+    """(file name, what it shows, draw(viz) -> Figure or FuncAnimation).
+
+    The hook for :mod:`convlab.viz`: a picture whose function viz lacks is skipped
+    with a note, so this list may run ahead of (or behind) viz.py.
+    """
+    return [
+        ("arith_no_padding.png", "3x3 kernel over a 5x5 input, no padding, stride 1",
+         lambda v: v.draw_conv(v.grid_spec(5, 3), (0, 0))),
+        ("arith_same_padding.png", "3x3 kernel, padding 1 ('same'): output = input size",
+         lambda v: v.draw_conv(v.grid_spec(5, 3, padding=1), (0, 0))),
+        ("arith_stride2.png", "3x3 kernel, stride 2, padding 1 (the next step dashed)",
+         lambda v: v.draw_conv(v.grid_spec(5, 3, stride=2, padding=1), (0, 0))),
+        ("arith_dilation2.png", "3x3 kernel with dilation 2 over a 7x7 input",
+         lambda v: v.draw_conv(v.grid_spec(7, 3, dilation=2), (0, 0))),
+        ("arith_frames.png", "numbered frames of the sliding window (4x5 input, padding 1)",
+         lambda v: v.draw_frames(v.grid_spec((4, 5), 3, padding=1), max_frames=12)),
+        ("arith_receptive_field.png", "the inputs that feed output (1, 2): stride 2, pad 1",
+         lambda v: v.draw_receptive_field(v.grid_spec((6, 7), 3, stride=2, padding=1), 1, 2)[0]),
+        ("arith_slide.gif", "animation of the window sliding (4x4 input, padding 1)",
+         lambda v: v.animate_conv(v.grid_spec(4, 3, padding=1))),
+        ("im2col.png", "im2col: each window becomes one column of the lowered matrix",
+         lambda v: v.draw_im2col(v.grid_spec((3, 4), 2, padding=1, in_channels=2))),
+        ("winograd_tiles.png", "Winograd F(2x2,3x3): overlapping 4x4 input tiles",
+         lambda v: v.draw_winograd_tiles(v.grid_spec((6, 7), 3, padding=1), 2)),
+        ("groups.png", "groups as channel connections: groups = 1, 2, 4 (depthwise)",
+         lambda v: v.draw_groups(4, 4, (1, 2, 4))),
+    ]
+
+
+def _save_any(obj: Any, path: Path, viz: Any) -> None:
+    if hasattr(obj, "savefig"):
+        obj.savefig(path, dpi=DPI)
+    elif hasattr(viz, "save_gif"):
+        viz.save_gif(obj, path)
+    else:  # an animation, and no helper to write it
+        obj.save(str(path), writer="pillow", fps=2)
+
+
+def build_viz(out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """The conv-arithmetic pictures, if :mod:`convlab.viz` is importable."""
+    try:
+        viz = importlib.import_module("convlab.viz")
+    except ImportError as exc:
+        log(f"note: convlab.viz not importable ({exc}); conv-arithmetic pictures skipped")
+        return []
+    written = []
+    for name, what, draw in _viz_figures():
+        try:
+            obj = draw(viz)
+        except AttributeError as exc:
+            log(f"note: {name} skipped: convlab.viz has no {exc.name or exc}")
+            continue
+        path = out_dir / name
+        _save_any(obj, path, viz)
+        written.append(path)
+        log(f"wrote {path}  ({what})")
+    return written
+
+
+def build_bench_plots(result: bench.BenchResult | str | os.PathLike, out_dir: Path,
+                      log: Callable[[str], None] = print) -> list[Path]:
+    """The benchmark plots from saved records (no timing)."""
+    res = result if isinstance(result, bench.BenchResult) else bench.load(result)
+    written = []
+    for name, (what, draw) in BENCH_FIGURES.items():
+        try:
+            draw(res, path=out_dir / name)
+        except ValueError as exc:  # e.g. nothing timed: say so, draw the rest
+            log(f"note: {name} skipped: {exc}")
+            continue
+        written.append(out_dir / name)
+        log(f"wrote {out_dir / name}  ({what})")
+    return written
+
+
+def build(out_dir: str | os.PathLike = "figures", *, quick: bool = False,
+          source: str | os.PathLike | None = None, bench_args: list[str] | None = None,
+          viz: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+    """Rebuild every figure into ``out_dir``; returns the files written.
+
+    ``source``: an existing bench JSON to draw from instead of benchmarking (it is
+    copied to ``out_dir/bench.json``).  Otherwise the ``quick`` or ``all`` suite is
+    run (plus ``bench_args``) in a fresh process with a cold Numba cache.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "bench.json"
+    if source is not None:
+        bench.load(source).save(json_path)  # JSON and the CSV beside it
+    else:
+        argv = ["--suite", "quick" if quick else "all", "--out", str(json_path),
+                *(bench_args or [])]
+        log(f"running: convlab bench {' '.join(argv)}  (fresh process, cold Numba cache)")
+        rc = bench.run_in_fresh_process(argv)
+        if rc != 0:
+            raise RuntimeError(f"the benchmark exited with status {rc}")
+    written = [json_path, json_path.with_suffix(".csv")]
+    written += build_bench_plots(json_path, out, log)
+    if viz:
+        written += build_viz(out, log)
+    return written

@@ -1,0 +1,254 @@
+"""The benchmark harness on tiny layers: records, the correctness gate, refusals, skips.
+
+No timing assertions: the numbers are whatever this machine gives; the tests check
+what was run, what was refused, what was recorded, and that a wrong kernel is never
+timed.  The machine ceilings are passed in (``calibration=``) to keep tests fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from convlab import bench, kernels
+from convlab.kernels.registry import KERNELS, register
+from convlab.reference import conv2d_reference
+from convlab.shapes import ConvSpec
+
+CALIB = {"peak_gflops": 100.0, "peak_what": "test GEMM", "bandwidth_gbs": 10.0,
+         "bandwidth_what": "test copy"}
+TINY = (
+    bench.Layer("tiny_a", 3, (6, 7), 4, 3, padding=1, batch=2),
+    bench.Layer("tiny_dw", 4, (5, 6), 4, 3, stride=2, groups=4, batch=2),
+)
+
+
+@pytest.fixture
+def temp_kernels():
+    """Register kernels for one test; they are removed from the registry afterwards."""
+    added: list[str] = []
+
+    def add(name, run, **kwargs):
+        register(name, description=f"test kernel {name}", **kwargs)(run)
+        added.append(name)
+        return name
+
+    yield add
+    for name in added:
+        KERNELS.pop(name, None)
+
+
+def _good(x, w, b, spec):
+    return conv2d_reference(x, w, b, spec).astype(x.dtype)
+
+
+def _flipped(x, w, b, spec):
+    """A classic bug: true convolution (kernel flipped) instead of cross-correlation."""
+    return _good(x, np.ascontiguousarray(w[:, :, ::-1, ::-1]), b, spec)
+
+
+def _run(names, layers=TINY, **kwargs):
+    kwargs.setdefault("repeats", 2)
+    return bench.run_benchmark(layers=layers, kernel_names=names, calibration=CALIB,
+                               progress=False, **kwargs)
+
+
+def test_records_structure():
+    res = _run(["naive", "python"])
+    assert [(r.layer, r.kernel) for r in res.records] == [
+        (la.name, k) for la in TINY for k in ("naive", "python")]
+    for r in res.records:
+        spec = next(la for la in TINY if la.name == r.layer).spec(2)
+        assert r.status == "ok", r.reason
+        assert r.flops == spec.flops() and r.batch == 2 and r.dtype == "float32"
+        assert r.intensity == pytest.approx(spec.arithmetic_intensity(4))
+        assert r.repeats == 2 and r.number >= 1
+        assert r.min_s <= r.q1_s <= r.median_s <= r.q3_s <= r.max_s
+        assert r.gflops == pytest.approx(r.flops / r.median_s / 1e9)
+        assert r.peak_fraction == pytest.approx(r.gflops / 100.0)
+        assert r.vs_naive == pytest.approx(res.get(r.layer, "naive").median_s / r.median_s)
+        assert r.max_rel_err <= r.tolerance
+        assert r.first_call_s > 0 and r.compile_s >= 0
+    # first_use marks each kernel's first call in the process, once per kernel
+    assert [r.first_use for r in res.records] == [True, True, False, False]
+    assert res.settings["layers"] == ["tiny_a", "tiny_dw"]
+    assert {"cpu", "cores", "versions"} <= set(res.machine)
+
+
+def test_wrong_kernel_is_reported_and_never_timed(temp_kernels):
+    calls = []
+
+    def flipped(x, w, b, spec):
+        calls.append(spec.batch)
+        return _flipped(x, w, b, spec)
+
+    name = temp_kernels("bench_test_flipped", flipped)
+    res = _run(["naive", name])
+    for layer in TINY:
+        rec = res.get(layer.name, name)
+        assert rec.status == "wrong"
+        assert "oracle" in rec.reason
+        assert rec.max_rel_err > rec.tolerance
+        assert rec.median_s is None and rec.gflops is None and rec.repeats is None
+    assert len(calls) == len(TINY)  # the gate call only: never timed
+    table = bench.format_table(res)
+    assert "WRONG" in table and name in table
+
+
+def test_kernel_that_writes_into_its_input_is_wrong(temp_kernels):
+    def scribbler(x, w, b, spec):
+        out = _good(x, w, b, spec)
+        x[...] = 0.0  # correct answer, but the caller's array is destroyed
+        return out
+
+    name = temp_kernels("bench_test_scribbler", scribbler)
+    rec = _run([name], layers=TINY[:1]).records[0]
+    assert rec.status == "wrong" and "modified its input" in rec.reason
+
+
+def test_refusal_is_listed_as_na_with_its_reason(temp_kernels):
+    name = temp_kernels("bench_test_3x3only", _good,
+                        supports=lambda s: None if s.groups == 1 else "needs groups=1")
+    res = _run([name])
+    assert res.get("tiny_a", name).status == "ok"
+    dw = res.get("tiny_dw", name)
+    assert dw.status == "n/a" and "needs groups=1" in dw.reason and dw.median_s is None
+    unavailable = temp_kernels("bench_test_elsewhere", _good, available=lambda: "no such card")
+    rec = _run([unavailable], layers=TINY[:1]).records[0]
+    assert rec.status == "n/a" and "no such card" in rec.reason
+
+
+def test_slow_kernels_are_skipped_with_a_reason():
+    res = _run(["python", "naive"], max_call_s=1e-9)
+    assert {r.status for r in res.records} == {"skip"}
+    for r in res.records:
+        assert "too slow" in r.reason and r.first_call_s is None
+    assert "skip" in bench.format_table(res)
+
+
+def test_crashing_kernel_is_an_error_record_and_the_run_goes_on(temp_kernels):
+    def boom(x, w, b, spec):
+        raise RuntimeError("kaboom")
+
+    name = temp_kernels("bench_test_boom", boom)
+    res = _run([name, "naive"])
+    assert all(r.status == "error" and "kaboom" in r.reason
+               for r in res.records if r.kernel == name)
+    assert all(r.status == "ok" for r in res.records if r.kernel == "naive")
+
+
+def test_timer_and_stage_hooks_are_used(temp_kernels):
+    staged = []
+
+    def stage(x, w, b, spec):
+        staged.append(spec.batch)
+        return lambda: None
+
+    def fake_timer(call, number):
+        call()
+        return 0.25 * number  # a device that always takes 0.25 s
+
+    name = temp_kernels("bench_test_device", _good, timer=fake_timer, bench_stage=stage)
+    rec = _run([name], layers=TINY[:1], repeats=3).records[0]
+    assert rec.status == "ok" and staged == [2]
+    assert rec.median_s == rec.min_s == rec.max_s == 0.25
+
+
+@pytest.mark.skipif(not bench.torch_available(), reason="torch not installed")
+def test_torch_rival_gives_ratios():
+    res = _run(["naive", "torch"], layers=TINY[:1])
+    naive, torch = res.get("tiny_a", "naive"), res.get("tiny_a", "torch")
+    assert torch.status == "ok", torch.reason
+    assert naive.vs_torch == pytest.approx(torch.median_s / naive.median_s)
+    assert torch.vs_torch == pytest.approx(1.0)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    res = _run(["naive", "python"], max_call_s=1e-9)  # skips: None fields round-trip too
+    res.records.extend(_run(["naive"]).records)
+    json_path, csv_path = res.save(tmp_path / "r.json")
+    assert csv_path == tmp_path / "r.csv" and csv_path.exists()
+    back = bench.load(json_path)
+    assert back.records == res.records
+    assert back.calibration == res.calibration and back.machine == res.machine
+    data = json.loads(json_path.read_text())
+    assert set(data) == {"machine", "calibration", "settings", "records"}
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == len(res.records) and set(rows[0]) == set(bench.RECORD_FIELDS)
+    assert rows[0]["median_s"] == "" and float(rows[-1]["median_s"]) > 0
+
+
+def test_format_table_lists_every_layer_and_kernel():
+    res = _run(["naive", "python"])
+    table = bench.format_table(res)
+    for name in ("tiny_a", "tiny_dw", "naive", "python", "GFLOP/s", "% peak", "x naive"):
+        assert name in table
+
+
+def test_float64_uses_float64_tolerance():
+    res = _run(["naive"], layers=TINY[:1], dtype="float64")
+    rec = res.records[0]
+    assert rec.status == "ok" and rec.dtype == "float64" and rec.tolerance < 1e-10
+
+
+def test_gate_batch_shrinks_for_big_layers():
+    big = ConvSpec.create((8, 256, 56, 56), 256, 3, padding=1)
+    assert bench.gate_batch(big) == 1
+    small = ConvSpec.create((64, 5, 10, 12), 2, 3)
+    assert bench.gate_batch(small) == 64
+
+
+def test_suites_are_valid_and_named_uniquely():
+    assert set(bench.SUITES) >= {"seed", "resnet", "vgg", "mobilenet", "dilated", "quick", "all"}
+    names = [la.name for la in bench.SUITES["all"]]
+    assert len(names) == len(set(names))
+    for suite, layers in bench.SUITES.items():
+        assert layers, suite
+        for layer in layers:
+            assert layer.name in names
+            spec = layer.spec(layer.batch or bench.DEFAULT_BATCH)
+            assert spec.out_height >= 1 and spec.out_width >= 1
+    seed = bench.SUITES["seed"][0].spec(64)
+    assert seed.input_shape == (64, 5, 10, 12) and seed.output_shape == (64, 2, 8, 10)
+    dw = [la for la in bench.SUITES["mobilenet"] if la.groups > 1]
+    assert dw and all(la.groups == la.in_channels for la in dw)
+    assert all(la.dilation == 2 for la in bench.SUITES["dilated"])
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown suite 'nope'; suites: seed"):
+        bench.suite_layers("nope")
+    with pytest.raises(ValueError, match="unknown layer 'zzz'; layers: seed"):
+        bench.suite_layers("quick", ["zzz"])
+    with pytest.raises(ValueError, match="unknown kernel 'foo'; known kernels: .*naive"):
+        bench.resolve_kernels(["foo"])
+    with pytest.raises(ValueError, match="dtype"):
+        _run(["naive"], dtype="float16")
+    with pytest.raises(ValueError, match="batch"):
+        _run(["naive"], batch=0)
+
+
+def test_default_kernels_follow_the_registry():
+    names = bench.resolve_kernels(None)
+    cpu = [n for n, k in kernels.KERNELS.items() if k.device == "cpu"]
+    assert set(names) - {bench.RIVAL} == set(cpu)
+    assert names.index("python") < names.index("naive")
+    assert (bench.RIVAL in names) == bench.torch_available()
+    assert bench.RIVAL not in bench.resolve_kernels(None, rival=False)
+
+
+def test_calibration_measures_positive_ceilings():
+    peak = bench.measure_peak(np.float32, n=64, repeats=2)
+    bw = bench.measure_bandwidth(mib=1, repeats=2)
+    assert peak["gflops"] > 0 and math.isfinite(peak["gflops"])
+    assert bw["gbs"] > 0 and "copy" in bw["what"]
+
+
+def test_the_seed_layer_is_checked_at_its_batch_of_64():
+    rec = _run(["naive"], layers=bench.SUITES["seed"], repeats=1).records[0]
+    assert rec.status == "ok" and rec.batch == 64 and rec.gate_batch == 64
+

@@ -1,0 +1,82 @@
+"""`convlab bench` and `convlab figures`: one-line errors with exit status 2, and a tiny
+real run (the machine ceilings replaced by fixed numbers to keep it fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from convlab import bench, figures
+from convlab.cli import main
+
+CALIB = {"peak_gflops": 100.0, "peak_what": "test GEMM", "bandwidth_gbs": 10.0,
+         "bandwidth_what": "test copy"}
+
+
+def _exit_code(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", "--suite", "nope"], ["unknown suite 'nope'", "quick", "resnet"]),
+    (["bench", "--kernels", "naive,nope"], ["unknown kernel 'nope'", "naive", "python"]),
+    (["bench", "--layers", "zzz"], ["unknown layer 'zzz'", "seed"]),
+    (["bench", "--batch", "0"], ["--batch", "positive integer"]),
+    (["bench", "--batch", "many"], ["--batch", "positive integer"]),
+    (["bench", "--repeats", "-3"], ["--repeats", "positive integer"]),
+    (["bench", "--dtype", "float16"], ["--dtype", "float16"]),
+    (["bench", "--max-call", "0"], ["--max-call", "positive number"]),
+    (["bench", "--device", "tpu"], ["--device", "tpu"]),
+    (["bench", "--out", "/no/such/dir/r.json"], ["--out", "folder does not exist"]),
+    (["bench", "--plot", "/no/such/dir/r.png"], ["--plot", "folder does not exist"]),
+    (["figures", "--from", "/no/such/bench.json"], ["--from", "no such file"]),
+])
+def test_bad_arguments_one_line_exit_2(argv, words, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "calibrate", lambda *a: pytest.fail("should not get this far"))
+    code, err = _exit_code(argv, capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err
+
+
+def test_bench_runs_and_writes_json_csv_and_plot(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "calibrate", lambda *a: dict(CALIB))
+    out, plot = tmp_path / "r.json", tmp_path / "r.png"
+    code = main(["bench", "--suite", "seed", "--kernels", "naive", "--repeats", "2",
+                 "--no-torch", "--no-progress", "--out", str(out), "--plot", str(plot)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "seed" in stdout and "naive" in stdout and "GFLOP/s" in stdout
+    assert out.exists() and out.with_suffix(".csv").exists() and plot.exists()
+    res = bench.load(out)
+    assert [r.kernel for r in res.records] == ["naive"]
+    assert res.records[0].status == "ok" and res.records[0].batch == 64
+    assert res.settings["repeats"] == 2
+
+
+def test_batch_overrides_every_layer(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "calibrate", lambda *a: dict(CALIB))
+    out = tmp_path / "r.json"
+    assert main(["bench", "--suite", "seed", "--kernels", "naive", "--repeats", "1",
+                 "--batch", "3", "--no-torch", "--no-progress", "--out", str(out)]) == 0
+    assert bench.load(out).records[0].batch == 3
+    capsys.readouterr()
+
+
+def test_figures_from_saved_records(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "calibrate", lambda *a: dict(CALIB))
+    src = tmp_path / "r.json"
+    assert main(["bench", "--suite", "seed", "--kernels", "python,naive", "--repeats", "1",
+                 "--no-torch", "--no-progress", "--out", str(src)]) == 0
+    monkeypatch.setattr(bench, "run_benchmark", lambda *a, **k: pytest.fail("re-timed"))
+    out = tmp_path / "figs"
+    assert main(["figures", "--from", str(src), "--out", str(out), "--no-viz"]) == 0
+    for name in ("bench.json", "bench.csv", *figures.BENCH_FIGURES):
+        assert (out / name).stat().st_size > 0
+    assert bench.load(out / "bench.json").records == bench.load(src).records
+    assert "files in" in capsys.readouterr().out
