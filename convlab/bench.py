@@ -585,6 +585,7 @@ def run_benchmark(
     chosen_layers = tuple(layers) if layers is not None else suite_layers(suite, only_layers)
     names = resolve_kernels(kernel_names, device, rival)
     np_dtype = np.dtype(dtype)
+    started = time.perf_counter()
 
     bar = tqdm(total=len(chosen_layers) * len(names) + 1, disable=not progress, unit="run",
                dynamic_ncols=True, leave=False)
@@ -646,6 +647,7 @@ def run_benchmark(
                         if os.environ.get(COLD_CACHE_ENV) == "1" else
                         "as found: a first call may load compiled code from disk"),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "elapsed_s": round(time.perf_counter() - started, 1),
     }
     return BenchResult(_machine(), calib, settings, records)
 
@@ -717,6 +719,10 @@ def format_table(result: BenchResult) -> str:
     lines = [f"machine: {result.machine_line()}",
              f"peak:    {c['peak_gflops']:.1f} GFLOP/s ({c['peak_what']}); memory "
              f"{c['bandwidth_gbs']:.1f} GB/s ({c['bandwidth_what']})",
+             f"run:     {result.settings.get('elapsed_s', '?')} s, batch "
+             f"{result.settings.get('batch') or 'per layer'}, repeats "
+             f"{result.settings.get('repeats') or 'adaptive'}; numba cache "
+             f"{result.settings.get('numba_cache', '?')}",
              "ratios:  x torch / x naive = their time / this time (> 1: faster); spread = "
              "interquartile range of the samples", ""]  # fmt: skip
     head = (f"  {'kernel':<13}{'first call':>11}{'median':>11}{'spread':>8}{'GFLOP/s':>9}"

@@ -116,20 +116,20 @@ def gflops_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
     xs = np.arange(len(layers))
     values: list[float] = []
     for name in names:
-        pts = [(i, r) for i, layer in enumerate(layers)
-               if (r := res.get(layer, name)) is not None and r.status == "ok" and r.gflops]
-        if not pts:
+        recs = [res.get(layer, name) for layer in layers]
+        timed = [r if r is not None and r.status == "ok" and r.gflops else None for r in recs]
+        if not any(timed):
             continue
-        x = np.array([i for i, _ in pts])
-        y = np.array([r.gflops for _, r in pts])
-        lo = np.array([r.gflops_at(r.q3_s) or r.gflops for _, r in pts])
-        hi = np.array([r.gflops_at(r.q1_s) or r.gflops for _, r in pts])
+        # NaN where a kernel has no time: the line breaks there instead of bridging the gap
+        y = np.array([r.gflops if r else np.nan for r in timed])
+        lo = np.array([(r.gflops_at(r.q3_s) or r.gflops) if r else np.nan for r in timed])
+        hi = np.array([(r.gflops_at(r.q1_s) or r.gflops) if r else np.nan for r in timed])
         c = colour(name, names)
         rival = name == RIVAL
-        ax.plot(x, y, marker="o", ms=5, lw=2.4 if rival else 1.6, ls="--" if rival else "-",
+        ax.plot(xs, y, marker="o", ms=5, lw=2.4 if rival else 1.6, ls="--" if rival else "-",
                 color=c, label=_label(name), zorder=3 if rival else 2)
-        ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
-        values += list(y)
+        ax.fill_between(xs, lo, hi, color=c, alpha=0.18, lw=0)
+        values += [v for v in y if np.isfinite(v)]
     peak = res.calibration.get("peak_gflops")
     if peak:
         ax.axhline(peak, color="#b22222", ls=":", lw=1.5,
@@ -210,8 +210,10 @@ def ladder_plot(result: ResultLike, layer: str | None = None,
         if i:
             factor = shown[i - 1].median_s / r.median_s
             mid = math.sqrt(ys[i - 1] * ys[i]) if ys[i - 1] > 0 and ys[i] > 0 else ys[i]
-            ax.annotate(f"×{_number(factor)}", (i - 0.5, mid), ha="center", va="center",
-                        fontsize=9, fontweight="bold", color="#222222",
+            # a slower step reads "÷N", not "×0.0N"
+            text = f"×{_number(factor)}" if factor >= 1 else f"÷{_number(1 / factor)}"
+            ax.annotate(text, (i - 0.5, mid), ha="center", va="center", fontsize=9,
+                        fontweight="bold", color="#222222" if factor >= 1 else "#b22222",
                         bbox=dict(boxstyle="round,pad=0.2", fc="#fff8dc", ec="#999999", lw=0.6))
     peak = res.calibration.get("peak_gflops")
     top = max(ys + ([peak] if peak else []))
@@ -222,11 +224,11 @@ def ladder_plot(result: ResultLike, layer: str | None = None,
     ax.set_ylim(min(y for y in ys if y > 0) / 3, top * 4)
     ax.set_xticks(xs, [_label(n) for n in names], rotation=15)
     ax.set_ylabel("GFLOP/s (log scale)")
-    ax.set_xlabel("kernel, from the slowest rung to PyTorch")
+    ax.set_xlabel("kernel, in the order of the optimisation ladder")
     r0 = shown[0]
     ax.set_title(f"The speed-up ladder on '{layer}' ({r0.layer_desc}, batch {r0.batch}, "
-                 f"{r0.dtype})\nlabels: time per call; boxes: speed-up over the step before",
-                 fontsize=10)
+                 f"{r0.dtype})\nlabels: time per call; boxes: speed-up over the step before "
+                 "(÷: a slow-down)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3, zorder=0)
     extra = "not on this layer: " + ", ".join(missing) if missing else ""
     _footnote(fig, res, extra)
