@@ -217,40 +217,65 @@ def _label(spec: ConvSpec) -> str:
             f"{r}), dilation {spec.dilation} -> output {spec.out_height}x{spec.out_width}")
 
 
-def _draw_input(ax: Axes, spec: ConvSpec, win: Window | None, numbers: bool,
-                next_win: Window | None = None) -> None:
-    """The padded input grid; the window's taps, its dilated outline and (dashed
-    grey) where the next step of the stride puts it."""
-    top, bottom, left, right = spec.padding
-    taps = {cell: pq for pq, cell in win.taps} if win else {}
-    for y in range(-top, spec.height + bottom):
-        for x in range(-left, spec.width + right):
-            real = _is_input(spec, (y, x))
-            role = ("tap" if real else "tap-padding") if (y, x) in taps else (
-                "input" if real else "padding")
-            face = {"tap": TAP, "tap-padding": TAP_PAD, "input": INPUT, "padding": PADDING}[role]
-            text = f"w{taps[(y, x)][0]}{taps[(y, x)][1]}" if (y, x) in taps and numbers else (
-                "0" if not real and numbers else "")
-            _cell(ax, y + top, x + left, role, (y, x), face, text,
-                  linestyle="-" if real else ":")
-    for w, style in ((next_win, {"edgecolor": "#999999", "linestyle": "--"}),
-                     (win, {"edgecolor": WINDOW, "linestyle": "-"})):
-        if w is not None:
-            (y0, x0), (eh, ew) = w.origin, w.extent
-            ax.add_patch(Rectangle((x0 + left, y0 + top), ew, eh, fill=False, linewidth=2,
-                                   **style))
-    _frame_axes(ax, spec.padded_height, spec.padded_width,
-                f"input {spec.height}x{spec.width} + padding" if any(spec.padding)
-                else f"input {spec.height}x{spec.width}")
+class _InputGrid:
+    """The padded input grid, drawn once and repainted for each window position (so an
+    animation only recolours cells): taps dark (lighter in the padding), labelled with
+    the weight they multiply; the window's dilated outline in red; where the next
+    stride step puts it, dashed grey."""
+
+    def __init__(self, ax: Axes, spec: ConvSpec, numbers: bool) -> None:
+        self.spec, self.numbers = spec, numbers
+        top, bottom, left, right = spec.padding
+        self.offset = (top, left)
+        self.cells = {}
+        for y in range(-top, spec.height + bottom):
+            for x in range(-left, spec.width + right):
+                real = _is_input(spec, (y, x))
+                rect = _cell(ax, y + top, x + left, "input", (y, x), INPUT,
+                             linestyle="-" if real else ":")
+                label = ax.text(x + left + 0.5, y + top + 0.5, "", ha="center", va="center",
+                                fontsize=7) if numbers else None
+                self.cells[(y, x)] = (rect, label, real)
+        self.boxes = [ax.add_patch(Rectangle((0, 0), 0, 0, fill=False, linewidth=2, visible=False,
+                                             **style))
+                      for style in ({"edgecolor": "#999999", "linestyle": "--"},
+                                    {"edgecolor": WINDOW, "linestyle": "-"})]
+        _frame_axes(ax, spec.padded_height, spec.padded_width,
+                    f"input {spec.height}x{spec.width} + padding" if any(spec.padding)
+                    else f"input {spec.height}x{spec.width}")
+
+    def paint(self, win: Window | None, next_win: Window | None = None) -> None:
+        taps = {cell: pq for pq, cell in win.taps} if win else {}
+        for (y, x), (rect, label, real) in self.cells.items():
+            pq = taps.get((y, x))
+            role = ("tap" if real else "tap-padding") if pq else ("input" if real else "padding")
+            rect.set_facecolor({"tap": TAP, "tap-padding": TAP_PAD, "input": INPUT,
+                                "padding": PADDING}[role])
+            rect.set_gid(f"{role}:{y},{x}")
+            if label is not None:
+                label.set_text(f"w{pq[0]}{pq[1]}" if pq else ("" if real else "0"))
+        for box, w in zip(self.boxes, (next_win, win), strict=True):
+            box.set_visible(w is not None)
+            if w is not None:
+                (y0, x0), (eh, ew) = w.origin, w.extent
+                box.set_bounds(x0 + self.offset[1], y0 + self.offset[0], ew, eh)
 
 
-def _draw_output(ax: Axes, spec: ConvSpec, selected: Cell | None, numbers: bool) -> None:
-    for k, (i, j) in enumerate(frames(spec)):
-        sel = (i, j) == selected
-        _cell(ax, i, j, "output-selected" if sel else "output", (i, j),
-              OUTPUT_SEL if sel else OUTPUT, str(k + 1) if numbers else "")
-    _frame_axes(ax, spec.out_height, spec.out_width,
-                f"output {spec.out_height}x{spec.out_width}")
+class _OutputGrid:
+    """The output grid, numbered in the order the window visits it."""
+
+    def __init__(self, ax: Axes, spec: ConvSpec, numbers: bool) -> None:
+        self.cells = {(i, j): _cell(ax, i, j, "output", (i, j), OUTPUT,
+                                    str(k + 1) if numbers else "")
+                      for k, (i, j) in enumerate(frames(spec))}
+        _frame_axes(ax, spec.out_height, spec.out_width,
+                    f"output {spec.out_height}x{spec.out_width}")
+
+    def paint(self, selected: Cell | None) -> None:
+        for (i, j), rect in self.cells.items():
+            sel = (i, j) == selected
+            rect.set_facecolor(OUTPUT_SEL if sel else OUTPUT)
+            rect.set_gid(f"{'output-selected' if sel else 'output'}:{i},{j}")
 
 
 def _next_window(spec: ConvSpec, i: int, j: int) -> Window | None:
@@ -277,8 +302,8 @@ def draw_conv(spec: ConvSpec, output: Cell | None = (0, 0), *, numbers: bool = T
     fig, ax_in, ax_out = _conv_axes(spec, fig)
     win = window(spec, *output) if output is not None else None
     nxt = _next_window(spec, *output) if output is not None else None
-    _draw_input(ax_in, spec, win, numbers, nxt)
-    _draw_output(ax_out, spec, output, numbers)
+    _InputGrid(ax_in, spec, numbers).paint(win, nxt)
+    _OutputGrid(ax_out, spec, numbers).paint(output)
     fig.suptitle(_label(spec), fontsize=9)
     return fig
 
@@ -304,7 +329,7 @@ def draw_frames(spec: ConvSpec, *, max_frames: int = 24, cols: int = 4) -> Figur
         if k >= len(todo):
             ax.axis("off")
             continue
-        _draw_input(ax, spec, window(spec, *todo[k]), numbers=False)
+        _InputGrid(ax, spec, numbers=False).paint(window(spec, *todo[k]))
         ax.set_title(f"{k + 1}: output {todo[k]}", fontsize=8)
     more = len(frames(spec)) - len(todo)
     fig.suptitle(_label(spec) + (f"  (first {len(todo)} frames, {more} more)" if more else ""),
@@ -317,18 +342,19 @@ def animate_conv(spec: ConvSpec, *, interval: int = 600, numbers: bool = True) -
     ``IPython.display.HTML(anim.to_jshtml())``; save it with :func:`save_gif`."""
     fig, ax_in, ax_out = _conv_axes(spec, None)
     order = frames(spec)
+    grid_in, grid_out = _InputGrid(ax_in, spec, numbers), _OutputGrid(ax_out, spec, numbers)
 
     def draw(k: int) -> list:
-        ax_in.clear()
-        ax_out.clear()
         i, j = order[k]
-        _draw_input(ax_in, spec, window(spec, i, j), numbers, _next_window(spec, i, j))
-        _draw_output(ax_out, spec, (i, j), numbers)
+        grid_in.paint(window(spec, i, j), _next_window(spec, i, j))
+        grid_out.paint((i, j))
         fig.suptitle(f"frame {k + 1}/{len(order)}: output ({i}, {j})\n{_label(spec)}",
                      fontsize=9)
         return []
 
     draw(0)
+    fig.canvas.draw()  # lay out once; every frame keeps the same layout (and is faster)
+    fig.set_layout_engine("none")
     return FuncAnimation(fig, draw, frames=len(order), interval=interval, blit=False)
 
 
