@@ -230,7 +230,7 @@ class Contender:
         run = self.run
         return lambda: run(x, w, b, spec)
 
-    def time(self, call: Callable[[], Any], number: int) -> float:
+    def measure(self, call: Callable[[], Any], number: int) -> float:
         timer = self.timer or TIMERS.get(self.device, wall_timer)
         return timer(call, number)
 
@@ -262,8 +262,14 @@ def torch_available() -> bool:
 def _torch_contender() -> Contender:
     """``torch.nn.functional.conv2d`` on the CPU, with as many threads as Numba uses."""
     import numba
-    import torch
-    import torch.nn.functional as F
+
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError as exc:
+        why = f"torch is not installed ({exc}); pip install 'convlab[torch]'"
+        return Contender(RIVAL, "cpu", "torch.nn.functional.conv2d", _no_run,
+                         lambda spec: why, lambda spec, dtype: 0.0)
 
     before = torch.get_num_threads()
     threads = numba.get_num_threads()
@@ -302,6 +308,10 @@ def _torch_contender() -> Contender:
                      f"torch.nn.functional.conv2d (torch {torch.__version__}, {threads} threads)",
                      run, lambda spec: None, tolerance, None, stage, None,
                      close=lambda: torch.set_num_threads(before))  # fmt: skip
+
+
+def _no_run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
+    raise RuntimeError("not runnable here")
 
 
 def known_kernels(device: str | None = None) -> list[str]:
@@ -534,11 +544,16 @@ def _measure(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.n
         rec.status, rec.reason = "wrong", f"failed the oracle check: {report}"
         return
     call = who.call_for(x, w, b, spec)
-    t_est = who.time(call, 1)  # warm-up at the benchmark batch
+    # The gate's call, scaled to the full batch, predicts a warm call unless it included
+    # a compile.  A call slower than the whole budget needs no warm-up (nothing to warm
+    # that the first sample would not); a faster one gets one, which also measures it.
+    t_est = rec.first_call_s * spec.batch / gb
+    if first_use or t_est < budget_s:
+        t_est = who.measure(call, 1)
     number, reps = _repeats_for(t_est, budget_s)
     if repeats is not None:
         reps = repeats
-    samples = np.array([who.time(call, number) / number for _ in range(reps)])
+    samples = np.array([who.measure(call, number) / number for _ in range(reps)])
     q1, med, q3 = np.percentile(samples, [25, 50, 75])
     rec.number, rec.repeats = number, reps
     rec.median_s, rec.q1_s, rec.q3_s = float(med), float(q1), float(q3)

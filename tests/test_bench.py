@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -165,6 +166,12 @@ def test_torch_rival_gives_ratios():
     assert torch.status == "ok", torch.reason
     assert naive.vs_torch == pytest.approx(torch.median_s / naive.median_s)
     assert torch.vs_torch == pytest.approx(1.0)
+
+
+def test_torch_requested_but_missing_is_na(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    rec = _run([bench.RIVAL], layers=TINY[:1]).records[0]
+    assert rec.status == "n/a" and "torch is not installed" in rec.reason
 
 
 def test_save_and_load_roundtrip(tmp_path):

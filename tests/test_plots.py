@@ -55,7 +55,7 @@ def no_timing(monkeypatch):
     for name in ("wall_timer", "run_benchmark", "calibrate", "measure_peak",
                  "measure_bandwidth", "run_in_fresh_process"):
         monkeypatch.setattr(bench, name, fail)
-    monkeypatch.setattr(bench.Contender, "time", fail)
+    monkeypatch.setattr(bench.Contender, "measure", fail)
     monkeypatch.setitem(bench.TIMERS, "cpu", fail)
 
 
