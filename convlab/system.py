@@ -48,20 +48,29 @@ def threading_layer() -> str:
 
 
 def cuda_status() -> str:
-    """'gpu: NAME', 'simulator', or 'missing: how to get it'."""
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return "simulator (NUMBA_ENABLE_CUDASIM=1: kernels run on the CPU, one thread at a time)"
+    """'gpu: NAME', 'simulator', or 'missing: how to get it'.
+
+    The simulator is recognised by the ``numba.cuda`` module actually imported
+    (numba reads NUMBA_ENABLE_CUDASIM when it is first imported, not later).
+    """
     try:
         from numba import cuda
     except ImportError as exc:  # pragma: no cover - numba always ships cuda or numba-cuda
         return f"missing: numba.cuda cannot be imported ({exc}); pip install 'convlab[cuda]'"
+    if ".simulator" in getattr(cuda.jit, "__module__", ""):
+        return "simulator (NUMBA_ENABLE_CUDASIM=1: kernels run on the CPU, one thread at a time)"
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return ("missing: NUMBA_ENABLE_CUDASIM=1 was set after numba was imported; set it "
+                "before importing convlab (or numba), e.g. in the shell")
     try:
         if cuda.is_available():
-            return f"gpu: {cuda.get_current_device().name.decode()}"
+            name = cuda.get_current_device().name
+            return f"gpu: {name.decode() if isinstance(name, bytes) else name}"
     except Exception as exc:  # driver present but broken
         return f"missing: CUDA driver error ({exc})"
-    return ("missing: no CUDA GPU found; set NUMBA_ENABLE_CUDASIM=1 before importing "
-            "convlab to use the simulator, or install 'convlab[cuda]' on a machine with a GPU")
+    return ("missing: no CUDA GPU found; install 'convlab[cuda]' on a machine with an NVIDIA "
+            "GPU, or set NUMBA_ENABLE_CUDASIM=1 before importing convlab to use the CPU "
+            "simulator")
 
 
 def describe() -> dict[str, Any]:

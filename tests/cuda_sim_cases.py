@@ -1,0 +1,136 @@
+"""CUDA kernels on the CUDA simulator, against the float64 oracle.
+
+Not collected by the main test run (the name does not start with ``test_``):
+numba reads NUMBA_ENABLE_CUDASIM once, when it is first imported, and the rest of
+the suite imports numba without it.  tests/test_cuda.py runs this file in a
+subprocess with the simulator on::
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/cuda_sim_cases.py
+
+The simulator runs a Python thread per CUDA thread (~1 ms each), so shapes are
+tiny; the registered ``cuda_tiled`` uses 16-thread blocks there (SIM_CONFIG),
+and the GPU's own tile configurations are run on one small input each.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from convlab import ConvSpec
+from convlab.functional import prepare
+from convlab.kernels import KernelUnavailableError, get
+from convlab.kernels import cuda as ck
+from convlab.reference import compare, conv2d_reference
+
+from helpers import assert_matches_oracle, conv_cases, random_case
+
+if not ck.is_simulator():
+    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported",
+                allow_module_level=True)
+
+ALGOS = ["cuda_naive", "cuda_tiled"]
+
+# (input shape, weight shape, conv args, dtype): each one aimed at a way to be wrong
+CASES = {
+    "ragged": ((2, 3, 7, 10), (5, 3, 3, 2), dict(padding=1), np.float32),
+    "stride": ((1, 2, 9, 11), (3, 2, 3, 3), dict(stride=(2, 3), padding=(1, 2)), np.float32),
+    "dilation": ((1, 3, 9, 8), (4, 3, 2, 3), dict(dilation=(3, 2), padding=(2, 0)), np.float32),
+    "groups": ((2, 6, 6, 7), (9, 2, 3, 3), dict(groups=3, padding=1), np.float32),
+    "depthwise": ((1, 4, 6, 5), (8, 1, 3, 3), dict(groups=4, stride=2, padding=1), np.float64),
+    "same_even": ((1, 3, 6, 7), (5, 3, 4, 2), dict(padding="same", dilation=(1, 2)), np.float32),
+    "float64": ((2, 5, 5, 6), (6, 5, 3, 3), dict(padding=(0, 1), stride=(1, 2)), np.float64),
+    "unbatched": ((3, 6, 9), (4, 3, 3, 3), dict(padding="same"), np.float32),
+    "reflect": ((1, 2, 6, 6), (3, 2, 3, 3), dict(padding=2, padding_mode="reflect"), np.float32),
+    "one_by_one": ((1, 5, 5, 9), (7, 5, 1, 1), dict(stride=2), np.float64),
+    "no_bias": ((1, 3, 5, 6), (2, 3, 3, 3), dict(padding=1), np.float32),
+}
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_handpicked_cases(algo, case):
+    xs, ws, args, dtype = CASES[case]
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    x, w, b = random_case(rng, xs, ws, dtype, bias=case != "no_bias")
+    assert_matches_oracle(algo, x, w, b, **args)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(case=conv_cases(max_hw=4, max_channels=4, max_batch=2))
+def test_random_specs(algo, case):
+    input_shape, weight_shape, args, dtype = case
+    x, w, b = random_case(np.random.default_rng(7), input_shape, weight_shape, dtype)
+    assert_matches_oracle(algo, x, w, b, **args)
+
+
+def _resnet_configs() -> list[ck.TileConfig]:
+    """The tiles choose_config gives the ResNet 3x3 layers at batch 8 on an H100."""
+    configs = []
+    for c, hw in ((64, 56), (128, 28), (256, 14), (512, 7)):
+        cfg = ck.choose_config(ConvSpec.create((8, c, hw, hw), c, 3, padding=1))
+        if cfg not in configs:
+            configs.append(cfg)
+    return configs + [ck.TileConfig()]
+
+
+@pytest.mark.parametrize("config", _resnet_configs(), ids=lambda c: "-".join(map(str, c)))
+def test_gpu_tile_configs(config):
+    """The big tiles the GPU runs, on inputs that make them ragged in every direction:
+    20 output channels (not a multiple of tk), 9 input channels (not of ck), 9x11."""
+    from numba import cuda
+
+    rng = np.random.default_rng(3)
+    x, w, b = random_case(rng, (1, 9, 9, 11), (20, 9, 3, 3), np.float32)
+    spec = ConvSpec.from_shapes(x.shape, w.shape, padding=1)
+    out = ck.tiled_device(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b), spec,
+                          config=config).copy_to_host()
+    report = compare(out, conv2d_reference(x, w, b, spec),
+                     get("cuda_tiled").tolerance(spec, np.float32))
+    assert report.ok, f"{config}: {report}"
+
+
+def test_device_path_float64_with_given_output():
+    from numba import cuda
+
+    rng = np.random.default_rng(5)
+    x, w, _ = random_case(rng, (2, 4, 6, 5), (6, 2, 2, 3), np.float64, bias=False)
+    xa, wa, _, spec = prepare(x, w, None, stride=(2, 1), padding=(1, 1), groups=2)
+    expected = conv2d_reference(xa, wa, None, spec)
+    for entry in (ck.naive_device, ck.tiled_device):
+        out = cuda.device_array(spec.batched_output_shape, np.float64)
+        got = entry(cuda.to_device(xa), cuda.to_device(wa), None, spec, out=out)
+        assert got is out
+        assert compare(out.copy_to_host(), expected, 1e-12).ok
+
+
+def test_device_path_rejects_bad_arrays():
+    from numba import cuda
+
+    spec = ConvSpec.from_shapes((1, 2, 5, 5), (3, 2, 3, 3))
+    x = cuda.to_device(np.ones((1, 2, 5, 5), np.float32))
+    w = cuda.to_device(np.ones((3, 2, 3, 3), np.float64))
+    with pytest.raises(TypeError, match="float32 or all float64"):
+        ck.tiled_device(x, w, None, spec)
+    with pytest.raises(ValueError, match="spec expects"):
+        ck.naive_device(x, cuda.to_device(np.ones((3, 2, 2, 2), np.float32)), None, spec)
+
+
+def test_time_on_gpu_runs_and_checks():
+    rng = np.random.default_rng(2)
+    x, w, b = random_case(rng, (1, 2, 5, 6), (3, 2, 3, 3), np.float32)
+    xa, wa, ba, spec = prepare(x, w, b, padding=1)
+    for algo in ALGOS:
+        t = ck.time_on_gpu(algo, xa, wa, ba, spec, repeats=2)
+        assert t.name == algo and t.repeats == 2
+        assert t.kernel_ms > 0 and t.h2d_ms >= 0 and t.d2h_ms >= 0 and t.gflops > 0
+    if ck.torch_cuda_unavailable() is not None:
+        with pytest.raises(KernelUnavailableError, match="needs torch with CUDA"):
+            ck.time_on_gpu("torch_fp32", xa, wa, ba, spec)
+    with pytest.raises(ValueError, match="not 'cuda_fast'"):
+        ck.time_on_gpu("cuda_fast", xa, wa, ba, spec)

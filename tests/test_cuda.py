@@ -1,0 +1,139 @@
+"""CUDA kernels: availability, tile arithmetic, and (in a subprocess) the simulator.
+
+The kernels themselves are checked against the oracle in tests/cuda_sim_cases.py,
+which must run with NUMBA_ENABLE_CUDASIM=1 set before numba is imported: this
+process has already imported numba without it, so it runs in a subprocess here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import convlab
+from convlab import ConvSpec, kernels
+from convlab.kernels import KernelUnavailableError
+from convlab.kernels import cuda as ck
+
+from helpers import conv_cases
+
+ROOT = Path(__file__).resolve().parent.parent
+RESNET = [(64, 56), (128, 28), (256, 14), (512, 7)]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    return {**env, **extra}
+
+
+def test_kernels_simulated_match_the_oracle():
+    """Both kernels, every spec feature, the GPU's tile configs, the device-array
+    path and the timing helper, on the simulator (about 30 s on 2 cores)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         str(ROOT / "tests" / "cuda_sim_cases.py")],
+        cwd=ROOT, env=_env(NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True,
+        timeout=900)
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0, tail
+    summary = re.search(r"(\d+) passed", proc.stdout)
+    assert summary and int(summary.group(1)) >= 30, tail
+    assert "failed" not in proc.stdout and "skipped" not in proc.stdout, tail
+
+
+def test_import_is_cheap_and_quiet():
+    """Importing convlab must not import numba.cuda, compile a CUDA kernel or warn."""
+    code = ("import sys, convlab; print('numba.cuda' in sys.modules, "
+            "convlab.kernels.get('cuda_tiled').device)")
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "cuda"]
+    assert proc.stderr == ""
+
+
+def test_registered_as_cuda_kernels_never_picked_by_auto():
+    for name in ("cuda_naive", "cuda_tiled"):
+        kern = kernels.get(name)
+        assert kern.device == "cuda" and kern.auto_rank is None
+    choice = convlab.explain((2, 3, 8, 8), (4, 3, 3, 3))
+    assert choice.kernel.device == "cpu"
+
+
+@pytest.mark.skipif(ck.cuda_unavailable() is None, reason="a GPU or the simulator is here")
+@pytest.mark.parametrize("algo", ["cuda_naive", "cuda_tiled"])
+def test_unavailable_says_how_to_get_it(algo):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    with pytest.raises(KernelUnavailableError) as info:
+        convlab.conv2d(x, w, algo=algo)
+    msg = str(info.value)
+    assert f"kernel {algo!r} is not available here" in msg
+    assert "NUMBA_ENABLE_CUDASIM=1" in msg and "convlab[cuda]" in msg and "NVIDIA" in msg
+    with pytest.raises(KernelUnavailableError, match="NUMBA_ENABLE_CUDASIM=1"):
+        ck.time_on_gpu(algo, x, w, None, ConvSpec.from_shapes(x.shape, w.shape))
+
+
+def test_info_lists_cuda_kernels_and_their_state(capsys):
+    from convlab.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("cuda_tiled"))
+    assert ("[available]" in line) == (ck.cuda_unavailable() is None)
+
+
+@pytest.mark.parametrize("channels,hw", RESNET)
+def test_resnet_configs_fit_and_fill_the_gpu(channels, hw):
+    spec = ConvSpec.create((8, channels, hw, hw), channels, 3, padding=1)
+    for itemsize in (4, 8):
+        cfg = ck.choose_config(spec, itemsize, sms=132)
+        assert cfg.problem(spec, itemsize) is None
+        assert 64 <= cfg.threads <= 1024 and cfg.threads % 16 == 0
+        gx, gy, gz = cfg.grid(spec)
+        assert gx * gy * gz >= 132  # no idle multiprocessor
+        assert cfg.rk * cfg.rp >= 8  # register blocking: several outputs per thread
+
+
+def test_tiling_cuts_global_reads():
+    spec = ConvSpec.create((8, 64, 56, 56), 64, 3, padding=1)
+    naive = ck.global_loads(spec, "cuda_naive")
+    tiled = ck.global_loads(spec, "cuda_tiled", ck.choose_config(spec))
+    once = ck.global_loads(spec, "compulsory")
+    assert naive["total"] == 2 * spec.macs()
+    assert naive["total"] / tiled["total"] > 100
+    # every block re-reads its weights; the input only its halo more than once
+    assert once["input"] < tiled["input"] < 1.5 * once["input"]
+    assert tiled["weight"] == spec.batch * 28 * once["weight"]  # 8 images x 28 tiles
+    with pytest.raises(ValueError, match="knows"):
+        ck.global_loads(spec, "winograd")
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=conv_cases(max_hw=30, max_channels=40, allow_modes=False))
+def test_chosen_config_is_valid_for_any_spec(case):
+    """Pure arithmetic, no GPU: the tiles chosen for any spec fit the hardware limits
+    (or the reason says shared memory), and the threads hold the whole block tile."""
+    input_shape, weight_shape, args, _ = case
+    spec = ConvSpec.from_shapes(input_shape, weight_shape, **args)
+    for itemsize in (4, 8):
+        cfg = ck.choose_config(spec, itemsize, sms=4)
+        why = cfg.problem(spec, itemsize)
+        assert why is None or "shared memory" in why
+        assert cfg.threads * cfg.rk * cfg.rp == cfg.tk * cfg.th * cfg.tw
+        assert cfg.ck <= spec.in_channels // spec.groups
+
+
+def test_config_errors_are_clear():
+    spec = ConvSpec.create((1, 4, 200, 200), 8, 31, dilation=5)
+    assert "shared memory" in ck.choose_config(spec, 8).problem(spec, 8)
+    assert "tk % rk" in ck.TileConfig(tk=6, rk=4).problem(spec, 4)
+    assert "threads" in ck.TileConfig(tk=64, rk=1, th=16, tw=16, rp=1).problem(spec, 4)
