@@ -738,6 +738,9 @@ def format_table(result: BenchResult) -> str:
              f"{result.settings.get('batch') or 'per layer'}, repeats "
              f"{result.settings.get('repeats') or 'adaptive'}; numba cache "
              f"{result.settings.get('numba_cache', '?')}",
+             *([] if result.machine.get("versions", {}).get("torch") else
+               ["torch:   not installed, so no PyTorch comparison (pip install "
+                "'convlab[torch]')"]),
              "ratios:  x torch / x naive = their time / this time (> 1: faster); spread = "
              "interquartile range of the samples", ""]  # fmt: skip
     head = (f"  {'kernel':<13}{'first call':>11}{'median':>11}{'spread':>8}{'GFLOP/s':>9}"

@@ -111,7 +111,7 @@ def gflops_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
     res = _result(result)
     layers = res.layers()
     names = _order(kernels or res.kernels())
-    fig = Figure(figsize=(max(8.0, 3.5 + 0.6 * len(layers)), 5.4))
+    fig = Figure(figsize=(max(9.5, 5.5 + 0.6 * len(layers)), 5.4))
     ax = fig.add_subplot()
     xs = np.arange(len(layers))
     values: list[float] = []
@@ -132,9 +132,9 @@ def gflops_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
         values += [v for v in y if np.isfinite(v)]
     peak = res.calibration.get("peak_gflops")
     if peak:
+        what = res.calibration.get("peak_what", "GEMM")
         ax.axhline(peak, color="#b22222", ls=":", lw=1.5,
-                   label=f"measured peak: {res.calibration.get('peak_what', 'GEMM')} "
-                         f"{peak:.0f} GFLOP/s")
+                   label=f"measured peak {peak:.0f} GFLOP/s\n({what})")
         values.append(peak)
     if log is None:
         log = bool(values) and max(values) / max(min(values), 1e-12) > 30
@@ -155,7 +155,7 @@ def gflops_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
     ax.set_title(title or f"Convolution throughput per layer ({res.settings.get('dtype')}, "
                           f"batch {usual})")
     ax.grid(True, which="major", axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
     _footnote(fig, res, "bands: interquartile range of the timing samples; missing points: "
                         "refused, skipped as too slow, or wrong (see the table)")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -207,21 +207,23 @@ def ladder_plot(result: ResultLike, layer: str | None = None,
     for i, r in enumerate(shown):
         ax.annotate(_time_label(r.median_s), (i, ys[i]), xytext=(0, 3),
                     textcoords="offset points", ha="center", va="bottom", fontsize=8)
-        if i:
+        if i:  # the step from the previous rung, in a row of boxes above the bars
             factor = shown[i - 1].median_s / r.median_s
-            mid = math.sqrt(ys[i - 1] * ys[i]) if ys[i - 1] > 0 and ys[i] > 0 else ys[i]
             # a slower step reads "÷N", not "×0.0N"
             text = f"×{_number(factor)}" if factor >= 1 else f"÷{_number(1 / factor)}"
-            ax.annotate(text, (i - 0.5, mid), ha="center", va="center", fontsize=9,
-                        fontweight="bold", color="#222222" if factor >= 1 else "#b22222",
+            ax.annotate(text, (i - 0.5, 0.93), xycoords=("data", "axes fraction"),
+                        ha="center", va="center", fontsize=9, fontweight="bold",
+                        color="#222222" if factor >= 1 else "#b22222",
                         bbox=dict(boxstyle="round,pad=0.2", fc="#fff8dc", ec="#999999", lw=0.6))
     peak = res.calibration.get("peak_gflops")
     top = max(ys + ([peak] if peak else []))
     if peak:
-        ax.axhline(peak, color="#b22222", ls=":", lw=1.5,
-                   label=f"measured peak {peak:.0f} GFLOP/s")
-        ax.legend(fontsize=8, loc="upper left")
-    ax.set_ylim(min(y for y in ys if y > 0) / 3, top * 4)
+        ax.axhline(peak, color="#b22222", ls=":", lw=1.5)
+        ax.annotate(f"measured peak {peak:.0f} GFLOP/s", (len(shown) - 0.5, peak),
+                    xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom",
+                    fontsize=8, color="#b22222")
+    low = min(y for y in ys if y > 0) / 3
+    ax.set_ylim(low, top * (top / low) ** 0.25)  # headroom (in log space) for the boxes
     ax.set_xticks(xs, [_label(n) for n in names], rotation=15)
     ax.set_ylabel("GFLOP/s (log scale)")
     ax.set_xlabel("kernel, in the order of the optimisation ladder")
