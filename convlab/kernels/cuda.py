@@ -340,6 +340,7 @@ def _tiled_kernel(dtype: str, kh: int, kw: int, sh: int, sw: int, dh: int, dw: i
     WLD = TK + 1  # staged weights: (ck*kh*kw, tk+1), flat; +1 avoids bank conflicts
     WS = WROWS * WLD
     KH, KW, SH, SW, DH, DW = kh, kw, sh, sw, dh, dw
+    U = np.uint64
 
     @cuda.jit
     def tiled(x, w, b, out, top, left):
@@ -363,7 +364,8 @@ def _tiled_kernel(dtype: str, kh: int, kw: int, sh: int, sw: int, dh: int, dw: i
         acc = cuda.local.array((RK, RP), DT)  # constant sizes: these live in registers
         wr = cuda.local.array(RK, DT)
         xr = cuda.local.array(RP, DT)
-        xoff = cuda.local.array(RP, np.int32)
+        xoff = cuda.local.array(RP, np.uint64)
+        wtk = U(tk * RK)
         for rp in range(RP):
             pix = tp + rp * PT
             xoff[rp] = (pix // TW) * SH * PW + (pix % TW) * SW  # its window's corner in x_s
@@ -399,13 +401,15 @@ def _tiled_kernel(dtype: str, kh: int, kw: int, sh: int, sw: int, dh: int, dw: i
                 w_s[r * WLD + k] = v
             cuda.syncthreads()  # 2. the tile is complete before anyone reads it
             # 3. RK x RP multiply-adds per RK + RP shared-memory loads
+            # (unsigned offsets: a signed index costs a compare-and-select per load,
+            # Numba's support for negative indices, which these never are)
             for c in range(CK):
                 for p in range(KH):
                     for q in range(KW):
-                        wrow = ((c * KH + p) * KW + q) * WLD + tk * RK
-                        xb = c * PATCH + p * DH * PW + q * DW
+                        wrow = U(((c * KH + p) * KW + q) * WLD) + wtk
+                        xb = U(c * PATCH + p * DH * PW + q * DW)
                         for rk in range(RK):
-                            wr[rk] = w_s[wrow + rk]
+                            wr[rk] = w_s[wrow + U(rk)]
                         for rp in range(RP):
                             xr[rp] = x_s[xb + xoff[rp]]
                         for rk in range(RK):
@@ -600,7 +604,7 @@ class _WallEvent:
 
 def time_on_gpu(algo: str, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                 spec: ConvSpec, *, repeats: int = 10, config: TileConfig | None = None,
-                check: bool = True) -> GpuTiming:
+                check: bool = True, expected: np.ndarray | None = None) -> GpuTiming:
     """Time ``algo`` on the GPU for arrays already through :func:`convlab.functional.prepare`.
 
     ``algo`` is ``'cuda_naive'``, ``'cuda_tiled'`` (``config`` picks its tiles),
@@ -610,11 +614,12 @@ def time_on_gpu(algo: str, x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     compilation) timed alone by the wall clock, then ``repeats`` samples by CUDA
     events, each the mean of enough back-to-back launches to last ~1 ms; the
     copies in (x, weight, bias) and out are timed apart.  With ``check``, the
-    result is compared with the float64 oracle (ValueError if wrong).  Works on the
-    simulator too (the numbers then mean nothing).
+    result is compared with the float64 oracle, or with ``expected`` (the oracle's
+    output, computed once by a caller timing many providers); ValueError if wrong.
+    Works on the simulator too (wall-clock numbers that mean nothing for a GPU).
     """
     if algo in RIVALS:
-        return _time_torch(algo, x, weight, bias, spec, repeats)
+        return _time_torch(algo, x, weight, bias, spec, repeats, check, expected)
     if algo not in DEVICE_ENTRIES:
         raise ValueError(f"time_on_gpu times {sorted(DEVICE_ENTRIES) + list(RIVALS)}, "
                          f"not {algo!r}")
@@ -660,7 +665,7 @@ def time_on_gpu(algo: str, x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     b = record()
     sync(b)
     if check:
-        _check_result(algo, host, x, weight, bias, spec)
+        _check_result(algo, host, x, weight, bias, spec, expected)
     cfg = (TileConfig(*config) if config else default_config(spec, x.dtype.itemsize))
     note = f"config {tuple(cfg)}" if algo == "cuda_tiled" else ""
     return _timing(algo, samples, inner, h2d, elapsed(a, b), first, spec, note)
@@ -675,19 +680,21 @@ def _timing(name: str, samples: list[float], inner: int, h2d: float, d2h: float,
 
 
 def _check_result(name: str, out: np.ndarray, x: np.ndarray, weight: np.ndarray,
-                  bias: np.ndarray | None, spec: ConvSpec, tol: float | None = None) -> None:
+                  bias: np.ndarray | None, spec: ConvSpec,
+                  expected: np.ndarray | None = None) -> None:
     from ..reference import compare, conv2d_reference
     from .registry import KERNELS
 
-    if tol is None:
-        tol = KERNELS["cuda_naive"].tolerance(spec, x.dtype)
-    report = compare(out, conv2d_reference(x, weight, bias, spec), tol)
+    if expected is None:
+        expected = conv2d_reference(x, weight, bias, spec)
+    report = compare(out, expected, KERNELS["cuda_naive"].tolerance(spec, x.dtype))
     if not report.ok:
         raise ValueError(f"{name} gave a wrong result: {report} on {spec.describe()}")
 
 
 def _time_torch(algo: str, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                spec: ConvSpec, repeats: int) -> GpuTiming:
+                spec: ConvSpec, repeats: int, check: bool,
+                expected: np.ndarray | None) -> GpuTiming:
     why = torch_cuda_unavailable()
     if why is not None:
         from .registry import KernelUnavailableError
@@ -740,9 +747,9 @@ def _time_torch(algo: str, x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
         sync(b)
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = saved
-    if algo == "torch_fp32":  # TF32 (10-bit mantissa) would fail float32's tolerance
-        _check_result(algo, host, x, weight, bias,
-                      spec if symmetric else spec.explicitly_padded())
+    if check and algo == "torch_fp32":  # TF32 (10-bit mantissa) would fail float32's
+        _check_result(algo, host, x, weight, bias,  # tolerance: only fp32 is checked
+                      spec if symmetric else spec.explicitly_padded(), expected)
     note = ("cuDNN float32, TF32 off" if algo == "torch_fp32" else
             f"torch defaults (cudnn.allow_tf32={saved[0]})")
     return _timing(algo, samples, inner, h2d, elapsed(a, b), first, spec, note)
