@@ -8,9 +8,9 @@ Exercise notebooks (notebooks/exercises/) run twice:
 
 * **as handed out**: the stubs untouched; every check cell must say "not attempted"
   (a teacher can hand them out and running them never crashes);
-* **solved**: before each check cell the test injects the reference solution
-  (``exercise.solution(show=False)``) under the name the check uses; every check
-  must then say "correct".
+* **solved**: before each check cell the test injects a cell holding the reference
+  solution's source (what ``exercise.solution()`` prints), bound to the name the check
+  uses, as a student would type it; every check must then say "correct".
 
 A check cell is found by its metadata, ``{"convlab": {"exercise": NAME, "answer": VAR}}``:
 it calls ``ex.NAME.check(VAR)``.
@@ -58,6 +58,18 @@ def _check_cells(nb) -> list[tuple[int, str, str]]:
     return found
 
 
+def _solution_cell(name: str, answer: str) -> str:
+    """The reference solution's source as a cell, as a student would type it: so the
+    check reads the source of a function defined in a notebook cell, as it will in class."""
+    import convlab.exercises as ex
+    from convlab.exercises.core import source_of
+
+    fn = getattr(ex, name).solution(show=False)
+    inner = getattr(fn, "py_func", fn)
+    return ("import numpy as np\nfrom numba import cuda, njit, prange\n\n\n"
+            f"{source_of(fn)}\n{answer} = {inner.__name__}\n")
+
+
 def _prepare(nb, mode: str | None):
     """The notebook as the test runs it: a first cell checking the interpreter, and for
     exercise notebooks the solutions and verdict assertions around each check cell."""
@@ -69,8 +81,7 @@ def _prepare(nb, mode: str | None):
     for i, cell in enumerate(nb.cells):
         name, answer = checks.get(i, (None, None))
         if name and mode == "solved":
-            cells.append(new(f"import convlab.exercises as _ex\n"
-                             f"{answer} = _ex.{name}.solution(show=False)"))
+            cells.append(new(_solution_cell(name, answer)))
         cells.append(cell)
         if name:
             want = "correct" if mode == "solved" else "not attempted"
