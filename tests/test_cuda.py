@@ -137,3 +137,39 @@ def test_config_errors_are_clear():
     assert "shared memory" in ck.choose_config(spec, 8).problem(spec, 8)
     assert "tk % rk" in ck.TileConfig(tk=6, rk=4).problem(spec, 4)
     assert "threads" in ck.TileConfig(tk=64, rk=1, th=16, tw=16, rp=1).problem(spec, 4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases(max_hw=20, max_channels=6, allow_modes=False))
+def test_picture_patch_is_what_the_tile_reads(case):
+    """The patch drawn (and staged) is exactly the input rows/columns the tile's
+    outputs read, counted by brute force from the convolution's definition."""
+    from convlab.cuda_viz import block_footprint, thread_pixels
+
+    input_shape, weight_shape, args, _ = case
+    spec = ConvSpec.from_shapes(input_shape, weight_shape, **args)
+    cfg = ck.TileConfig(tk=4, rk=2, th=3, tw=5, rp=3, ck=2)
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    top, left = spec.padding[0], spec.padding[2]
+    for block in ((0, 0), (1, 2)):
+        fp = block_footprint(spec, cfg, block)
+        rows = {i * sh - top + p * dh for i in range(*fp["out_rows"]) for p in range(kh)}
+        cols = {j * sw - left + q * dw for j in range(*fp["out_cols"]) for q in range(kw)}
+        assert (min(rows), max(rows) + 1) == fp["in_rows"]
+        assert (min(cols), max(cols) + 1) == fp["in_cols"]
+    pixels = [px for t in range(cfg.th * cfg.tw // cfg.rp) for px in thread_pixels(cfg, t)]
+    assert sorted(pixels) == [(r, c) for r in range(cfg.th) for c in range(cfg.tw)]
+
+
+def test_picture_draws():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from convlab.cuda_viz import draw_block_tile
+
+    spec = ConvSpec.create((1, 3, 20, 22), 8, 3, padding=1, dilation=2)
+    fig = draw_block_tile(spec, ck.TileConfig(8, 4, 8, 16, 4, 3), block=(0, 1), thread=5)
+    assert "block (0, 1)" in fig.axes[1].get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
