@@ -16,8 +16,10 @@ For each (layer, kernel) the harness
 3. **times the steady state**: one warm-up call, then ``repeats`` samples of
    ``number`` back-to-back calls each (``number`` > 1 only for sub-millisecond
    calls), on arrays prepared once (:func:`convlab.functional.prepare`'s job is
-   not timed).  Median and quartiles/min/max are kept; GFLOP/s uses
-   :meth:`ConvSpec.flops` (direct-convolution FLOPs for every algorithm).
+   not timed).  The samples of a layer's kernels are taken round-robin, so load
+   from elsewhere on the machine hits every kernel alike.  Median and
+   quartiles/min/max are kept; GFLOP/s uses :meth:`ConvSpec.flops`
+   (direct-convolution FLOPs for every algorithm).
 4. **compares in the same run**: the machine's float GEMM peak and a parallel
    copy's memory bandwidth are measured first (:func:`calibrate`); PyTorch's
    ``conv2d`` (when installed, with as many threads as Numba) and ``naive`` run
@@ -52,6 +54,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import kernels
+from .functional import prepare
 from .kernels.registry import Kernel, KernelUnavailableError, UnsupportedSpecError
 from .reference import compare, conv2d_reference
 from .shapes import ConvSpec, IntOrPair, PaddingArg
@@ -496,13 +499,19 @@ def load(path: str | os.PathLike) -> BenchResult:
 
 
 # --------------------------------------------------------------------------- the run
-def _inputs(spec: ConvSpec, dtype: Any, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random normal inputs (never zeros or ones: they hide wrong indexing)."""
+def _inputs(layer: Layer, spec: ConvSpec, dtype: Any,
+            seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvSpec]:
+    """Random normal inputs (never zeros or ones: they hide wrong indexing), passed
+    through :func:`convlab.functional.prepare` once, exactly as ``conv2d`` hands them to
+    a kernel; that validation is not part of any timing."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(dtype)
-    w = rng.standard_normal(spec.weight_shape).astype(dtype)
-    b = rng.standard_normal(spec.bias_shape).astype(dtype)
-    return x, w, b
+    x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width))
+    w = rng.standard_normal(spec.weight_shape)
+    b = rng.standard_normal(spec.bias_shape)
+    xa, wa, ba, pspec = prepare(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                layer.stride, layer.padding, layer.dilation, layer.groups)
+    assert ba is not None
+    return xa, wa, ba, pspec
 
 
 def gate_batch(spec: ConvSpec) -> int:
@@ -520,10 +529,23 @@ def _repeats_for(t_est: float, budget_s: float) -> tuple[int, int]:
     return number, int(min(50, max(5, budget_s // sample)))
 
 
-def _measure(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
-             b: np.ndarray, ref_cache: dict[int, np.ndarray], first_use: bool,
-             repeats: int | None, budget_s: float) -> None:
-    """Gate, then time; fills ``rec`` in place."""
+@dataclass
+class _Plan:
+    """A gated (layer, kernel) waiting for its timing samples."""
+
+    rec: Record
+    who: Contender
+    call: Callable[[], Any]
+    number: int
+    reps: int
+    samples: list[float] = field(default_factory=list)
+
+
+def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
+          b: np.ndarray, ref_cache: dict[int, np.ndarray], first_use: bool,
+          repeats: int | None, budget_s: float) -> _Plan | None:
+    """Check against the oracle (timing that first call), warm up, plan the samples.
+    Fills ``rec``; returns None when the kernel is wrong (it is then never timed)."""
     gb = gate_batch(spec)
     gspec = spec.with_batch(gb)
     xg = x[:gb]
@@ -539,10 +561,10 @@ def _measure(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.n
     rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, tol
     if not all(np.array_equal(a, c) for a, c in zip((xg, w, b), copies, strict=True)):
         rec.status, rec.reason = "wrong", "modified its input arrays"
-        return
+        return None
     if not report.ok:
         rec.status, rec.reason = "wrong", f"failed the oracle check: {report}"
-        return
+        return None
     call = who.call_for(x, w, b, spec)
     # The gate's call, scaled to the full batch, predicts a warm call unless it included
     # a compile.  A call slower than the whole budget needs no warm-up (nothing to warm
@@ -551,16 +573,34 @@ def _measure(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.n
     if first_use or t_est < budget_s:
         t_est = who.measure(call, 1)
     number, reps = _repeats_for(t_est, budget_s)
-    if repeats is not None:
-        reps = repeats
-    samples = np.array([who.measure(call, number) / number for _ in range(reps)])
+    return _Plan(rec, who, call, number, reps if repeats is None else repeats)
+
+
+def _sample(plans: list[_Plan]) -> None:
+    """Take every plan's samples round-robin: each kernel's r-th sample before any
+    kernel's (r+1)-th, so a burst of load from elsewhere on the machine hits them all
+    alike and the ratios between kernels stay fair."""
+    for r in range(max((p.reps for p in plans), default=0)):
+        for p in plans:
+            if r < p.reps and p.rec.status != "error":
+                try:
+                    p.samples.append(p.who.measure(p.call, p.number) / p.number)
+                except Exception as exc:  # a crashing kernel is a result, not a crash
+                    p.rec.status, p.rec.reason = "error", f"{type(exc).__name__}: {exc}"
+
+
+def _summarise(p: _Plan) -> None:
+    rec = p.rec
+    if rec.status == "error":
+        return
+    samples = np.array(p.samples)
     q1, med, q3 = np.percentile(samples, [25, 50, 75])
-    rec.number, rec.repeats = number, reps
+    rec.number, rec.repeats = p.number, p.reps
     rec.median_s, rec.q1_s, rec.q3_s = float(med), float(q1), float(q3)
     rec.min_s, rec.max_s = float(samples.min()), float(samples.max())
     rec.gflops = rec.gflops_at(rec.median_s)
     # first call minus what a warm call of the gate's size costs: the JIT / cache load
-    rec.compile_s = max(0.0, rec.first_call_s - rec.median_s * gb / spec.batch)
+    rec.compile_s = max(0.0, rec.first_call_s - rec.median_s * rec.gate_batch / rec.batch)
     rec.status = "ok"
 
 
@@ -617,10 +657,11 @@ def run_benchmark(
     try:
         for index, layer in enumerate(chosen_layers):
             spec = layer.spec(batch or layer.batch or DEFAULT_BATCH)
-            x, w, b = _inputs(spec, np_dtype, seed + index)
+            x, w, b, spec = _inputs(layer, spec, np_dtype, seed + index)
             ref_cache: dict[int, np.ndarray] = {}
+            plans: list[_Plan] = []
             for name, who in contenders.items():
-                bar.set_description(f"{layer.name} / {name}")
+                bar.set_description(f"{layer.name}: checking {name}")
                 rec = Record(layer.name, layer.describe(), name, who.device, dtype, spec.batch,
                              "n/a", flops=spec.flops(), bytes=spec.bytes_moved(np_dtype.itemsize),
                              intensity=spec.arithmetic_intensity(np_dtype.itemsize))
@@ -636,12 +677,19 @@ def run_benchmark(
                                   f" > max_call_s={max_call_s:g}")
                 else:
                     try:
-                        _measure(rec, who, spec, x, w, b, ref_cache, name not in used, repeats,
-                                 budget_s)
+                        plan = _gate(rec, who, spec, x, w, b, ref_cache, name not in used,
+                                     repeats, budget_s)
                     except Exception as exc:  # a crashing kernel is a result, not a crash
                         rec.status, rec.reason = "error", f"{type(exc).__name__}: {exc}"
+                        plan = None
                     used.add(name)
+                    if plan is not None:
+                        plans.append(plan)
                 bar.update(1)
+            bar.set_description(f"{layer.name}: timing {len(plans)} kernels, interleaved")
+            _sample(plans)
+            for plan in plans:
+                _summarise(plan)
         if calibration is None:
             bar.set_description("calibrating again")
             calib = _merge(calib, calibrate(np_dtype))
@@ -655,6 +703,7 @@ def run_benchmark(
 
     settings = {
         "suite": suite if layers is None else "custom", "layers": [la.name for la in chosen_layers],
+        "layer_args": {la.name: asdict(la) for la in chosen_layers},
         "kernels": names, "batch": batch, "dtype": dtype, "repeats": repeats,
         "max_call_s": max_call_s, "budget_s": budget_s, "device": device,
         "threads": numba.get_num_threads(), "seed": seed,

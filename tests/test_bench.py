@@ -159,6 +159,21 @@ def test_timer_and_stage_hooks_are_used(temp_kernels):
     assert rec.median_s == rec.min_s == rec.max_s == 0.25
 
 
+def test_samples_are_interleaved_across_kernels(temp_kernels):
+    log: list[str] = []
+
+    def timer_for(tag):
+        def timer(call, number):
+            log.append(tag)
+            return 0.01 * number
+        return timer
+
+    a = temp_kernels("bench_test_a", _good, timer=timer_for("a"))
+    b = temp_kernels("bench_test_b", _good, timer=timer_for("b"))
+    _run([a, b], layers=TINY[:1], repeats=3)
+    assert log == ["a", "b"] + ["a", "b"] * 3  # warm-ups, then round-robin samples
+
+
 @pytest.mark.skipif(not bench.torch_available(), reason="torch not installed")
 def test_torch_rival_gives_ratios():
     res = _run(["naive", "torch"], layers=TINY[:1])
