@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .functional import SUPPORTED_DTYPES, conv2d
+from .functional import SUPPORTED_DTYPES, WeightCache, conv2d
 from .shapes import ConvArgs, IntOrPair, PaddingArg, check_channels
 
 
@@ -64,6 +64,7 @@ class Conv2d:
         self.weight = np.empty((out_channels, in_channels // groups) + self.kernel_size,
                                dtype=self.dtype)
         self.bias = np.empty(out_channels, dtype=self.dtype) if bias else None
+        self._weight_cache = WeightCache()  # e.g. Winograd's transformed filter
         self.reset_parameters(seed)
 
     def reset_parameters(self, seed: int | np.random.Generator | None = None) -> None:
@@ -79,7 +80,7 @@ class Conv2d:
     def forward(self, x: Any) -> np.ndarray:
         """Convolve ``x`` ((N, C, H, W) or (C, H, W)) with this layer's parameters."""
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                      self.groups, self.padding_mode, algo=self.algo)
+                      self.groups, self.padding_mode, algo=self.algo, cache=self._weight_cache)
 
     __call__ = forward
 
