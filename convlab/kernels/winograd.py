@@ -1,0 +1,287 @@
+"""Winograd F(2x2,3x3), F(4x4,3x3), F(6x6,3x3): fewer multiplies, paid for in transforms.
+
+Algorithm (Lavin & Gray 2016, arXiv 1509.09308; structured as NNPACK and
+oneDNN do).  Cut the output into m x m tiles.  Each needs an input tile of
+alpha x alpha pixels, alpha = m + 2, and per (input channel c, output channel k)
+
+    Y = A^T [ U * V ] A,   U = G g G^T (alpha x alpha),  V = B^T d B (alpha x alpha)
+
+Summing over c, the element-wise product turns into alpha^2 independent matrix
+products: for every position (i, j) of the alpha x alpha grid,
+
+    M[ij] (K x tiles) = U[ij] (K x C) @ V[ij] (C x tiles)
+
+so the work is four stages (the matrices are in ``_winograd_transforms.py``):
+
+1. filter transform  U = G g G^T, once per weight: ``prepare`` returns it, and
+   ``convlab.Conv2d`` keeps it between calls (rebuilt when the weight changes);
+2. input transform   V = B^T d B for every (tile, channel);
+3. alpha^2 GEMMs     M = U @ V (OpenBLAS via ``np.dot``: this is where the FLOPs are);
+4. output transform  Y = A^T M A, plus the bias, written into the output.
+
+Cost per m x m output tile and (c, k) pair: alpha^2 multiplies instead of
+9 m^2: F(2,3) 16 vs 36 (2.25x fewer), F(4,3) 36 vs 144 (4x), F(6,3) 64 vs 324
+(5.1x).  The transforms are O(C + K) per tile rather than O(C K), so they
+vanish for wide layers and dominate for narrow ones (few channels).
+
+Blocking (the reason this is fast, not just frugal): one ``prange`` loop over
+jobs of ``tb`` tiles x ``kper`` output channels.  A job transforms its tiles
+into a private V (alpha^2 x C x tb), runs the alpha^2 GEMMs ``kb`` output
+channels at a time into a private M, and transforms M straight into the
+output.  V and M stay in the core's L2 cache (512 KiB here); only x, U and the
+output travel to and from memory.  Each GEMM call is kept small enough
+(<= 2^18 multiply-adds) that OpenBLAS runs it on the calling thread: the two
+Numba threads then each run their own sgemm instead of fighting over
+OpenBLAS's thread pool.
+
+Numerics: the transforms multiply by constants up to 5.25 (F(6,3)'s B^T) and
+divide back down (G, A^T), so rounding error grows with m.  Measured float32
+max error / max|output| at 64 channels: 3.6e-7 for F(2,3), 5e-6 for F(4,3),
+1.1e-5 for F(6,3), against 1.4e-6 for ``naive`` (whose 576 strictly sequential
+float32 adds lose to sgemm's shorter, blocked sums); see
+``convlab.numerics.error_study``.  Each registry ``rtol`` is ~10x the worst
+measurement.  NaN/Inf: every entry of B^T d B mixes several pixels of the
+tile, so a NaN or Inf pixel reaches outputs that do not depend on it: for
+F(4,3) and F(6,3) whole m x m tiles (or a row/column of a tile, when the
+pixel sits on the edge of its input window), where direct convolution only
+poisons the 3x3 windows over the pixel.  F(2,3)'s transforms are sparse
+enough that it poisons exactly the direct footprint.
+
+Limits: 3x3 kernels, stride 1, dilation 1 (anything else is refused); any
+padding (zero padding is implicit, other modes arrive pre-padded), groups,
+float32/float64, any H and W (edge tiles read zeros past the input and write
+only their valid outputs).  Workspace: per thread V and M blocks (about
+alpha^2 (C/groups + kb) tb items), plus U when it is not cached.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..shapes import ConvSpec
+from ._winograd_transforms import at, bt, g
+from .registry import register
+
+# Tiles per job: enough columns for the GEMM to run near peak, few enough that
+# V (alpha^2 x C x tb) and M (alpha^2 x kb x tb) fit in a 512 KiB L2 cache.
+L2_BYTES = 512 * 1024
+# OpenBLAS runs an sgemm on the calling thread when M*N*K <= 4 * 65536
+# (GEMM_MULTITHREAD_THRESHOLD * SMP_THRESHOLD_MIN in its interface/gemm.c).
+BLAS_SINGLE_THREAD_MNK = 4 * 65536
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ---------------------------------------------------------------- public pieces
+def transform_filter(weight: np.ndarray, groups: int, m: int) -> np.ndarray:
+    """U = G g G^T for every (k, c): an (alpha^2, groups, K/groups, C/groups) array.
+
+    Computed in float64 and rounded once to the weight's dtype (it is done once
+    per weight, so accuracy is cheap here)."""
+    k, cg = weight.shape[:2]
+    alpha = m + 2
+    u = np.empty((alpha * alpha, k, cg), dtype=weight.dtype)
+    _filter_transform(weight, u, m)
+    return u.reshape(alpha * alpha, groups, k // groups, cg)
+
+
+def plan(spec: ConvSpec, m: int, itemsize: int) -> tuple[int, int, int]:
+    """Blocking for ``spec``: (tb tiles per job, kb output channels per GEMM call,
+    kper output channels per job).  See the module docstring."""
+    alpha2 = (m + 2) ** 2
+    cg = spec.in_channels // spec.groups
+    kg = spec.out_channels // spec.groups
+    tiles = spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
+    # V block of alpha^2 x cg x tb in about half of L2, tb a multiple of 8 (SIMD) in [16, 64]
+    tb = (L2_BYTES // 2) // (alpha2 * cg * itemsize)
+    tb = max(16, min(64, tb - tb % 8))
+    tb = _cdiv(tiles, _cdiv(tiles, tb))  # even blocks: no runt job at the end
+    # too few jobs to keep every thread busy: split the output channels as well
+    jobs, threads = _cdiv(tiles, tb) * spec.groups, numba.get_num_threads()
+    splits = min(kg, _cdiv(2 * threads, jobs)) if jobs < 2 * threads else 1
+    kper = _cdiv(kg, splits)
+    # each GEMM call small enough for OpenBLAS to stay on the calling thread
+    kb = max(1, min(kper, BLAS_SINGLE_THREAD_MNK // (cg * tb)))
+    return tb, kb, kper
+
+
+def winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
+             m: int, prepared: np.ndarray | None = None, stages: int = 7) -> np.ndarray:
+    """Run F(m x m, 3 x 3) on batched ``x``; ``prepared`` is ``transform_filter``'s U.
+
+    ``stages`` (a bit mask: 1 input transform, 2 GEMMs, 4 output transform) is
+    for the benchmark's time split only; anything but 7 gives a wrong answer."""
+    u = transform_filter(weight, spec.groups, m) if prepared is None else prepared
+    out = np.empty(spec.batched_output_shape, dtype=x.dtype)
+    b = np.zeros(spec.out_channels, x.dtype) if bias is None else bias
+    tb, kb, kper = plan(spec, m, x.itemsize)
+    _convolve(x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stages)
+    return out
+
+
+# ---------------------------------------------------------------- registry entries
+def _supports(spec: ConvSpec) -> str | None:
+    if spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1):
+        return None
+    what = []
+    if spec.kernel_size != (3, 3):
+        what.append(f"kernel {spec.kernel_size}")
+    if spec.stride != (1, 1):
+        what.append(f"stride {spec.stride}")
+    if spec.dilation != (1, 1):
+        what.append(f"dilation {spec.dilation}")
+    return "needs a 3x3 kernel with stride 1 and dilation 1; got " + ", ".join(what)
+
+
+def _prepare(m: int):
+    def prepare(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        return transform_filter(weight, spec.groups, m)
+    prepare.__doc__ = f"The F({m}x{m},3x3) filter transform U = G g G^T (cacheable)."
+    return prepare
+
+
+def _workspace(m: int):
+    def workspace(spec: ConvSpec, itemsize: int) -> int:
+        alpha2 = (m + 2) ** 2
+        tb, kb, _ = plan(spec, m, itemsize)
+        per_thread = alpha2 * (spec.in_channels // spec.groups + kb) * tb
+        return (alpha2 * spec.out_channels * spec.in_channels // spec.groups
+                + 2 * per_thread) * itemsize
+    return workspace
+
+
+@register("winograd_f2", description="Winograd F(2x2,3x3): 2.25x fewer multiplies",
+          supports=_supports, rtol=5e-6, workspace=_workspace(2), prepare=_prepare(2))
+def conv2d_winograd_f2(x, weight, bias, spec, prepared=None):
+    return winograd(x, weight, bias, spec, 2, prepared)
+
+
+@register("winograd_f4", description="Winograd F(4x4,3x3): 4x fewer multiplies",
+          supports=_supports, rtol=5e-5, workspace=_workspace(4), prepare=_prepare(4))
+def conv2d_winograd_f4(x, weight, bias, spec, prepared=None):
+    return winograd(x, weight, bias, spec, 4, prepared)
+
+
+@register("winograd_f6", description="Winograd F(6x6,3x3): 5.1x fewer multiplies",
+          supports=_supports, rtol=2e-4, workspace=_workspace(6), prepare=_prepare(6))
+def conv2d_winograd_f6(x, weight, bias, spec, prepared=None):
+    return winograd(x, weight, bias, spec, 6, prepared)
+
+
+# ---------------------------------------------------------------- Numba stages
+@njit(parallel=True, cache=True)
+def _filter_transform(w, u, m):
+    n_out, cg = w.shape[0], w.shape[1]
+    alpha = m + 2
+    for k in prange(n_out):
+        # float64 scratch: the columns of every (c, q) at once, then the rows
+        src = np.empty((3, 3 * cg))
+        tmp = np.empty((alpha, 3 * cg))
+        row = np.empty((alpha, cg))
+        for c in range(cg):
+            for p in range(3):
+                for q in range(3):
+                    src[p, q * cg + c] = w[k, c, p, q]
+        g(m, src, tmp)  # G g
+        for a in range(alpha):
+            g(m, tmp[a].reshape((3, cg)), row)  # (G g) G^T, row a
+            u[a * alpha:(a + 1) * alpha, k, :] = row
+
+
+@njit(parallel=True, cache=True)
+def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages):
+    n_batch = x.shape[0]
+    alpha2, groups, kg, cg = u.shape
+    _, _, out_h, out_w = out.shape
+    tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
+    n_tiles = n_batch * tiles_h * tiles_w
+    n_tblocks = (n_tiles + tb - 1) // tb
+    n_ksplits = (kg + kper - 1) // kper
+    for job in prange(n_tblocks * groups * n_ksplits):
+        t0 = (job // (groups * n_ksplits)) * tb
+        nt = min(tb, n_tiles - t0)
+        g = (job // n_ksplits) % groups
+        k_lo = (job % n_ksplits) * kper
+        k_hi = min(kg, k_lo + kper)
+        v = np.empty((alpha2, cg, nt), x.dtype)
+        scratch = np.empty(alpha2 * max(cg, kb) * nt, x.dtype)
+        mbuf = np.empty(alpha2 * kb * nt, x.dtype)
+        if stages & 1:
+            _input_tiles(x, v, scratch, g * cg, t0, m, top, left, tiles_h, tiles_w)
+        for k0 in range(k_lo, k_hi, kb):
+            kk = min(kb, k_hi - k0)
+            mm = mbuf[:alpha2 * kk * nt].reshape((alpha2, kk, nt))
+            if stages & 2:
+                for a in range(alpha2):
+                    np.dot(u[a, g, k0:k0 + kk], v[a], mm[a])
+            if stages & 4:
+                _output_tiles(mm, scratch, out, bias, g * kg + k0, t0, m, tiles_h, tiles_w)
+
+
+@njit(inline="always")
+def _input_tiles(x, v, scratch, c0, t0, m, top, left, tiles_h, tiles_w):
+    """v[:, c, :] = B^T d B for channels c0.. and tiles t0.. (tile order: image, row, column)."""
+    alpha = m + 2
+    _, cg, nt = v.shape
+    height, width = x.shape[2], x.shape[3]
+    rows = np.empty((alpha, tiles_w * m + 2), x.dtype)  # alpha input rows, zero padded
+    # 1. gather: v[i * alpha + j, c, t] = pixel (i, j) of tile t in channel c
+    for c in range(cg):
+        t = t0
+        while t < t0 + nt:  # a run of tiles along one tile row
+            tile_row, tx0 = t // tiles_w, t % tiles_w
+            tx1 = min(tiles_w, tx0 + t0 + nt - t)
+            n, y0 = tile_row // tiles_h, (tile_row % tiles_h) * m - top
+            # the padded input columns [p0, p1) these tiles read; input column = p - left
+            p0, p1 = tx0 * m, tx1 * m + 2
+            lo, hi = min(max(left, p0), p1), min(max(left + width, p0), p1)
+            for i in range(alpha):
+                y = y0 + i
+                rows[i, p0:lo] = 0
+                rows[i, hi:p1] = 0
+                if 0 <= y < height:
+                    rows[i, lo:hi] = x[n, c0 + c, y, lo - left:hi - left]
+                else:
+                    rows[i, lo:hi] = 0
+            for i in range(alpha):
+                for j in range(alpha):
+                    src = rows[i, p0 + j:p1 - alpha + j + 1:m]  # pixel (i, j) of each tile
+                    v[i * alpha + j, c, t - t0:t - t0 + tx1 - tx0] = src
+            t += tx1 - tx0
+    # 2. B^T d: down the columns of every tile and channel in one sweep (i is the row)
+    cols = scratch[:alpha * alpha * cg * nt].reshape((alpha, alpha * cg * nt))
+    bt(m, v.reshape((alpha, alpha * cg * nt)), cols)
+    # 3. (B^T d) B: along the rows, row i of every tile and channel in one sweep
+    for i in range(alpha):
+        bt(m, cols[i].reshape((alpha, cg * nt)),
+           v[i * alpha:(i + 1) * alpha].reshape((alpha, cg * nt)))
+
+
+@njit(inline="always")
+def _output_tiles(mm, scratch, out, bias, k0, t0, m, tiles_h, tiles_w):
+    """out[:, k0:k0+kk] for tiles t0.. = A^T M A + bias (mm is (alpha^2, kk, nt))."""
+    alpha = m + 2
+    _, kk, nt = mm.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    # 1. A^T M: down the columns (scratch[i', j, k, t])
+    cols = scratch[:m * alpha * kk * nt].reshape((m, alpha * kk * nt))
+    at(m, mm.reshape((alpha, alpha * kk * nt)), cols)
+    # 2. (A^T M) A: along the rows, into mm's memory (no longer needed): y[i', j', k, t]
+    y = mm.reshape(-1)[:m * m * kk * nt].reshape((m, m, kk, nt))
+    for i in range(m):
+        at(m, cols[i].reshape((alpha, kk * nt)), y[i].reshape((m, kk * nt)))
+    # 3. scatter the m x m tiles into the output, adding the bias
+    for k in range(kk):
+        b = bias[k0 + k]
+        for s in range(nt):
+            t = t0 + s
+            tile_row = t // tiles_w
+            n = tile_row // tiles_h
+            y0, x0 = (tile_row % tiles_h) * m, (t % tiles_w) * m
+            for i in range(min(m, out_h - y0)):
+                for j in range(min(m, out_w - x0)):
+                    out[n, k0 + k, y0 + i, x0 + j] = y[i, j, k, s] + b

@@ -1,0 +1,134 @@
+"""How accurate is each algorithm?  Error vs the float64 oracle, as plain data.
+
+Every kernel rounds differently.  ``naive`` adds its C*kh*kw products one by
+one in float32, so its error grows with the reduction length.  Winograd sums
+only over C (in sgemm's blocked, FMA order) but adds rounding in its
+transforms: the input transform B^T d B multiplies by up to 4 (F(4,3)) or 5.25
+(F(6,3)) and sums (m+2)^2 pixels, the output transform scales back down, so
+its error grows with the tile size m.  Measured here (``error_study()``,
+N(0,1) input and weight, 3x3, worst of 3 seeds), float32:
+
+===========  ==========================  ============================
+algorithm    max error / max|out|, C=64  over C = 1..256
+===========  ==========================  ============================
+naive        1.4e-6                      1e-7 .. 2e-6 (grows with C)
+winograd_f2  3.6e-7                      1.4e-7 .. 4.9e-7
+winograd_f4  5.0e-6                      2.2e-6 .. 8.7e-6
+winograd_f6  1.1e-5                      4.3e-6 .. 1.5e-5
+===========  ==========================  ============================
+
+float64 errors are the same pattern ~1e-9 times smaller.  Relative to
+direct convolution on the same data (``vs_direct``) F(4,3) is 5-30x and
+F(6,3) 8-90x worse, F(2,3) 0.2-1.6x.
+
+The registry tolerances come from these numbers: each Winograd kernel's
+``rtol`` is about 10x its worst float32 ``max_rel`` scaled to the 576-product
+reference (``suggest_rtol``: 3.6e-7 -> 5e-6, 5.0e-6 -> 5e-5, 1.1e-5 -> 2e-4),
+and :meth:`convlab.kernels.Kernel.tolerance` scales it by
+max(1, sqrt(reduction / 576)) for longer sums and by 1e-8 for float64.
+``tests/test_numerics.py`` checks the study stays under them.
+
+NaN and Inf: each entry of B^T d B mixes several pixels of a tile, so a
+non-finite pixel reaches outputs that do not depend on it: for F(4,3) and
+F(6,3) every output of each tile whose interior holds it (a row or column of
+outputs when it sits on the edge of a tile's input window).  Direct
+convolution poisons only the 3x3 windows over the pixel, and so does F(2,3),
+whose transforms are sparse enough.  :func:`nan_footprint` draws the
+difference; ``tests/test_winograd.py`` predicts it from the zeros of B^T and A^T.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .kernels import get
+from .reference import compare, conv2d_reference
+from .shapes import ConvSpec
+
+DEFAULT_ALGOS = ("naive", "winograd_f2", "winograd_f4", "winograd_f6")
+
+
+def error_study(
+    algos: Sequence[str] = DEFAULT_ALGOS,
+    channels: Sequence[int] = (1, 4, 16, 64, 256),
+    dtypes: Sequence[Any] = (np.float32, np.float64),
+    *,
+    size: tuple[int, int] = (14, 18),
+    out_channels: int = 8,
+    batch: int = 1,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> list[dict[str, Any]]:
+    """Error of each algorithm vs the float64 oracle, 3x3 kernel, padding 1.
+
+    For every (dtype, channel count, seed): N(0, 1) input (batch, C, *size) and
+    weight (out_channels, C, 3, 3), rounded to the dtype, run through each
+    kernel and compared with :func:`convlab.reference.conv2d_reference` on the
+    same rounded values (so only the kernel's own rounding is measured).
+
+    Returns one dict per (algo, dtype, channels, seed) with keys: algo, dtype,
+    channels, seed, reduction (C*9), max_abs, max_rel (max_abs / max|oracle|),
+    tolerance (the registry's, relative), ok (max_rel within it) and
+    vs_direct (max_abs / the first algorithm's max_abs on the same data).
+    """
+    rows: list[dict[str, Any]] = []
+    for dtype in dtypes:
+        dt = np.dtype(dtype)
+        for c in channels:
+            for seed in seeds:
+                rng = np.random.default_rng(seed)
+                x = rng.standard_normal((batch, c) + tuple(size)).astype(dt)
+                w = rng.standard_normal((out_channels, c, 3, 3)).astype(dt)
+                b = rng.standard_normal(out_channels).astype(dt)
+                spec = ConvSpec.from_shapes(x.shape, w.shape, padding=1)
+                ref = conv2d_reference(x, w, b, spec)
+                first = None
+                for algo in algos:
+                    kernel = get(algo)
+                    tol = kernel.tolerance(spec, dt)
+                    report = compare(kernel(x, w, b, spec), ref, tol)
+                    first = report.max_abs if first is None else first
+                    rows.append(dict(
+                        algo=algo, dtype=dt.name, channels=c, seed=seed,
+                        reduction=spec.reduction_length, max_abs=report.max_abs,
+                        max_rel=report.max_rel, tolerance=tol, ok=report.ok,
+                        vs_direct=report.max_abs / first if first > 0 else float("nan"),
+                    ))  # fmt: skip
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Worst case over seeds: one row per (algo, dtype, channels), same keys."""
+    worst: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["algo"], row["dtype"], row["channels"])
+        if key not in worst or row["max_rel"] > worst[key]["max_rel"]:
+            worst[key] = row
+    return list(worst.values())
+
+
+def suggest_rtol(rows: list[dict[str, Any]], algo: str, margin: float = 10.0) -> float:
+    """The registry ``rtol`` these measurements support for ``algo``: the worst float32
+    ``max_rel``, scaled back to the 576-product reference reduction, times ``margin``."""
+    scaled = [r["max_rel"] / max(1.0, math.sqrt(r["reduction"] / 576)) for r in rows
+              if r["algo"] == algo and r["dtype"] == "float32"]
+    return margin * max(scaled)
+
+
+def nan_footprint(algo: str, size: tuple[int, int] = (12, 12),
+                  where: tuple[int, int] = (5, 6), value: float = float("nan")) -> np.ndarray:
+    """Which outputs a single NaN (or Inf, with ``value``) input pixel poisons.
+
+    One channel in and out, 3x3 kernel, padding 1, pixel ``where`` set to ``value``.
+    Returns the boolean (H, W) map of non-finite outputs: a 3x3 square for direct
+    convolution, whole m x m tiles (every tile whose input reads the pixel) for
+    Winograd."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1) + tuple(size))
+    x[0, 0][where] = value
+    w = rng.standard_normal((1, 1, 3, 3))
+    spec = ConvSpec.from_shapes(x.shape, w.shape, padding=1)
+    return ~np.isfinite(get(algo)(x, w, None, spec)[0, 0])
