@@ -642,8 +642,9 @@ def run_benchmark(
     np_dtype = np.dtype(dtype)
     started = time.perf_counter()
 
-    bar = tqdm(total=len(chosen_layers) * len(names) + 1, disable=not progress, unit="run",
-               dynamic_ncols=True, leave=False)
+    # disable=None: a bar on a terminal, none in a log file or CI
+    bar = tqdm(total=len(chosen_layers) * len(names) + 1, disable=None if progress else True,
+               unit="run", dynamic_ncols=True, leave=False)
     bar.set_description("calibrating (GEMM peak, bandwidth)")
     calib = dict(calibration) if calibration is not None else calibrate(np_dtype)
     bar.update(1)

@@ -77,9 +77,11 @@ def test_figures_from_saved_records(tmp_path, capsys, monkeypatch):
     out = tmp_path / "figs"
     assert main(["figures", "--from", str(src), "--out", str(out), "--no-viz"]) == 0
     drawn = [n for n in figures.BENCH_FIGURES if n != "bench_ladder_resnet.png"]
-    for name in ("bench.json", "bench.csv", *drawn):
+    for name in ("bench.json", "bench.csv", "README.md", *drawn):
         assert (out / name).stat().st_size > 0
     assert bench.load(out / "bench.json").records == bench.load(src).records
     stdout = capsys.readouterr().out
     assert "bench_ladder_resnet.png skipped: no ResNet 3x3 layer" in stdout  # seed suite only
     assert "files in" in stdout
+    index = (out / "README.md").read_text()
+    assert "measured on" in index and "| [bench_ladder.png](bench_ladder.png) |" in index
