@@ -238,7 +238,11 @@ class Contender:
         return timer(call, number)
 
 
-def _kernel_contender(kern: Kernel) -> Contender:
+def _kernel_contender(kern: Kernel, weight_cache: bool = False) -> Contender:
+    """A registry kernel.  With ``weight_cache``, a kernel that registered
+    ``prepare=fn`` (Winograd's filter transform) gets its weight prepared once per
+    layer, as ``Conv2d`` does, instead of on every call as ``conv2d`` does."""
+
     def why_not(spec: ConvSpec) -> str | None:
         try:
             kern.check(spec)
@@ -249,9 +253,20 @@ def _kernel_contender(kern: Kernel) -> Contender:
     rate = kern.extras.get("bench_macs_per_s", SLOW_KERNEL_MACS_PER_S.get(kern.name))
     if kern.device == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         rate = CUDASIM_MACS_PER_S
-    return Contender(kern.name, kern.device, kern.description, kern.run, why_not,
-                     kern.tolerance, kern.extras.get("timer"), kern.extras.get("bench_stage"),
-                     rate)  # fmt: skip
+    run, stage = kern.run, kern.extras.get("bench_stage")
+    prep = kern.extras.get("prepare") if weight_cache else None
+    if prep is not None:
+        def run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                spec: ConvSpec) -> np.ndarray:
+            return kern.run(x, w, b, spec, prepared=prep(w, spec))
+
+        if stage is None:
+            def stage(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                      spec: ConvSpec) -> Callable[[], Any]:
+                prepared = prep(w, spec)  # once, outside the timed calls
+                return lambda: kern.run(x, w, b, spec, prepared=prepared)
+    return Contender(kern.name, kern.device, kern.description, run, why_not, kern.tolerance,
+                     kern.extras.get("timer"), stage, rate)  # fmt: skip
 
 
 def torch_available() -> bool:
@@ -620,6 +635,7 @@ def run_benchmark(
     progress: bool = True,
     seed: int = 0,
     calibration: dict[str, Any] | None = None,
+    weight_cache: bool = False,
 ) -> BenchResult:
     """Gate and time every (layer, kernel) pair; see the module docstring.
 
@@ -628,6 +644,9 @@ def run_benchmark(
     (default: adaptive, about ``budget_s`` seconds per pair).  Slow kernels whose
     estimated time per call exceeds ``max_call_s`` are skipped (and recorded).
     ``calibration`` skips measuring the peak and bandwidth (tests, re-runs).
+    ``weight_cache`` lets kernels that registered ``prepare=`` transform the weight once
+    per layer (as ``Conv2d`` does); by default every call starts from the raw weight,
+    as ``torch.nn.functional.conv2d`` does.
     """
     from tqdm.auto import tqdm
 
@@ -652,7 +671,7 @@ def run_benchmark(
     contenders: dict[str, Contender] = {}
     for name in names:
         contenders[name] = _torch_contender() if name == RIVAL else _kernel_contender(
-            kernels.KERNELS[name])
+            kernels.KERNELS[name], weight_cache)
     used: set[str] = set()
     records: list[Record] = []
     try:
@@ -707,6 +726,7 @@ def run_benchmark(
         "layer_args": {la.name: asdict(la) for la in chosen_layers},
         "kernels": names, "batch": batch, "dtype": dtype, "repeats": repeats,
         "max_call_s": max_call_s, "budget_s": budget_s, "device": device,
+        "weight_cache": weight_cache,
         "threads": numba.get_num_threads(), "seed": seed,
         "numba_cache": ("cold: a fresh NUMBA_CACHE_DIR, first calls compile"
                         if os.environ.get(COLD_CACHE_ENV) == "1" else
@@ -788,6 +808,9 @@ def format_table(result: BenchResult) -> str:
              f"{result.settings.get('batch') or 'per layer'}, repeats "
              f"{result.settings.get('repeats') or 'adaptive'}; numba cache "
              f"{result.settings.get('numba_cache', '?')}",
+             "weights: " + ("prepared once per layer (weight_cache: Winograd's filter "
+                            "transform not timed)" if result.settings.get("weight_cache") else
+                            "raw on every call, as torch.nn.functional.conv2d takes them"),
              *([] if result.machine.get("versions", {}).get("torch") else
                ["torch:   not installed, so no PyTorch comparison (pip install "
                 "'convlab[torch]')"]),

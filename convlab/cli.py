@@ -142,7 +142,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = bench.run_benchmark(
         args.suite, args.kernels, only_layers=args.layers, batch=args.batch, dtype=args.dtype,
         repeats=args.repeats, max_call_s=args.max_call, budget_s=args.budget,
-        device=args.device, rival=not args.no_torch, progress=not args.no_progress)
+        device=args.device, rival=not args.no_torch, progress=not args.no_progress,
+        weight_cache=args.weight_cache)
     print(bench.format_table(result))
     if args.out:
         json_path, csv_path = result.save(args.out)
@@ -222,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 0.5)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                        help="which kernels run by default (default cpu)")
+    bench.add_argument("--weight-cache", action="store_true",
+                       help="kernels that transform their weight (Winograd) do it once per "
+                            "layer, as Conv2d does (default: every call, as conv2d does)")
     bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--cold-cache", action="store_true",

@@ -174,6 +174,25 @@ def test_samples_are_interleaved_across_kernels(temp_kernels):
     assert log == ["a", "b"] + ["a", "b"] * 3  # warm-ups, then round-robin samples
 
 
+def test_weight_cache_prepares_the_weight_once_per_layer(temp_kernels):
+    prepared: list[int] = []
+
+    def prepare(weight, spec):
+        prepared.append(spec.batch)
+        return weight * 2.0  # a "transformed" weight the run below undoes
+
+    def run(x, w, b, spec, prepared=None):
+        return _good(x, w if prepared is None else prepared / 2.0, b, spec)
+
+    name = temp_kernels("bench_test_prepared", run, prepare=prepare)
+    rec = _run([name], layers=TINY[:1], repeats=4, weight_cache=True).records[0]
+    assert rec.status == "ok"
+    assert len(prepared) == 2  # the gate's call, then once for all the timed calls
+    prepared.clear()
+    assert _run([name], layers=TINY[:1], repeats=4).records[0].status == "ok"
+    assert prepared == []  # without the cache, run() gets the raw weight every call
+
+
 @pytest.mark.skipif(not bench.torch_available(), reason="torch not installed")
 def test_torch_rival_gives_ratios():
     res = _run(["naive", "torch"], layers=TINY[:1])
