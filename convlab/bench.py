@@ -722,7 +722,8 @@ def run_benchmark(
     import numba
 
     settings = {
-        "suite": suite if layers is None else "custom", "layers": [la.name for la in chosen_layers],
+        "suite": suite if layers is None and not only_layers else "custom",
+        "layers": [la.name for la in chosen_layers],
         "layer_args": {la.name: asdict(la) for la in chosen_layers},
         "kernels": names, "batch": batch, "dtype": dtype, "repeats": repeats,
         "max_call_s": max_call_s, "budget_s": budget_s, "device": device,

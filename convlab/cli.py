@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--suite", default="quick", type=_suite,
                        help="seed, resnet, vgg, mobilenet, dilated, quick (default), all")
     bench.add_argument("--layers", type=_names, metavar="NAME,...",
-                       help="only these layers (names as in the table)")
+                       help="only these layers, from any suite (names as in the table)")
     bench.add_argument("--kernels", type=_names, metavar="NAME,...",
                        help="kernels to run (default: every one for --device, plus torch)")
     bench.add_argument("--batch", type=_positive_int,
