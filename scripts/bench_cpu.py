@@ -1,50 +1,35 @@
-"""Time the CPU kernels against torch.nn.functional.conv2d (temporary, until
-convlab.bench lands and absorbs it).
+"""Time the CPU kernels against torch.nn.functional.conv2d, and split im2col's time
+into lowering and GEMM (a small script; ``convlab bench`` is the full harness).
 
     flock /tmp/convlab-cpu.lock /work/venv/bin/python scripts/bench_cpu.py \
-        [--kernels im2col,parallel,naive] [--suite all|resnet] [--repeats 7] [--dtype float32]
+        [--suite all|resnet|...] [--kernels im2col,parallel,naive] [--repeats 7] \
+        [--split] [--set im2col.MIN_GEMM_COLUMNS=0]
 
-For each layer: a correctness gate vs torch, the first call (compile) apart,
-then ``repeats`` rounds; in each round every provider runs once, in turn, so a
-burst of load from elsewhere hits all of them alike.  Reported: median time,
-GFLOP/s (ConvSpec.flops()), % of a float32 GEMM measured in the same run, and
-the ratio torch time / kernel time (> 1: faster than torch).
+Layers are convlab.bench's suites (DESIGN.md section 7), batch 8 unless the layer
+says otherwise.  Per layer: a correctness check vs torch, the first call (compile
+or cache load) apart, then ``repeats`` rounds in which every provider runs once,
+in turn, so load from elsewhere hits all alike.  Reported: median time, GFLOP/s
+(ConvSpec.flops()), % of a float32 GEMM measured in the same run, and torch's
+time / kernel's time (> 1: faster than torch).  ``--split`` adds im2col's
+lowering-only and GEMM-only times (same chunks, same BLAS calls).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import math
 import os
 import time
 
+import numba
 import numpy as np
 
 import convlab
-from convlab.shapes import ConvSpec
-
-# (name, input shape, out channels, kernel, stride, padding, dilation, groups); batch 8
-# unless the shape says otherwise.  DESIGN.md section 7.
-SUITE = [
-    ("seed 5->2 3x3 10x12 N=64", (64, 5, 10, 12), 2, 3, 1, 0, 1, 1),
-    ("resnet 3x3 64@56", (8, 64, 56, 56), 64, 3, 1, 1, 1, 1),
-    ("resnet 3x3 128@28", (8, 128, 28, 28), 128, 3, 1, 1, 1, 1),
-    ("resnet 3x3 256@14", (8, 256, 14, 14), 256, 3, 1, 1, 1, 1),
-    ("resnet 3x3 512@7", (8, 512, 7, 7), 512, 3, 1, 1, 1, 1),
-    ("stem 7x7/2 3->64@224", (8, 3, 224, 224), 64, 7, 2, 3, 1, 1),
-    ("1x1/2 256->512@56", (8, 256, 56, 56), 512, 1, 2, 0, 1, 1),
-    ("depthwise 3x3 128@56", (8, 128, 56, 56), 128, 3, 1, 1, 1, 128),
-    ("dilated 3x3 d2 256@28", (8, 256, 28, 28), 256, 3, 1, 2, 2, 1),
-]
-RESNET = [layer for layer in SUITE if layer[0].startswith("resnet")]
-
-
-def sgemm_peak(dtype: np.dtype, size: int = 2048, repeats: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((size, size)).astype(dtype)
-    b = a.T.copy()
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
+from convlab import bench
+from convlab.functional import prepare
+from convlab.kernels import im2col
 
 
 def _timed(fn) -> float:
@@ -53,78 +38,141 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def sgemm_peak(dtype: np.dtype, size: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(dtype)
+    b = a.T.copy()
+    a @ b
+    return 2 * size**3 / min(_timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+def im2col_stages(x: np.ndarray, w: np.ndarray, spec) -> tuple:
+    """Two callables: all of im2col's lowering calls, and all of its GEMMs (on
+    columns lowered once), following the kernel's own plan."""
+    pl = im2col.plan(spec, x.dtype.itemsize)
+    if pl.identity:
+        x3 = x.reshape(spec.batch, spec.in_channels, -1)
+        w2 = w.reshape(spec.out_channels, -1)
+        out = np.empty((spec.out_channels, x3.shape[2]), x.dtype)
+        return (lambda: None), (lambda: [np.matmul(w2, x3[n], out=out) for n in range(len(x3))])
+    rg, wo, g = spec.reduction_length, spec.out_width, spec.groups
+    rows = rg if pl.small_gemm else rg + 1
+    cols = np.zeros((g * rows, pl.images * pl.rows * wo), x.dtype)
+    geom = im2col._geometry(spec)
+    chunks = [(n0, min(pl.images, spec.batch - n0), i0, min(pl.rows, spec.out_height - i0))
+              for n0 in range(0, spec.batch, pl.images) for i0 in range(0, spec.out_height,
+                                                                         pl.rows)]
+
+    def lower():
+        for n0, nb, i0, nr in chunks:
+            im2col._lower(x, cols, n0, nb, i0, nr, rg, rows, *geom)
+
+    kg = spec.out_channels // g
+    wb = np.ones((spec.out_channels, rows), x.dtype)
+    res = np.empty((kg, cols.shape[1]), x.dtype)
+
+    def gemm():
+        for _ in chunks:
+            for grp in range(g):
+                np.matmul(wb[grp * kg:(grp + 1) * kg], cols[grp * rows:(grp + 1) * rows],
+                          out=res)
+
+    return lower, (None if pl.small_gemm else gemm)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", default="all", choices=sorted(bench.SUITES))
     ap.add_argument("--kernels", default="im2col,parallel,naive")
-    ap.add_argument("--suite", choices=["all", "resnet"], default="all")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--split", action="store_true", help="time im2col's lowering and GEMM")
     ap.add_argument("--naive-max-gflop", type=float, default=4.0,
                     help="run naive only on layers under this many GFLOP (it is slow)")
+    ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
+                    help="override a kernel module's constant, e.g. parallel.TARGET_BLOCK=256")
     args = ap.parse_args()
-    import numba
     import torch
 
+    for item in args.set:
+        target, value = item.split("=")
+        mod_name, attr = target.rsplit(".", 1)
+        mod = importlib.import_module(f"convlab.kernels.{mod_name}")
+        setattr(mod, attr, type(getattr(mod, attr))(value))
+    torch.set_num_threads(numba.get_num_threads())
     dtype = np.dtype(args.dtype)
     names = args.kernels.split(",")
-    layers = SUITE if args.suite == "all" else RESNET
     peak = sgemm_peak(dtype)
-    print(f"# torch {torch.__version__} threads {torch.get_num_threads()}, numba threads "
-          f"{numba.get_num_threads()}, "
-          f"load avg {os.getloadavg()[0]:.2f}, {dtype}")
-    print(f"# measured {dtype} GEMM peak: {peak:.1f} GFLOP/s")
-    ratios: dict[str, list[float]] = {n: [] for n in names}
-    header = f"{'layer':26s} {'GFLOP':>6s} {'torch ms':>9s} {'GF/s':>6s}"
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; numba "
+          f"{numba.get_num_threads()} threads ({numba.config.THREADING_LAYER}); "
+          f"load avg {os.getloadavg()[0]:.2f}; {dtype}; overrides {args.set or 'none'}")
+    print(f"# measured {dtype} GEMM peak (2048^3): {peak:.1f} GFLOP/s")
+    header = f"{'layer':18s} {'GFLOP':>6s} {'torch ms':>8s} {'GF/s':>6s}"
     for n in names:
-        header += f" | {n + ' ms':>12s} {'GF/s':>6s} {'%pk':>4s} {'xtorch':>6s}"
+        header += f" | {n:>9s} ms {'GF/s':>6s} {'%pk':>4s} {'xtorch':>6s}"
+    if args.split:
+        header += " | lower ms  gemm ms"
     print(header)
-    for name, shape, k_out, ks, st, pad, dil, grp in layers:
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    firsts: dict[str, float] = {}
+    for layer in bench.suite_layers(args.suite):
+        spec = layer.spec(layer.batch or bench.DEFAULT_BATCH)
         rng = np.random.default_rng(0)
-        spec = ConvSpec.create(shape, k_out, ks, st, pad, dil, grp)
-        x = rng.standard_normal(shape).astype(dtype)
-        w = rng.standard_normal(spec.weight_shape).astype(dtype) / math.sqrt(
-            spec.reduction_length)
-        b = rng.standard_normal(k_out).astype(dtype)
+        x = rng.standard_normal(spec.input_shape).astype(dtype)
+        w = (rng.standard_normal(spec.weight_shape) / math.sqrt(spec.reduction_length)
+             ).astype(dtype)
+        b = rng.standard_normal(spec.out_channels).astype(dtype)
+        conv_args = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                         groups=layer.groups)
         xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
-        conv_args = dict(stride=st, padding=pad, dilation=dil, groups=grp)
-        providers = {"torch": lambda: torch.nn.functional.conv2d(xt, wt, bt, **conv_args)}
+        providers = {"torch": functools.partial(torch.nn.functional.conv2d, xt, wt, bt,
+                                                **conv_args)}
         expected = providers["torch"]().numpy()
         gflop = spec.flops() / 1e9
-        first = {}
         for n in names:
             if n == "naive" and gflop > args.naive_max_gflop:
                 continue
-            fn = (lambda n=n: convlab.conv2d(x, w, b, algo=n, **conv_args))
+            xa, wa, ba, sp = prepare(x, w, b, **conv_args)
+            kern = convlab.kernels.get(n)
+            fn = functools.partial(kern.run, xa, wa, ba, sp)
             t0 = time.perf_counter()
             got = fn()
-            first[n] = time.perf_counter() - t0
+            firsts[n] = max(firsts.get(n, 0.0), time.perf_counter() - t0)
             err = np.max(np.abs(got - expected)) / max(1.0, np.max(np.abs(expected)))
             if not err < 1e-3:
-                raise SystemExit(f"{n} is WRONG on {name}: relative error {err:.3g}")
+                raise SystemExit(f"{n} is WRONG on {layer.name}: relative error {err:.3g}")
             providers[n] = fn
+        if args.split and "im2col" in names:
+            lower, gemm = im2col_stages(*prepare(x, w, b, **conv_args)[:2], spec)
+            providers["lower"] = lower
+            if gemm is not None:
+                providers["gemm"] = gemm
         times: dict[str, list[float]] = {p: [] for p in providers}
+        for fn in providers.values():
+            fn()  # warm-up
         for rep in range(args.repeats):
             for p, fn in providers.items():
                 if p == "naive" and rep >= 2:
                     continue  # naive takes seconds: two rounds are enough
                 times[p].append(_timed(fn))
-        t_torch = float(np.median(times["torch"]))
-        line = f"{name:26s} {gflop:6.2f} {t_torch * 1e3:9.2f} {gflop / t_torch:6.1f}"
+        med = {p: float(np.median(t)) for p, t in times.items()}
+        line = f"{layer.name:18s} {gflop:6.2f} {med['torch'] * 1e3:8.2f} " \
+               f"{gflop / med['torch']:6.1f}"
         for n in names:
-            if n not in providers:
+            if n not in med:
                 line += f" | {'skipped':>12s} {'':>6s} {'':>4s} {'':>6s}"
                 continue
-            t = float(np.median(times[n]))
-            ratios[n].append(t_torch / t)
-            line += (f" | {t * 1e3:12.2f} {gflop / t:6.1f} {100 * gflop / t / peak:4.0f} "
-                     f"{t_torch / t:6.2f}")
+            ratios[n].append(med["torch"] / med[n])
+            line += (f" | {med[n] * 1e3:12.2f} {gflop / med[n]:6.1f} "
+                     f"{100 * gflop / med[n] / peak:4.0f} {med['torch'] / med[n]:6.2f}")
+        if "lower" in med:
+            line += f" | {med['lower'] * 1e3:8.2f} " + (
+                f"{med['gemm'] * 1e3:8.2f}" if "gemm" in med else "   (numba)")
         print(line, flush=True)
-        firsts = ", ".join(f"{n} {t:.2f}s" for n, t in first.items())
-        print(f"{'':26s} first call (compile + run): {firsts}", flush=True)
     for n in names:
         if ratios[n]:
             gm = math.exp(sum(math.log(r) for r in ratios[n]) / len(ratios[n]))
-            print(f"# {n}: geometric mean speed vs torch {gm:.2f}x over {len(ratios[n])} layers")
+            print(f"# {n}: geometric mean of torch time / {n} time = {gm:.2f} over "
+                  f"{len(ratios[n])} layers; slowest first call {firsts[n]:.2f} s")
     print(f"# load avg at end {os.getloadavg()[0]:.2f}")
 
 

@@ -73,28 +73,31 @@ def test_each_plan_path_is_exercised():
 
 def test_chunks_over_images_and_rows(monkeypatch):
     rng = np.random.default_rng(3)
-    x, w, b = random_case(rng, (3, 4, 12, 10), (5, 4, 3, 3))
+    x, w, b = random_case(rng, (3, 4, 16, 10), (5, 4, 3, 3))
     args = dict(stride=(2, 1), padding=1, dilation=(1, 2))
     spec = prepare(x, w, b, **args)[3]
+    assert spec.out_height == 8  # bands of 3 rows: 3, 3 and a partial 2
     calls = []
     real = mod._run_chunk
     monkeypatch.setattr(mod, "_run_chunk", lambda *a: calls.append(a[6:10]) or real(*a))
-    per_image = spec.reduction_length * spec.out_height * spec.out_width * 4
-    # room for exactly one image (with its staging): one chunk per image
-    with mod.workspace_cap(per_image + 5 * spec.out_height * spec.out_width * 4):
+    rows = spec.reduction_length + 1 + 5  # column rows + the bias's ones + staging
+    # room for exactly one image: one chunk per image
+    with mod.workspace_cap(rows * spec.out_height * spec.out_width * 4):
         pl = mod.plan(spec, 4)
         assert (pl.images, pl.rows, pl.chunks) == (1, spec.out_height, 3)
         assert_matches_oracle(ALGO, x, w, b, **args)
     assert len(calls) == 3
     calls.clear()
-    # room for two output rows of one image: bands of rows
-    with mod.workspace_cap(2 * (spec.reduction_length + 5) * spec.out_width * 4):
+    # room for three output rows of one image: bands of rows
+    with mod.workspace_cap(3 * rows * spec.out_width * 4):
         pl = mod.plan(spec, 4)
-        assert pl.images == 1 and pl.rows == 2
+        assert pl.images == 1 and pl.rows == 3
         assert pl.workspace <= mod.get_workspace_cap()
         assert_matches_oracle(ALGO, x, w, b, **args)
-    assert len(calls) == pl.chunks == 3 * -(-spec.out_height // 2)
-    assert [c[2] for c in calls[:3]] == [0, 2 * spec.out_width, 4 * spec.out_width]
+    assert len(calls) == pl.chunks == 3 * 3
+    wo = spec.out_width  # (first image, first position, positions) of each band
+    assert [c[:1] + c[2:] for c in calls[:3]] == [(0, 0, 3 * wo), (0, 3 * wo, 3 * wo),
+                                                  (0, 6 * wo, 2 * wo)]
     calls.clear()
     # a cap below one row still runs, one row at a time
     with mod.workspace_cap(1):
@@ -131,7 +134,7 @@ def test_registry_reports_workspace_and_blowup():
     kern = kernels.get(ALGO)
     spec = _spec((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     assert kern.extras["blowup"](spec) == mod.blowup(spec) == 9
-    cols = 64 * 9 * 56 * 56 * 4  # one image's column matrix, float32
+    cols = (64 * 9 + 1) * 56 * 56 * 4  # one image's column matrix + the ones row, float32
     assert kern.workspace(spec, 4) == cols  # wide images: one per GEMM, BLAS writes NCHW
     assert kern.workspace(spec, 4) == kern.extras["plan"](spec, 4).workspace
     assert mod.column_shape(spec, 8) == (576, 8 * 56 * 56)

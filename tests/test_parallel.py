@@ -5,7 +5,12 @@ remainder, awkward input layouts."""
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 import zlib
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -71,14 +76,14 @@ def test_deterministic_across_runs_and_thread_counts():
 
 def test_many_row_and_channel_blocks(monkeypatch):
     """Small TARGET_BLOCK: tall outputs split into many row blocks, the last one
-    partial; 10 output channels per group: blocks of 4, 4 and 2."""
-    monkeypatch.setattr(mod, "TARGET_BLOCK", 20)
+    partial (3 of 4 rows); 10 output channels per group: blocks of 4, 4 and 2."""
+    monkeypatch.setattr(mod, "TARGET_BLOCK", 40)
     rng = np.random.default_rng(8)
     x, w, b = random_case(rng, (2, 6, 31, 7), (20, 3, 3, 2))
     spec = prepare(x, w, b, padding=1, groups=2)[3]
     ws = spec.padded_width
     rows = max(1, min(spec.out_height, (mod.TARGET_BLOCK - spec.out_width) // ws + 1))
-    assert spec.out_height % rows and spec.out_height // rows >= 5
+    assert rows == 4 and spec.out_height % rows == 3 and spec.out_height // rows >= 5
     assert_matches_oracle(ALGO, x, w, b, padding=1, groups=2)
     assert_matches_oracle(ALGO, x, w, b, padding=1, groups=2, stride=2)
 
@@ -124,3 +129,27 @@ def test_awkward_layouts_and_inputs_untouched(layout):
     assert_matches_oracle(ALGO, x, w, b, padding=1, groups=2, stride=(1, 2))
     for arr, old in zip((x, w, b), before):
         np.testing.assert_array_equal(arr, old)
+
+
+def test_no_out_of_bounds_access(tmp_path):
+    """Both fast kernels under NUMBA_BOUNDSCHECK=1 (a fresh process, its own cache):
+    the rounded-up vector loops and the lowering never step outside an array."""
+    script = tmp_path / "bounds.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np
+        from helpers import assert_matches_oracle, random_case
+        rng = np.random.default_rng(0)
+        cases = [((2, 4, 11, 9), (4, 2, 3, 3), dict(stride=2, padding=1, groups=2)),
+                 ((1, 3, 8, 13), (5, 3, 3, 2), dict(stride=(3, 2), dilation=(1, 3))),
+                 ((2, 2, 9, 9), (2, 1, 3, 3), dict(groups=2, padding="same", dilation=2)),
+                 ((3, 3, 5, 6), (7, 3, 1, 1), dict())]
+        for algo in ("parallel", "im2col"):
+            for xs, ws, args in cases:
+                x, w, b = random_case(rng, xs, ws)
+                assert_matches_oracle(algo, x, w, b, **args)
+    """))
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=str(Path(__file__).parent))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -138,8 +138,8 @@ class Plan:
     chunks: int
     identity: bool  # 1x1/stride 1/no padding: the input is its own column matrix
     small_gemm: bool  # the Numba loop instead of BLAS (tiny per-group products)
-    staged: bool  # the GEMM writes a staging buffer, copied into NCHW with the bias
-    workspace: int  # bytes allocated per chunk
+    staged: bool  # the GEMM writes a staging buffer, then copied into NCHW
+    workspace: int  # bytes allocated at once (column matrix + staging buffer)
 
 
 def _is_identity(spec: ConvSpec) -> bool:
@@ -148,8 +148,14 @@ def _is_identity(spec: ConvSpec) -> bool:
 
 
 def _is_small(spec: ConvSpec) -> bool:
-    return spec.groups > 1 and spec.reduction_length * spec.out_channels // spec.groups \
-        < SMALL_GEMM_MACS
+    kg = spec.out_channels // spec.groups
+    return spec.groups > 1 and spec.reduction_length * kg < SMALL_GEMM_MACS
+
+
+def _column_rows(spec: ConvSpec, small: bool) -> int:
+    """Rows of the column matrix as the kernel builds it: C*kh*kw, plus one row of
+    ones per group (the bias's row) when the product goes through BLAS."""
+    return column_shape(spec)[0] + (0 if small else spec.groups)
 
 
 def plan(spec: ConvSpec, itemsize: int, cap: int | None = None) -> Plan:
@@ -158,27 +164,28 @@ def plan(spec: ConvSpec, itemsize: int, cap: int | None = None) -> Plan:
     cap = _workspace_cap if cap is None else cap
     n, ho, wo = spec.batch, spec.out_height, spec.out_width
     kg = spec.out_channels // spec.groups
-    rows_c, per_image = column_shape(spec)
+    per_image = ho * wo
     small = _is_small(spec)
     if _is_identity(spec) and not small:
         return Plan(1, ho, n, True, False, False, 0)
-    # images per GEMM: enough for MIN_GEMM_COLUMNS columns, never more than needed
-    want = 1 if per_image >= MIN_GEMM_COLUMNS else -(-MIN_GEMM_COLUMNS // per_image)
-    # bytes per output column: its column-matrix entries + its staging entries
-    per_col = (rows_c + (0 if small else kg)) * itemsize
-    fit = cap // (per_col * per_image)
-    if fit >= 1:
-        images = max(1, min(n, want, fit)) if not small else max(1, min(n, fit))
-        staged = images > 1 and not small
-        rows = ho
-        chunks = -(-n // images)
+    rows_c = _column_rows(spec, small)
+    # images per chunk: the small path takes all that fit; the BLAS path enough for
+    # MIN_GEMM_COLUMNS columns (more only makes the buffers bigger)
+    want = n if small else -(-MIN_GEMM_COLUMNS // per_image)
+    staged = not small and want > 1  # several images (or bands) per GEMM: copy back
+    per_col = (rows_c + (kg if staged else 0)) * itemsize  # bytes per output column
+    images = min(n, want, cap // (per_col * per_image))
+    if images >= 1:
+        rows, chunks = ho, -(-n // images)
+        staged = staged and images > 1
     else:  # one image is over the cap: bands of output rows (at least one)
-        images, staged = 1, not small
-        rows = max(1, min(ho, cap // (per_col * wo)))
+        staged = not small
+        per_col = (rows_c + (kg if staged else 0)) * itemsize
+        images, rows = 1, max(1, min(ho, cap // (per_col * wo)))
         chunks = n * -(-ho // rows)
-    cols_bytes = rows_c * images * rows * wo * itemsize
-    stage_bytes = kg * images * rows * wo * itemsize if staged else 0
-    return Plan(images, rows, chunks, False, small, staged, cols_bytes + stage_bytes)
+    width = images * rows * wo
+    workspace = (rows_c + (kg if staged else 0)) * width * itemsize
+    return Plan(images, rows, chunks, False, small, staged, workspace)
 
 
 def workspace_bytes(spec: ConvSpec, itemsize: int) -> int:
@@ -191,7 +198,8 @@ def lower(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     and pictures (small inputs; the kernel itself never builds it whole)."""
     x = np.ascontiguousarray(x).reshape(spec.batch, spec.in_channels, spec.height, spec.width)
     cols = np.empty(column_shape(spec, spec.batch), dtype=x.dtype)
-    _lower(x, cols, 0, spec.batch, 0, spec.out_height, *_geometry(spec))
+    rg = spec.reduction_length
+    _lower(x, cols, 0, spec.batch, 0, spec.out_height, rg, rg, *_geometry(spec))
     return cols
 
 
@@ -210,75 +218,87 @@ def _geometry(spec: ConvSpec) -> tuple[int, ...]:
 
 @register("im2col", description="lower to a column matrix, then one BLAS GEMM per group",
           rtol=1e-5, workspace=workspace_bytes, auto_rank=20,
-          auto_when=lambda spec: _auto_when(spec),
-          blowup=blowup, plan=plan)  # fmt: skip
+          auto_when=lambda spec: _auto_when(spec), blowup=blowup, plan=plan)  # fmt: skip
 def conv2d_im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                   spec: ConvSpec) -> np.ndarray:
     n_batch, k_out, ho, wo = spec.batched_output_shape
-    kg = k_out // spec.groups
-    w2 = weight.reshape(k_out, spec.reduction_length)  # a view: the weight already is this matrix
+    g, rg = spec.groups, spec.reduction_length
+    kg = k_out // g
     b = np.zeros(k_out, x.dtype) if bias is None else bias
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     out3 = out.reshape(n_batch, k_out, ho * wo)
     pl = plan(spec, x.dtype.itemsize)
     if pl.identity:  # 1x1 stride 1: no lowering, the image is the column matrix
+        w2 = weight.reshape(k_out, rg)  # a view: the weight already is this matrix
         x3 = x.reshape(n_batch, spec.in_channels, ho * wo)
         for n in range(n_batch):
-            _run_chunk(pl, spec, x3[n], w2, b, out3, n, 1, 0, ho * wo, None)
+            for grp in range(g):
+                dst = out3[n, grp * kg:(grp + 1) * kg]
+                np.matmul(w2[grp * kg:(grp + 1) * kg], x3[n, grp * rg:(grp + 1) * rg], out=dst)
+                dst += b[grp * kg:(grp + 1) * kg, None]  # NumPy, while dst is in cache
         return out
-    cols = np.empty((spec.in_channels * spec.kernel_size[0] * spec.kernel_size[1],
-                     pl.images * pl.rows * wo), dtype=x.dtype)  # fmt: skip
-    stage = np.empty((kg, cols.shape[1]), dtype=x.dtype) if pl.staged else None
+    group_rows = rg if pl.small_gemm else rg + 1
+    width = pl.images * pl.rows * wo
+    cols = np.empty((g * group_rows, width), dtype=x.dtype)
+    if pl.small_gemm:
+        wb = weight.reshape(k_out, rg)
+    else:
+        # the bias as one more weight column, times a row of ones in the columns:
+        # BLAS adds it inside the GEMM, no pass of its own
+        wb = np.empty((k_out, group_rows), dtype=x.dtype)
+        wb[:, :rg] = weight.reshape(k_out, rg)
+        wb[:, rg] = b
+        cols.reshape(g, group_rows, width)[:, rg, :] = 1
+    stage = np.empty((kg, width), dtype=x.dtype) if pl.staged else None
     geom = _geometry(spec)
     for n0 in range(0, n_batch, pl.images):
         nb = min(pl.images, n_batch - n0)
         for i0 in range(0, ho, pl.rows):
             nr = min(pl.rows, ho - i0)
-            width = nb * nr * wo
-            _lower(x, cols, n0, nb, i0, nr, *geom)
-            _run_chunk(pl, spec, cols[:, :width], w2, b, out3, n0, nb, i0 * wo,
+            _lower(x, cols, n0, nb, i0, nr, rg, group_rows, *geom)
+            _run_chunk(pl, spec, cols[:, :nb * nr * wo], wb, b, out3, n0, nb, i0 * wo,
                        nr * wo, stage)
     return out
 
 
-def _run_chunk(pl: Plan, spec: ConvSpec, cols: np.ndarray, w2: np.ndarray, b: np.ndarray,
+def _run_chunk(pl: Plan, spec: ConvSpec, cols: np.ndarray, wb: np.ndarray, b: np.ndarray,
                out3: np.ndarray, n0: int, nb: int, m0: int, mlen: int,
                stage: np.ndarray | None) -> None:
     """The product of one chunk: images n0..n0+nb, output positions m0..m0+mlen
     (flattened i*Wo+j) of each, from their lowered columns."""
-    g = spec.groups
-    kg = spec.out_channels // g
-    rg = spec.reduction_length
+    kg = spec.out_channels // spec.groups
     if pl.small_gemm:
-        _small_gemm(w2, cols, out3, b, n0, nb, m0, mlen, kg, rg)
+        _small_gemm(wb, cols, out3, b, n0, nb, m0, mlen, kg)
         return
-    for grp in range(g):
-        wg = w2[grp * kg:(grp + 1) * kg]
-        cg = cols[grp * rg:(grp + 1) * rg]
+    group_rows = wb.shape[1]
+    for grp in range(spec.groups):
+        wg = wb[grp * kg:(grp + 1) * kg]
+        cg = cols[grp * group_rows:(grp + 1) * group_rows]
         if stage is None:  # one image, all its rows: BLAS writes NCHW directly
-            dst = out3[n0, grp * kg:(grp + 1) * kg]
-            np.matmul(wg, cg, out=dst)
-            _add_bias(dst, b[grp * kg:(grp + 1) * kg])
-        else:
+            np.matmul(wg, cg, out=out3[n0, grp * kg:(grp + 1) * kg])
+        else:  # (kg, images*positions) -> (images, kg, positions): a NumPy copy
             st = stage[:, :cg.shape[1]]
             np.matmul(wg, cg, out=st)
-            _scatter(st, out3, b, n0, nb, m0, mlen, grp * kg)
+            out3[n0:n0 + nb, grp * kg:(grp + 1) * kg, m0:m0 + mlen] = \
+                st.reshape(kg, nb, mlen).transpose(1, 0, 2)
 
 
 @njit(parallel=True, cache=True)
-def _lower(x, cols, n0, nb, i0, nr, wo, kh, kw, sh, sw, top, left, dh, dw):
-    """cols[(c,p,q), (b, i, j)] = x[n0+b, c, (i0+i)*sh + p*dh - top, j*sw + q*dw - left]."""
+def _lower(x, cols, n0, nb, i0, nr, rg, group_rows, wo, kh, kw, sh, sw, top, left, dh, dw):
+    """cols[row(c,p,q), (b, i, j)] = x[n0+b, c, (i0+i)*sh + p*dh - top, j*sw + q*dw - left]
+    for images n0.. and output rows i0.. of a chunk.  Each group has rg = (C/g)*kh*kw
+    rows; its block starts at g*group_rows (room for the bias's row of ones)."""
     height, width = x.shape[2], x.shape[3]
-    n_rows = x.shape[1] * kh * kw
-    for row in prange(n_rows):  # rows are independent: each thread fills whole rows
-        c = row // (kh * kw)
+    taps = kh * kw
+    for row in prange(x.shape[1] * taps):  # rows are independent: one thread per row
+        c = row // taps
         p = (row // kw) % kh
         q = row % kw
         dx = q * dw - left  # input column = j*sw + dx
         # output columns whose tap lands inside the input: j_lo <= j < j_hi
         j_lo = min(wo, max(0, (-dx + sw - 1) // sw))
         j_hi = max(j_lo, min(wo, (width - 1 - dx) // sw + 1)) if width - 1 - dx >= 0 else j_lo
-        dst = cols[row]
+        dst = cols[(row // rg) * group_rows + row % rg]
         for b in range(nb):
             for i in range(nr):
                 col0 = (b * nr + i) * wo
@@ -297,35 +317,11 @@ def _lower(x, cols, n0, nb, i0, nr, wo, kh, kw, sh, sw, top, left, dh, dw):
 
 
 @njit(parallel=True, cache=True)
-def _scatter(stage, out3, bias, n0, nb, m0, mlen, k0):
-    """out[n0+b, k0+k, m0:m0+mlen] = stage[k, b*mlen:(b+1)*mlen] + bias[k0+k]."""
-    kg = stage.shape[0]
-    for t in prange(nb * kg):
-        b = t // kg
-        k = t % kg
-        bk = bias[k0 + k]
-        src = stage[k, b * mlen:(b + 1) * mlen]
-        dst = out3[n0 + b, k0 + k, m0:m0 + mlen]
-        for m in range(mlen):
-            dst[m] = src[m] + bk
-
-
-@njit(parallel=True, cache=True)
-def _add_bias(block, bias):
-    """block (K', M) += bias[:, None], while BLAS's result is still in cache."""
-    for k in prange(block.shape[0]):
-        bk = bias[k]
-        row = block[k]
-        for m in range(row.shape[0]):
-            row[m] += bk
-
-
-@njit(parallel=True, cache=True)
-def _small_gemm(w2, cols, out3, bias, n0, nb, m0, mlen, kg, rg):
+def _small_gemm(w2, cols, out3, bias, n0, nb, m0, mlen, kg):
     """Per-group products too small for BLAS (depthwise): for output channel k of
     group g, out[n, k, m] = bias[k] + sum_r w2[k, r] * cols[g*rg + r, b*mlen + m].
     The inner loop runs over the contiguous columns m so it vectorises."""
-    k_out = w2.shape[0]
+    k_out, rg = w2.shape
     for t in prange(nb * k_out):
         b = t // k_out
         k = t % k_out

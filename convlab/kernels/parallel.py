@@ -22,10 +22,10 @@ float32, ResNet 3x3 64ch@56, batch 8 (naive: ~1.5 GFLOP/s):
    columns per row (``Ws - Wo``) that are computed and never stored; for
    7x7 outputs that is 2 of 9 columns, and it still beats 7-long rows.
 3. **Register blocking.**  Each pass of the inner loop updates ``KB = 4`` output
-   channels from ``RU = 2`` taps: it loads 2 input vectors once and uses each 4
-   times, so 8 FMAs cost 4 accumulator loads and 4 stores instead of 8 and 8.
-   The 8 weights are hoisted into registers (broadcast) outside the m loop.  The
-   weight is repacked once to ``wr[block, r, 4]`` so those 8 loads are adjacent.
+   channels from ``RU = 3`` taps: it loads 3 input vectors once and uses each 4
+   times, so 12 FMAs cost 4 accumulator loads and 4 stores instead of 12 and 12.
+   The 12 weights are hoisted (broadcast into registers) out of the m loop.  The
+   weight is repacked once to ``wr[block, r, 4]`` so those loads are adjacent.
 4. **Accumulate in a local buffer** ``acc[KB, L]`` (L ~ ``TARGET_BLOCK``
    positions, a few KiB: stays in L1), started at the bias (so the bias costs
    nothing), written to the output once at the end.  The output is never
@@ -65,7 +65,7 @@ from ..shapes import ConvSpec
 from .registry import register
 
 KB = 4  # output channels per task: accumulators updated per pass
-RU = 2  # taps per pass of the inner loop
+RU = 3  # taps per pass of the inner loop
 TARGET_BLOCK = 512  # output positions (incl. garbage columns) per task
 VECTOR = 8  # round the inner loop up to whole AVX2 vectors when memory allows
 
@@ -122,17 +122,17 @@ def conv2d_parallel(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     wo = spec.out_width
     rows = max(1, min(spec.out_height, (TARGET_BLOCK - wo) // ws + 1))
-    _direct(xs.reshape(-1), wr, off, b, out, spec.groups, xs[0, 0].size, hs * ws, ws, rows)
+    _direct(xs.reshape(-1), wr, off, b, out, spec.groups, xs[0, 0].size, ws, rows)
     return out
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
-def _direct(xf, wr, off, bias, out, groups, chan_size, plane, ws, rows):
+def _direct(xf, wr, off, bias, out, groups, chan_size, ws, rows):
     """xf: the flat phase-split input; chan_size: elements per channel (all its
-    phases); plane: elements per phase plane; ws: phase-plane width; rows: output
-    rows per task."""
+    phases); ws: phase-plane width; rows: output rows per task."""
     n_batch, k_out, ho, wo = out.shape
     n_red = off.shape[0]  # taps per output: (C/g)*kh*kw
+    off_max = off.max()  # not always the last tap: phases reorder the strided taps
     kg = k_out // groups
     nkb = -(-kg // KB)  # channel blocks per group
     nrb = -(-ho // rows)  # row blocks
@@ -151,7 +151,7 @@ def _direct(xf, wr, off, bias, out, groups, chan_size, plane, ws, rows):
         base = n * img_size + g * cg * chan_size + i0 * ws
         # round up to whole vectors (no scalar tail loop) unless that reads past xf
         lp = -(-length // VECTOR) * VECTOR
-        if base + off[n_red - 1] + lp > xf.shape[0]:
+        if base + off_max + lp > xf.shape[0]:
             lp = length
         blk = g * nkb + kb
         acc = np.empty((KB, lp), dtype=out.dtype)
@@ -160,29 +160,34 @@ def _direct(xf, wr, off, bias, out, groups, chan_size, plane, ws, rows):
             acc[kk, :] = bias[k]
         a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
         r = 0
-        while r + RU <= n_red:  # RU = 2 taps x KB = 4 channels per pass
+        while r + RU <= n_red:  # RU = 3 taps x KB = 4 channels per pass: 12 FMAs
             x0 = xf[base + off[r]:base + off[r] + lp]
             x1 = xf[base + off[r + 1]:base + off[r + 1] + lp]
-            w00, w01, w02, w03 = wr[blk, r, 0], wr[blk, r, 1], wr[blk, r, 2], wr[blk, r, 3]
-            w10, w11, w12, w13 = (wr[blk, r + 1, 0], wr[blk, r + 1, 1], wr[blk, r + 1, 2],
-                                  wr[blk, r + 1, 3])  # fmt: skip
+            x2 = xf[base + off[r + 2]:base + off[r + 2] + lp]
+            w0, w1, w2 = wr[blk, r], wr[blk, r + 1], wr[blk, r + 2]
+            w00, w01, w02, w03 = w0[0], w0[1], w0[2], w0[3]
+            w10, w11, w12, w13 = w1[0], w1[1], w1[2], w1[3]
+            w20, w21, w22, w23 = w2[0], w2[1], w2[2], w2[3]
             for m in range(lp):
                 v0 = x0[m]
                 v1 = x1[m]
-                a0[m] = a0[m] + w00 * v0 + w10 * v1
-                a1[m] = a1[m] + w01 * v0 + w11 * v1
-                a2[m] = a2[m] + w02 * v0 + w12 * v1
-                a3[m] = a3[m] + w03 * v0 + w13 * v1
+                v2 = x2[m]
+                a0[m] = a0[m] + w00 * v0 + w10 * v1 + w20 * v2
+                a1[m] = a1[m] + w01 * v0 + w11 * v1 + w21 * v2
+                a2[m] = a2[m] + w02 * v0 + w12 * v1 + w22 * v2
+                a3[m] = a3[m] + w03 * v0 + w13 * v1 + w23 * v2
             r += RU
-        if r < n_red:  # odd number of taps: the last one alone
+        while r < n_red:  # the last taps (n_red not a multiple of RU), one at a time
             x0 = xf[base + off[r]:base + off[r] + lp]
-            w00, w01, w02, w03 = wr[blk, r, 0], wr[blk, r, 1], wr[blk, r, 2], wr[blk, r, 3]
+            w0 = wr[blk, r]
+            w00, w01, w02, w03 = w0[0], w0[1], w0[2], w0[3]
             for m in range(lp):
                 v0 = x0[m]
                 a0[m] = a0[m] + w00 * v0
                 a1[m] = a1[m] + w01 * v0
                 a2[m] = a2[m] + w02 * v0
                 a3[m] = a3[m] + w03 * v0
+            r += 1
         for kk in range(min(KB, kg - kb * KB)):  # store the real channels, real columns
             k = g * kg + kb * KB + kk
             for i in range(nr):

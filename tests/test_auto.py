@@ -1,0 +1,64 @@
+"""algo="auto": it only ever picks a kernel that can run the spec, it picks by the
+documented rule (best rank among the eligible), and explain() says which and why."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+
+import convlab
+from convlab import kernels
+from convlab.functional import prepare
+
+from helpers import assert_matches_oracle, conv_cases, random_case
+
+
+def _eligible(spec):
+    """The registry's rule, restated: ranked, available, supports the spec, fits it."""
+    return sorted(
+        (k for k in kernels.KERNELS.values()
+         if k.auto_rank is not None and k.available() is None and k.supports(spec) is None
+         and k.auto_when(spec) is None),
+        key=lambda k: k.auto_rank)  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases(max_channels=8))
+def test_auto_only_picks_a_kernel_that_supports_the_spec(case):
+    input_shape, weight_shape, args, dtype = case
+    x, w, b = random_case(np.random.default_rng(2), input_shape, weight_shape, dtype)
+    spec = prepare(x, w, b, **args)[3]
+    choice = convlab.explain(x, w, b, **args)
+    kern = choice.kernel
+    assert kern.available() is None and kern.supports(spec) is None
+    assert kern.auto_when(spec) is None
+    assert kern is _eligible(spec)[0]
+    # everything ranked better was passed over, with its reason
+    better = [k.name for k in kernels.KERNELS.values()
+              if k.auto_rank is not None and k.auto_rank < kern.auto_rank]
+    assert sorted(name for name, _ in choice.passed_over) == sorted(better)
+    assert all(why for _, why in choice.passed_over)
+    # and conv2d(algo="auto") runs it: the result meets that kernel's tolerance
+    out = assert_matches_oracle(kern.name, x, w, b, **args)
+    np.testing.assert_array_equal(convlab.conv2d(x, w, b, algo="auto", **args), out)
+
+
+def test_explain_names_the_kernel_and_the_reason():
+    # 5x5 stride 2: no Winograd; a long reduction (16*25): the GEMM route
+    choice = convlab.explain((8, 16, 32, 32), (32, 16, 5, 5), stride=2, padding=2)
+    assert choice.kernel.name == "im2col"
+    assert choice.reason == choice.kernel.description
+    text = str(choice)
+    assert text.startswith("auto picks 'im2col'")
+    # depthwise: a 9-long reduction, im2col declines and says why; parallel runs it
+    choice = convlab.explain((8, 32, 28, 28), (32, 1, 3, 3), padding=1, groups=32)
+    assert choice.kernel.name == "parallel"
+    reasons = dict(choice.passed_over)
+    assert "reduction" in reasons["im2col"] and "9" in reasons["im2col"]
+    assert "not 'im2col'" in str(choice)
+
+
+def test_fast_kernels_are_ranked_below_naive():
+    ranks = {name: kernels.get(name).auto_rank for name in ("im2col", "parallel", "naive")}
+    assert ranks["im2col"] < ranks["parallel"] < ranks["naive"]
+    assert ranks["im2col"] >= 20  # room below for Winograd
