@@ -816,7 +816,9 @@ def format_table(result: BenchResult) -> str:
                ["torch:   not installed, so no PyTorch comparison (pip install "
                 "'convlab[torch]')"]),
              "ratios:  x torch / x naive = their time / this time (> 1: faster); spread = "
-             "interquartile range of the samples", ""]  # fmt: skip
+             "interquartile range of the samples",
+             "GFLOP/s: direct-convolution FLOPs for every kernel (Winograd does fewer "
+             "multiplies, so it can pass 100% of the GEMM peak)", ""]  # fmt: skip
     head = (f"  {'kernel':<13}{'first call':>11}{'median':>11}{'spread':>8}{'GFLOP/s':>9}"
             f"{'% peak':>8}{'x torch':>9}{'x naive':>9}{'rel err':>9}")
     by_layer: dict[str, list[Record]] = {}
