@@ -3,6 +3,7 @@ against the float64 oracle, refusals, the Conv2d filter cache, and NaN spreading
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from convlab import kernels, numerics
 from convlab.functional import WeightCache, prepare
 from convlab.kernels import winograd
 from convlab.kernels._winograd_transforms import MATRICES, TRANSFORMS
+from convlab.reference import compare, conv2d_reference
 
 from helpers import assert_matches_oracle, conv_cases, random_case
 
@@ -81,6 +83,7 @@ CASES = [
     # tile blocks that span rows and images, several jobs, and output channels split
     ((3, 24, 21, 19), (40, 24, 3, 3), dict(padding=1)),
     ((1, 64, 8, 8), (48, 64, 3, 3), dict(padding=1)),
+    ((1, 16, 4, 4), (24, 16, 3, 3), dict(padding=1)),  # one tile: output channels split
 ]
 
 
@@ -98,13 +101,35 @@ def test_matches_oracle_on_chosen_specs(algo, dtype, case):
     np.testing.assert_array_equal(b, b0)
 
 
-def test_plan_splits_output_channels_when_tiles_are_few():
+def test_plan_balances_jobs_and_splits_output_channels_when_tiles_are_few():
+    threads = numba.get_num_threads()
     spec = convlab.ConvSpec.from_shapes((1, 64, 8, 8), (48, 64, 3, 3), padding=1)
-    tb, kb, kper = winograd.plan(spec, 4, 4)
-    assert tb == 4 and kper < 48 and kb <= kper  # 4 tiles, one block: split K instead
+    tb, kb, kper = winograd.plan(spec, 4, 4)  # 4 tiles: one job per thread
+    assert tb == -(-4 // threads) and kb <= kper == 48
+    spec = convlab.ConvSpec.from_shapes((1, 64, 4, 4), (48, 64, 3, 3), padding=1)
+    tb, kb, kper = winograd.plan(spec, 4, 4)  # 1 tile: split the output channels
+    assert tb == 1 and kb <= kper == -(-48 // threads)
     big = convlab.ConvSpec.from_shapes((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     tb, kb, kper = winograd.plan(big, 4, 4)
-    assert 16 <= tb <= 64 and kper == 64 and kb * 64 * tb <= winograd.BLAS_SINGLE_THREAD_MNK
+    jobs = -(-8 * 14 * 14 // tb)
+    assert jobs % threads == 0 and tb <= winograd.TILES_PER_JOB and kper == 64
+    # without a way to hold the BLAS to one thread, GEMMs stay under its threshold
+    tb, kb, kper = winograd.plan(big, 4, 4, single_thread_blas=False)
+    assert kb * 64 * tb <= winograd.BLAS_SINGLE_THREAD_MNK
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("single_thread_blas", [True, False])
+def test_both_gemm_blockings_match_the_oracle(algo, single_thread_blas):
+    """The small-GEMM blocking (no threadpoolctl) and the big one give the same answers."""
+    x, w, b = random_case(np.random.default_rng(8), (3, 40, 17, 15), (72, 40, 3, 3))
+    xa, wa, ba, spec = prepare(x, w, b, padding=1)
+    m = VARIANTS[algo]
+    blocking = winograd.plan(spec, m, 4, single_thread_blas=single_thread_blas)
+    out = winograd.winograd(xa, wa, ba, spec, m, blocking=blocking)
+    report = compare(out, conv2d_reference(xa, wa, ba, spec),
+                     kernels.get(algo).tolerance(spec, np.float32))
+    assert report.ok, report
 
 
 @pytest.mark.parametrize("algo", ALGOS)

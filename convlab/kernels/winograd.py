@@ -56,6 +56,8 @@ alpha^2 (C/groups + kb) tb items), plus U when it is not cached.
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -64,9 +66,11 @@ from ..shapes import ConvSpec
 from ._winograd_transforms import at, bt, g
 from .registry import register
 
-# Tiles per job: enough columns for the GEMM to run near peak, few enough that
-# V (alpha^2 x C x tb) and M (alpha^2 x kb x tb) fit in a 512 KiB L2 cache.
-L2_BYTES = 512 * 1024
+# Tiles per job: the N of every GEMM call, about 64-96 for OpenBLAS's sgemm to run
+# near its peak on one core (measured: 32 tiles lose ~15%, 16 lose ~30%).
+TILES_PER_JOB = 96
+# Output channels per GEMM call (its M), bounding the M block to alpha^2 x 256 x tb.
+MAX_GEMM_ROWS = 256
 # OpenBLAS runs an sgemm on the calling thread when M*N*K <= 4 * 65536
 # (GEMM_MULTITHREAD_THRESHOLD * SMP_THRESHOLD_MIN in its interface/gemm.c).
 BLAS_SINGLE_THREAD_MNK = 4 * 65536
@@ -89,28 +93,56 @@ def transform_filter(weight: np.ndarray, groups: int, m: int) -> np.ndarray:
     return u.reshape(alpha * alpha, groups, k // groups, cg)
 
 
-def plan(spec: ConvSpec, m: int, itemsize: int) -> tuple[int, int, int]:
+def plan(spec: ConvSpec, m: int, itemsize: int, *, tile_target: int = TILES_PER_JOB,
+         single_thread_blas: bool | None = None) -> tuple[int, int, int]:
     """Blocking for ``spec``: (tb tiles per job, kb output channels per GEMM call,
     kper output channels per job).  See the module docstring."""
-    alpha2 = (m + 2) ** 2
+    if single_thread_blas is None:
+        single_thread_blas = _blas_limiter() is not None
     cg = spec.in_channels // spec.groups
     kg = spec.out_channels // spec.groups
     tiles = spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
-    # V block of alpha^2 x cg x tb in about half of L2, tb a multiple of 8 (SIMD) in [16, 64]
-    tb = (L2_BYTES // 2) // (alpha2 * cg * itemsize)
-    tb = max(16, min(64, tb - tb % 8))
-    tb = _cdiv(tiles, _cdiv(tiles, tb))  # even blocks: no runt job at the end
+    threads = numba.get_num_threads()
+    # a multiple of `threads` jobs per group of about tile_target tiles each: balanced
+    jobs = threads * _cdiv(tiles, threads * tile_target)
+    tb = _cdiv(tiles, jobs)
+    jobs = _cdiv(tiles, tb) * spec.groups
     # too few jobs to keep every thread busy: split the output channels as well
-    jobs, threads = _cdiv(tiles, tb) * spec.groups, numba.get_num_threads()
-    splits = min(kg, _cdiv(2 * threads, jobs)) if jobs < 2 * threads else 1
+    splits = min(kg, _cdiv(threads, jobs)) if jobs < threads else 1
     kper = _cdiv(kg, splits)
-    # each GEMM call small enough for OpenBLAS to stay on the calling thread
-    kb = max(1, min(kper, BLAS_SINGLE_THREAD_MNK // (cg * tb)))
+    if single_thread_blas:
+        kb = min(kper, MAX_GEMM_ROWS)
+    else:  # each GEMM call small enough for OpenBLAS to stay on the calling thread
+        kb = max(1, min(kper, BLAS_SINGLE_THREAD_MNK // (cg * tb)))
     return tb, kb, kper
 
 
+_LIMITER: list = []
+_ONE_AT_A_TIME = threading.Lock()  # the BLAS thread limit is process-wide state
+
+
+def _blas_limiter():
+    """threadpoolctl's controller over the BLAS that Numba's ``np.dot`` calls, or None.
+
+    Each Numba thread calls sgemm on its own block, so the BLAS must not start
+    threads of its own: OpenBLAS (pthreads) entered from two threads of an OpenMP
+    team at once warns "Detect OpenMP Loop and this application may hang".
+    With threadpoolctl the BLAS is held to one thread for the duration of a call
+    and the GEMMs can be as big as the blocking likes; without it, each GEMM is
+    kept under OpenBLAS's own single-thread threshold (smaller, ~1.3x slower)."""
+    if not _LIMITER:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (loaded before threadpoolctl looks)
+            from threadpoolctl import ThreadpoolController
+            _LIMITER.append(ThreadpoolController())
+        except ImportError:
+            _LIMITER.append(None)
+    return _LIMITER[0]
+
+
 def winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
-             m: int, prepared: np.ndarray | None = None, stages: int = 7) -> np.ndarray:
+             m: int, prepared: np.ndarray | None = None, stages: int = 7,
+             blocking: tuple[int, int, int] | None = None) -> np.ndarray:
     """Run F(m x m, 3 x 3) on batched ``x``; ``prepared`` is ``transform_filter``'s U.
 
     ``stages`` (a bit mask: 1 input transform, 2 GEMMs, 4 output transform) is
@@ -118,8 +150,13 @@ def winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: C
     u = transform_filter(weight, spec.groups, m) if prepared is None else prepared
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     b = np.zeros(spec.out_channels, x.dtype) if bias is None else bias
-    tb, kb, kper = plan(spec, m, x.itemsize)
-    _convolve(x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stages)
+    tb, kb, kper = plan(spec, m, x.itemsize) if blocking is None else blocking
+    limiter = _blas_limiter()
+    if limiter is None or numba.get_num_threads() == 1:
+        _convolve(x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stages)
+    else:
+        with _ONE_AT_A_TIME, limiter.limit(limits=1, user_api="blas"):
+            _convolve(x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stages)
     return out
 
 
@@ -196,6 +233,7 @@ def _filter_transform(w, u, m):
 def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages):
     n_batch = x.shape[0]
     alpha2, groups, kg, cg = u.shape
+    alpha = m + 2
     _, _, out_h, out_w = out.shape
     tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
     n_tiles = n_batch * tiles_h * tiles_w
@@ -207,11 +245,13 @@ def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages):
         g = (job // n_ksplits) % groups
         k_lo = (job % n_ksplits) * kper
         k_hi = min(kg, k_lo + kper)
+        # this job's private buffers: V, M (kb channels at a time) and transform scratch
         v = np.empty((alpha2, cg, nt), x.dtype)
-        scratch = np.empty(alpha2 * max(cg, kb) * nt, x.dtype)
         mbuf = np.empty(alpha2 * kb * nt, x.dtype)
+        scratch = np.empty(alpha2 * max(cg, kb) * nt, x.dtype)
+        rows = np.empty((alpha, tiles_w * m + 2), x.dtype)
         if stages & 1:
-            _input_tiles(x, v, scratch, g * cg, t0, m, top, left, tiles_h, tiles_w)
+            _input_tiles(x, v, scratch, rows, g * cg, t0, m, top, left, tiles_h, tiles_w)
         for k0 in range(k_lo, k_hi, kb):
             kk = min(kb, k_hi - k0)
             mm = mbuf[:alpha2 * kk * nt].reshape((alpha2, kk, nt))
@@ -223,37 +263,43 @@ def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages):
 
 
 @njit(inline="always")
-def _input_tiles(x, v, scratch, c0, t0, m, top, left, tiles_h, tiles_w):
+def _input_tiles(x, v, scratch, rows, c0, t0, m, top, left, tiles_h, tiles_w):
     """v[:, c, :] = B^T d B for channels c0.. and tiles t0.. (tile order: image, row, column)."""
     alpha = m + 2
-    _, cg, nt = v.shape
+    alpha2, cg, nt = v.shape
     height, width = x.shape[2], x.shape[3]
-    rows = np.empty((alpha, tiles_w * m + 2), x.dtype)  # alpha input rows, zero padded
-    # 1. gather: v[i * alpha + j, c, t] = pixel (i, j) of tile t in channel c
+    wp = rows.shape[1]
+    rows_flat, v_flat = rows.reshape(-1), v.reshape(-1)
+    # 1. gather: v[i * alpha + j, c, t] = pixel (i, j) of tile t of channel c
     for c in range(cg):
         t = t0
         while t < t0 + nt:  # a run of tiles along one tile row
             tile_row, tx0 = t // tiles_w, t % tiles_w
-            tx1 = min(tiles_w, tx0 + t0 + nt - t)
+            run = min(tiles_w - tx0, t0 + nt - t)
             n, y0 = tile_row // tiles_h, (tile_row % tiles_h) * m - top
-            # the padded input columns [p0, p1) these tiles read; input column = p - left
-            p0, p1 = tx0 * m, tx1 * m + 2
+            # the alpha input rows under these tiles, zero padded: padded columns
+            # [p0, p1) are input columns [p0 - left, p1 - left)
+            p0, p1 = tx0 * m, (tx0 + run) * m + 2
             lo, hi = min(max(left, p0), p1), min(max(left + width, p0), p1)
             for i in range(alpha):
                 y = y0 + i
-                rows[i, p0:lo] = 0
-                rows[i, hi:p1] = 0
+                row = rows[i]
+                for p in range(p0, lo):
+                    row[p] = 0
+                for p in range(hi, p1):
+                    row[p] = 0
                 if 0 <= y < height:
-                    rows[i, lo:hi] = x[n, c0 + c, y, lo - left:hi - left]
+                    _copy(x[n, c0 + c, y], lo - left, 1, row, lo, 1, hi - lo)
                 else:
-                    rows[i, lo:hi] = 0
+                    for p in range(lo, hi):
+                        row[p] = 0
             for i in range(alpha):
-                for j in range(alpha):
-                    src = rows[i, p0 + j:p1 - alpha + j + 1:m]  # pixel (i, j) of each tile
-                    v[i * alpha + j, c, t - t0:t - t0 + tx1 - tx0] = src
-            t += tx1 - tx0
-    # 2. B^T d: down the columns of every tile and channel in one sweep (i is the row)
-    cols = scratch[:alpha * alpha * cg * nt].reshape((alpha, alpha * cg * nt))
+                for j in range(alpha):  # pixel (i, j) of each tile: every m-th column
+                    _copy(rows_flat, i * wp + p0 + j, m,
+                          v_flat, ((i * alpha + j) * cg + c) * nt + t - t0, 1, run)
+            t += run
+    # 2. B^T d: down the columns, every (tile column j, channel, tile) in one sweep
+    cols = scratch[:alpha2 * cg * nt].reshape((alpha, alpha * cg * nt))
     bt(m, v.reshape((alpha, alpha * cg * nt)), cols)
     # 3. (B^T d) B: along the rows, row i of every tile and channel in one sweep
     for i in range(alpha):
@@ -265,23 +311,53 @@ def _input_tiles(x, v, scratch, c0, t0, m, top, left, tiles_h, tiles_w):
 def _output_tiles(mm, scratch, out, bias, k0, t0, m, tiles_h, tiles_w):
     """out[:, k0:k0+kk] for tiles t0.. = A^T M A + bias (mm is (alpha^2, kk, nt))."""
     alpha = m + 2
-    _, kk, nt = mm.shape
+    alpha2, kk, nt = mm.shape
     out_h, out_w = out.shape[2], out.shape[3]
-    # 1. A^T M: down the columns (scratch[i', j, k, t])
+    # 1. A^T M: down the columns, every (j, k, t) in one sweep
     cols = scratch[:m * alpha * kk * nt].reshape((m, alpha * kk * nt))
     at(m, mm.reshape((alpha, alpha * kk * nt)), cols)
-    # 2. (A^T M) A: along the rows, into mm's memory (no longer needed): y[i', j', k, t]
-    y = mm.reshape(-1)[:m * m * kk * nt].reshape((m, m, kk, nt))
+    # 2. (A^T M) A: along the rows, into mm's memory (no longer needed): y[i, j, k, t]
+    y = mm.reshape(-1)[:m * m * kk * nt]
     for i in range(m):
-        at(m, cols[i].reshape((alpha, kk * nt)), y[i].reshape((m, kk * nt)))
-    # 3. scatter the m x m tiles into the output, adding the bias
+        at(m, cols[i].reshape((alpha, kk * nt)), y[i * m * kk * nt:(i + 1) * m * kk * nt]
+           .reshape((m, kk * nt)))
+    # 3. scatter: output column j of a run of tiles is every m-th pixel of an output row
+    out_flat = out.reshape(-1)
     for k in range(kk):
         b = bias[k0 + k]
-        for s in range(nt):
-            t = t0 + s
-            tile_row = t // tiles_w
-            n = tile_row // tiles_h
-            y0, x0 = (tile_row % tiles_h) * m, (t % tiles_w) * m
+        t = t0
+        while t < t0 + nt:
+            tile_row, tx0 = t // tiles_w, t % tiles_w
+            run = min(tiles_w - tx0, t0 + nt - t)
+            n, y0, x0 = tile_row // tiles_h, (tile_row % tiles_h) * m, tx0 * m
             for i in range(min(m, out_h - y0)):
+                row0 = ((n * out.shape[1] + k0 + k) * out_h + y0 + i) * out_w + x0
                 for j in range(min(m, out_w - x0)):
-                    out[n, k0 + k, y0 + i, x0 + j] = y[i, j, k, s] + b
+                    count = min(run, (out_w - x0 - j + m - 1) // m)  # ragged right edge
+                    _copy_add(y, ((i * m + j) * kk + k) * nt + t - t0,
+                              out_flat, row0 + j, m, count, b)
+            t += run
+
+
+@njit(inline="always")
+def _copy(src, s0, s_step, dst, d0, d_step, n):
+    """dst[d0 + q*d_step] = src[s0 + q*s_step] for q < n (1-D arrays).
+
+    Unsigned indices on purpose: with signed ones Numba must allow for negative
+    (from-the-end) indices, a fix-up per access in the hottest loops here."""
+    s, d = np.uint64(s0), np.uint64(d0)
+    s_inc, d_inc = np.uint64(s_step), np.uint64(d_step)
+    for _ in range(n):
+        dst[d] = src[s]
+        s += s_inc
+        d += d_inc
+
+
+@njit(inline="always")
+def _copy_add(src, s0, dst, d0, d_step, n, add):
+    """dst[d0 + q*d_step] = src[s0 + q] + add for q < n: the bias, fused into the scatter."""
+    s, d, d_inc = np.uint64(s0), np.uint64(d0), np.uint64(d_step)
+    for _ in range(n):
+        dst[d] = src[s] + add
+        s += np.uint64(1)
+        d += d_inc
