@@ -30,10 +30,25 @@ Results are plain data: a :class:`BenchResult` holding the machine
 :class:`Record`, saved as JSON (and CSV beside it).  Plots are drawn from the
 saved records (:mod:`convlab.plots`), never by timing again.
 
+On a GPU (``device="cuda"``, ``convlab bench --device cuda``), ``cuda_naive`` and
+``cuda_tiled`` go through the same refusals and the same oracle gate (the gate
+runs ``cuda_tiled`` with the tiles chosen for the full batch, so what is checked
+is what is timed); then :func:`convlab.kernels.cuda.time_on_gpu` times them:
+CUDA events around back-to-back launches on inputs already on the GPU, the
+copies in (``h2d_s``) and out (``d2h_s``) timed apart, the first call (compile)
+apart.  The rivals are PyTorch's cuDNN in float32 with TF32 off (``torch_fp32``:
+``vs_cudnn`` ratios are against it) and with torch's defaults
+(``torch_default``); without torch with CUDA they are ``n/a`` records with the
+reason.  The CPU's GEMM peak says nothing about a GPU, so a GPU run measures no
+ceiling.  Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` runs the kernels on the
+simulator (~1.5 ms per output): the ``tiny`` suite fits it, bigger layers are
+skipped with an estimate, and its times say nothing about a GPU.
+
 Other devices plug in without touching this file: a kernel registered with
-``device="cuda"`` is timed by ``TIMERS["cuda"]`` (or its own ``timer=`` extra),
-and may stage device-resident inputs with a ``bench_stage=`` extra so that
-transfers stay out of the steady-state time (see :class:`Contender`).
+``device="cuda"`` that convlab does not time itself is timed by
+``TIMERS["cuda"]`` (or its own ``timer=`` extra), and may stage device-resident
+inputs with a ``bench_stage=`` extra so that transfers stay out of the
+steady-state time (see :class:`Contender`).
 """
 
 from __future__ import annotations
@@ -46,7 +61,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +81,20 @@ GATE_FLOPS = 4e8
 MIN_SAMPLE_S = 2e-3
 # Rough speeds used only to decide what to skip (multiply-adds per second, one call).
 SLOW_KERNEL_MACS_PER_S = {"python": 2e6, "naive": 3e8}
-# The CUDA simulator runs one thread at a time, ~1 ms each.
-CUDASIM_MACS_PER_S = 1e4
+# The CUDA simulator runs one CUDA thread at a time: ~1.5 ms per output plus ~15 us per
+# multiply-add (measured on a 2-core box; used only to skip hopeless layers).
+SIM_S_PER_OUTPUT, SIM_S_PER_MAC = 1.5e-3, 1.5e-5
+# CUDA-event samples per kernel when --repeats is not given (each sample is the mean of
+# enough back-to-back launches to last ~1 ms); the simulator's launches take seconds.
+GPU_REPEATS, SIM_REPEATS = 20, 3
 # The order the ladder plot and the default kernel list use; missing names are skipped.
 LADDER = ("python", "naive", "parallel", "im2col", "winograd_f2", "winograd_f4", "winograd_f6",
           "cuda_naive", "cuda_tiled")
 RIVAL = "torch"
+# The GPU rivals (names as convlab.kernels.cuda.time_on_gpu knows them): cuDNN in float32
+# with TF32 off (the like-for-like one, CUDNN: the "x cudnn" ratios), and torch's defaults.
+GPU_RIVALS = ("torch_fp32", "torch_default")
+CUDNN = "torch_fp32"
 # Set (to "1") by `convlab bench --cold-cache` in the child process it starts with an empty
 # NUMBA_CACHE_DIR, so the records say their first calls include a real compile.
 COLD_CACHE_ENV = "CONVLAB_COLD_CACHE"
@@ -169,13 +192,33 @@ SUITES: dict[str, tuple[Layer, ...]] = {
 }
 
 
+# Toy layers for the CUDA simulator (a few hundred outputs: ~1 s per call there), each with
+# a ragged edge for the tiles; stride, depthwise groups, dilation and asymmetric 'same'
+# padding.  Kept out of SUITES and "all" (real networks' layers, which the figures plot).
+TOY_SUITES: dict[str, tuple[Layer, ...]] = {
+    "tiny": (
+        Layer("tiny_3x3", 3, (6, 7), 4, 3, padding=1, batch=2, note="toy: 3x3, ragged tiles"),
+        Layer("tiny_dw_s2", 4, (9, 7), 4, 3, stride=2, padding=1, groups=4, batch=2,
+              note="toy: depthwise 3x3/2"),
+        Layer("tiny_dil_same", 3, (5, 9), 5, (2, 3), padding="same", dilation=(1, 2), batch=1,
+              note="toy: dilated 2x3, asymmetric 'same' padding"),
+    ),
+}
+
+
+def suite_names() -> list[str]:
+    """Every suite ``suite_layers`` (and ``convlab bench --suite``) knows."""
+    return [*SUITES, *TOY_SUITES]
+
+
 def suite_layers(suite: str, only: Sequence[str] | None = None) -> tuple[Layer, ...]:
     """The layers of ``suite`` (optionally only those named in ``only``)."""
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
-    layers = SUITES[suite]
+    if suite not in SUITES and suite not in TOY_SUITES:
+        raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(suite_names())}")
+    layers = SUITES[suite] if suite in SUITES else TOY_SUITES[suite]
     if only:
-        by_name = {layer.name: layer for layer in SUITES["all"]}
+        toys = (la for toy in TOY_SUITES.values() for la in toy)
+        by_name = {layer.name: layer for layer in (*SUITES["all"], *toys)}
         unknown = [n for n in only if n not in by_name]
         if unknown:
             raise ValueError(f"unknown layer {unknown[0]!r}; layers: {', '.join(by_name)}")
@@ -213,6 +256,13 @@ class Contender:
       kernel on inputs staged once (e.g. copied to the GPU), so the steady-state
       time excludes transfers (default: ``lambda: run(x, w, b, spec)``);
     * ``bench_macs_per_s``: a rough speed, used only to skip hopeless layers.
+
+    convlab's own CUDA kernels and the GPU rivals fill the last three fields instead
+    (:func:`_cuda_contender`, :func:`_gpu_rival`): ``gate_run(x, w, b, gate_spec,
+    spec)`` runs the gate the way the timed call at ``spec`` will run; ``device_time(x,
+    w, b, spec, repeats, expected)`` times the whole thing itself (a
+    :class:`~convlab.kernels.cuda.GpuTiming`, checked against ``expected`` when given);
+    ``estimate(spec) -> (seconds, how)`` predicts one call, to skip hopeless layers.
     """
 
     name: str
@@ -225,6 +275,9 @@ class Contender:
     stage: Callable[..., Callable[[], Any]] | None = None
     macs_per_s: float | None = None
     close: Callable[[], None] = field(default=lambda: None)
+    gate_run: Callable[..., np.ndarray] | None = None
+    device_time: Callable[..., Any] | None = None
+    estimate: Callable[[ConvSpec], tuple[float, str]] | None = None
 
     def call_for(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
                  spec: ConvSpec) -> Callable[[], Any]:
@@ -251,8 +304,6 @@ def _kernel_contender(kern: Kernel, weight_cache: bool = False) -> Contender:
         return None
 
     rate = kern.extras.get("bench_macs_per_s", SLOW_KERNEL_MACS_PER_S.get(kern.name))
-    if kern.device == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        rate = CUDASIM_MACS_PER_S
     run, stage = kern.run, kern.extras.get("bench_stage")
     prep = kern.extras.get("prepare") if weight_cache else None
     if prep is not None:
@@ -267,6 +318,109 @@ def _kernel_contender(kern: Kernel, weight_cache: bool = False) -> Contender:
                 return lambda: kern.run(x, w, b, spec, prepared=prepared)
     return Contender(kern.name, kern.device, kern.description, run, why_not, kern.tolerance,
                      kern.extras.get("timer"), stage, rate)  # fmt: skip
+
+
+def _cuda_contender(kern: Kernel) -> Contender:
+    """``cuda_naive`` / ``cuda_tiled``: refused and gated like every kernel, timed by
+    :func:`convlab.kernels.cuda.time_on_gpu` (events; transfers and compile apart)."""
+    from .kernels import cuda as ck
+
+    def gate_run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, gspec: ConvSpec,
+                 spec: ConvSpec) -> np.ndarray:
+        if kern.name != "cuda_tiled":
+            return kern.run(x, w, b, gspec)
+        # cuda_tiled picks its tiles from the grid size, so from the batch: check the
+        # tiles the full batch will be timed with, not those of the gate's smaller batch
+        from numba import cuda
+
+        cfg = ck.default_config(spec, x.dtype.itemsize)
+        bd = None if b is None else cuda.to_device(b)
+        return ck.tiled_device(cuda.to_device(x), cuda.to_device(w), bd, gspec,
+                               config=cfg).copy_to_host()
+
+    def device_time(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec,
+                    repeats: int | None, expected: np.ndarray | None) -> Any:
+        reps = repeats or (SIM_REPEATS if ck.is_simulator() else GPU_REPEATS)
+        return ck.time_on_gpu(kern.name, x, w, b, spec, repeats=reps,
+                              check=expected is not None, expected=expected)
+
+    def estimate(spec: ConvSpec) -> tuple[float, str]:
+        outputs = math.prod(spec.batched_output_shape)
+        return (outputs * SIM_S_PER_OUTPUT + spec.macs() * SIM_S_PER_MAC,
+                f"on the CUDA simulator: {outputs:,} outputs at ~{SIM_S_PER_OUTPUT * 1e3:g} ms "
+                f"+ {spec.macs():,} multiply-adds at ~{SIM_S_PER_MAC * 1e6:g} us; "
+                f"--suite tiny fits it")
+
+    sim = ck.cuda_unavailable() is None and ck.is_simulator()
+    return replace(_kernel_contender(kern), gate_run=gate_run, device_time=device_time,
+                   estimate=estimate if sim else None)
+
+
+def _gpu_rival(name: str) -> Contender:
+    """PyTorch's conv2d on the GPU (cuDNN): ``torch_fp32`` in float32 with TF32 off, or
+    ``torch_default`` with torch's defaults (cuDNN may use TF32 tensor cores)."""
+    from .kernels import cuda as ck
+
+    desc = ("cuDNN via torch conv2d, float32 with TF32 off" if name == CUDNN else
+            "cuDNN via torch conv2d, torch's defaults (TF32 allowed)")
+    why = ck.torch_cuda_unavailable()
+    if why is None and ck.cuda_unavailable() is None and ck.is_simulator():
+        why = ("the convlab kernels run on the CPU simulator here: a ratio to the GPU "
+               "would mean nothing")
+    if why is not None:
+        if "no CUDA GPU" in why or "not installed" in why:
+            why += " (the cuDNN rival needs a CUDA build of torch and an NVIDIA GPU)"
+        return Contender(name, "cuda", desc, _no_run, lambda spec: why, lambda s, d: 0.0)
+    import torch
+    import torch.nn.functional as F
+
+    def run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
+        xp, pad = _torch_args(x, spec)
+        cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+        saved = cudnn.allow_tf32, matmul.allow_tf32
+        try:
+            if name == CUDNN:
+                cudnn.allow_tf32 = matmul.allow_tf32 = False
+            with torch.no_grad():
+                out = F.conv2d(torch.from_numpy(xp).cuda(), torch.from_numpy(w).cuda(),
+                               None if b is None else torch.from_numpy(b).cuda(),
+                               spec.stride, pad, spec.dilation, spec.groups)
+            return out.cpu().numpy()
+        finally:
+            cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+    def tolerance(spec: ConvSpec, dtype: Any) -> float:
+        tol = _torch_tolerance(spec, dtype)
+        if name != CUDNN and np.dtype(dtype) == np.float32:
+            # TF32 keeps 10 mantissa bits: a gate against gross errors only
+            tol *= 20
+        return tol
+
+    def device_time(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec,
+                    repeats: int | None, expected: np.ndarray | None) -> Any:
+        # not re-checked: the gate did, with a rival's tolerance (cuDNN may pick another
+        # algorithm, e.g. Winograd, whose float32 error passes that but not ours)
+        return ck.time_on_gpu(name, x, w, b, spec, repeats=repeats or GPU_REPEATS,
+                              check=False)
+
+    return Contender(name, "cuda", f"{desc} (torch {torch.__version__})", run,
+                     lambda spec: None, tolerance, device_time=device_time)
+
+
+def _torch_args(x: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, tuple[int, int]]:
+    """torch pads symmetrically only: an asymmetric padding is applied to ``x`` first
+    (once, outside any timed call)."""
+    top, bottom, left, right = spec.padding
+    if top == bottom and left == right:
+        return x, (top, left)
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), (0, 0)
+
+
+def _torch_tolerance(spec: ConvSpec, dtype: Any) -> float:
+    """Not our kernel: a gate against gross errors (layout, padding), with room for
+    oneDNN's / cuDNN's own algorithm choices."""
+    scale = max(1.0, math.sqrt(spec.reduction_length / 576))
+    return (1e-4 * scale) * (1e-8 if np.dtype(dtype) == np.float64 else 1.0)
 
 
 def torch_available() -> bool:
@@ -293,16 +447,9 @@ def _torch_contender() -> Contender:
     threads = numba.get_num_threads()
     torch.set_num_threads(threads)
 
-    def args(x: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, tuple[int, int]]:
-        top, bottom, left, right = spec.padding
-        if top == bottom and left == right:
-            return x, (top, left)
-        # torch only pads symmetrically: pad once, outside the timed call
-        return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), (0, 0)
-
     def stage(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
               spec: ConvSpec) -> Callable[[], Any]:
-        xp, pad = args(x, spec)
+        xp, pad = _torch_args(x, spec)
         tx, tw = torch.from_numpy(xp), torch.from_numpy(w)  # zero-copy views
         tb = None if b is None else torch.from_numpy(b)
         stride, dilation, groups = spec.stride, spec.dilation, spec.groups
@@ -316,15 +463,9 @@ def _torch_contender() -> Contender:
     def run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
         return stage(x, w, b, spec)().numpy()
 
-    def tolerance(spec: ConvSpec, dtype: Any) -> float:
-        # not our kernel: a gate against gross errors (layout, padding), with room for
-        # oneDNN's own algorithm choices
-        scale = max(1.0, math.sqrt(spec.reduction_length / 576))
-        return (1e-4 * scale) * (1e-8 if np.dtype(dtype) == np.float64 else 1.0)
-
     return Contender(RIVAL, "cpu",
                      f"torch.nn.functional.conv2d (torch {torch.__version__}, {threads} threads)",
-                     run, lambda spec: None, tolerance, None, stage, None,
+                     run, lambda spec: None, _torch_tolerance, None, stage, None,
                      close=lambda: torch.set_num_threads(before))  # fmt: skip
 
 
@@ -345,8 +486,10 @@ def resolve_kernels(names: Sequence[str] | None, device: str = "cpu",
         chosen = known_kernels(device)
         if rival and device == "cpu" and torch_available():
             chosen.append(RIVAL)
+        if rival and device == "cuda":  # n/a records (with the reason) when torch can't
+            chosen.extend(GPU_RIVALS)
         return chosen
-    known = known_kernels() + [RIVAL]
+    known = known_kernels() + [RIVAL, *GPU_RIVALS]
     chosen = []
     for name in names:
         if name not in known:
@@ -354,6 +497,29 @@ def resolve_kernels(names: Sequence[str] | None, device: str = "cpu",
         if name not in chosen:
             chosen.append(name)
     return chosen
+
+
+def check_device(device: str, names: Sequence[str]) -> None:
+    """ValueError (one line, saying how to get them) when ``device`` is 'cuda' and the
+    numba CUDA kernels among ``names`` cannot run here (no GPU, no simulator)."""
+    if device != "cuda" or not any(
+            n in kernels.KERNELS and kernels.KERNELS[n].device == "cuda" for n in names):
+        return
+    from .kernels.cuda import cuda_unavailable
+
+    why = cuda_unavailable()
+    if why is not None:
+        raise ValueError(f"CUDA kernels are unavailable here: {why} (tiny layers only: "
+                         f"--suite tiny)" if "NUMBA_ENABLE_CUDASIM" in why else
+                         f"CUDA kernels are unavailable here: {why}")
+
+
+def no_calibration() -> dict[str, Any]:
+    """The ceilings of a GPU run: none (the CPU's GEMM peak and copy bandwidth say
+    nothing about a GPU)."""
+    what = "not measured (a GPU run: the CPU's GEMM peak says nothing about the GPU)"
+    return {"peak_gflops": None, "peak_what": what, "bandwidth_gbs": None,
+            "bandwidth_what": what}
 
 
 # --------------------------------------------------------------------------- calibration
@@ -441,7 +607,13 @@ class Record:
     peak_fraction: float | None = None
     bandwidth_gbs: float | None = None
     vs_torch: float | None = None
-    vs_naive: float | None = None
+    vs_naive: float | None = None  # on a GPU: vs cuda_naive
+    # GPU runs: the copies in (x, weight, bias) and out, timed apart from median_s
+    # (CUDA events around the launches alone); vs_cudnn vs torch_fp32 (TF32 off)
+    h2d_s: float | None = None
+    d2h_s: float | None = None
+    vs_cudnn: float | None = None
+    note: str = ""  # e.g. cuda_tiled's tile config, the rival's TF32 setting
 
     def gflops_at(self, seconds: float | None) -> float | None:
         return None if not seconds else self.flops / seconds / 1e9
@@ -491,9 +663,10 @@ class BenchResult:
     def machine_line(self) -> str:
         m, s = self.machine, self.settings
         torch_v = m.get("versions", {}).get("torch")
+        gpu = f"; {m.get('cuda', '?')}" if s.get("device") == "cuda" else ""
         return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, numba "
                 f"{m.get('versions', {}).get('numba', '?')} ({m.get('numba_threads', '?')} "
-                f"threads)" + (f", torch {torch_v}" if torch_v else "")
+                f"threads)" + (f", torch {torch_v}" if torch_v else "") + gpu
                 + f"; {s.get('dtype', '?')}, {s.get('date', '')[:10]}")
 
 
@@ -561,6 +734,23 @@ def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndar
           repeats: int | None, budget_s: float) -> _Plan | None:
     """Check against the oracle (timing that first call), warm up, plan the samples.
     Fills ``rec``; returns None when the kernel is wrong (it is then never timed)."""
+    if not _check(rec, who, spec, x, w, b, ref_cache, first_use):
+        return None
+    call = who.call_for(x, w, b, spec)
+    # The gate's call, scaled to the full batch, predicts a warm call unless it included
+    # a compile.  A call slower than the whole budget needs no warm-up (nothing to warm
+    # that the first sample would not); a faster one gets one, which also measures it.
+    t_est = rec.first_call_s * spec.batch / rec.gate_batch
+    if first_use or t_est < budget_s:
+        t_est = who.measure(call, 1)
+    number, reps = _repeats_for(t_est, budget_s)
+    return _Plan(rec, who, call, number, reps if repeats is None else repeats)
+
+
+def _check(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
+           b: np.ndarray, ref_cache: dict[int, np.ndarray], first_use: bool) -> bool:
+    """The correctness gate: run at :func:`gate_batch` (timing this first call), compare
+    with the oracle, and check the inputs were left alone.  Fills ``rec``."""
     gb = gate_batch(spec)
     gspec = spec.with_batch(gb)
     xg = x[:gb]
@@ -569,26 +759,44 @@ def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndar
     copies = (xg.copy(), w.copy(), b.copy())
     rec.gate_batch, rec.first_use = gb, first_use
     start = time.perf_counter()
-    out = who.run(xg, w, b, gspec)
+    out = who.gate_run(xg, w, b, gspec, spec) if who.gate_run else who.run(xg, w, b, gspec)
     rec.first_call_s = time.perf_counter() - start
     tol = who.tolerance(gspec, x.dtype)
     report = compare(out, ref_cache[gb], tol)
     rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, tol
     if not all(np.array_equal(a, c) for a, c in zip((xg, w, b), copies, strict=True)):
         rec.status, rec.reason = "wrong", "modified its input arrays"
-        return None
+        return False
     if not report.ok:
         rec.status, rec.reason = "wrong", f"failed the oracle check: {report}"
-        return None
-    call = who.call_for(x, w, b, spec)
-    # The gate's call, scaled to the full batch, predicts a warm call unless it included
-    # a compile.  A call slower than the whole budget needs no warm-up (nothing to warm
-    # that the first sample would not); a faster one gets one, which also measures it.
-    t_est = rec.first_call_s * spec.batch / gb
-    if first_use or t_est < budget_s:
-        t_est = who.measure(call, 1)
-    number, reps = _repeats_for(t_est, budget_s)
-    return _Plan(rec, who, call, number, reps if repeats is None else repeats)
+        return False
+    return True
+
+
+def _time_on_device(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray,
+                    w: np.ndarray, b: np.ndarray, ref_cache: dict[int, np.ndarray],
+                    repeats: int | None) -> None:
+    """A gated contender that times itself (on the GPU: CUDA events, copies apart)."""
+    assert who.device_time is not None and rec.gate_batch and rec.first_call_s is not None
+    # the timed output is checked too when the gate's oracle covers the full batch
+    expected = ref_cache.get(spec.batch)
+    try:
+        t = who.device_time(x, w, b, spec, repeats, expected)
+    except ValueError as exc:
+        if "wrong result" not in str(exc):  # time_on_gpu's words for a failed check
+            raise
+        rec.status, rec.reason = "wrong", f"the timed run failed the oracle check: {exc}"
+        return
+    rec.number, rec.repeats, rec.note = t.launches_per_sample, t.repeats, t.note
+    rec.median_s, rec.min_s, rec.max_s = (t.kernel_ms * 1e-3, t.kernel_ms_min * 1e-3,
+                                          t.kernel_ms_max * 1e-3)
+    rec.h2d_s, rec.d2h_s = t.h2d_ms * 1e-3, t.d2h_ms * 1e-3
+    rec.gflops = rec.gflops_at(rec.median_s)
+    # the gate's call went NumPy -> GPU -> NumPy: what remains after a warm call's
+    # copies and kernel (scaled to the gate's batch) is the JIT compile / module load
+    warm = (rec.h2d_s + rec.median_s + rec.d2h_s) * rec.gate_batch / rec.batch
+    rec.compile_s = max(0.0, rec.first_call_s - warm)
+    rec.status = "ok"
 
 
 def _sample(plans: list[_Plan]) -> None:
@@ -646,7 +854,9 @@ def run_benchmark(
     ``calibration`` skips measuring the peak and bandwidth (tests, re-runs).
     ``weight_cache`` lets kernels that registered ``prepare=`` transform the weight once
     per layer (as ``Conv2d`` does); by default every call starts from the raw weight,
-    as ``torch.nn.functional.conv2d`` does.
+    as ``torch.nn.functional.conv2d`` does.  ``device="cuda"``: see the module
+    docstring (ValueError, saying how to get them, when the CUDA kernels can't run here;
+    ``repeats`` is then the number of CUDA-event samples, default ``GPU_REPEATS``).
     """
     from tqdm.auto import tqdm
 
@@ -658,20 +868,31 @@ def run_benchmark(
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     chosen_layers = tuple(layers) if layers is not None else suite_layers(suite, only_layers)
     names = resolve_kernels(kernel_names, device, rival)
+    check_device(device, names)
     np_dtype = np.dtype(dtype)
     started = time.perf_counter()
+    measure_ceilings = calibration is None and device == "cpu"
+    if calibration is None and device != "cpu":
+        calibration = no_calibration()
 
     # disable=None: a bar on a terminal, none in a log file or CI
-    bar = tqdm(total=len(chosen_layers) * len(names) + 1, disable=None if progress else True,
-               unit="run", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=len(chosen_layers) * len(names) + 2 * measure_ceilings,
+               disable=None if progress else True, unit="run", dynamic_ncols=True, leave=False)
     bar.set_description("calibrating (GEMM peak, bandwidth)")
-    calib = dict(calibration) if calibration is not None else calibrate(np_dtype)
-    bar.update(1)
-    bar.total += calibration is None  # the ceilings are measured again at the end
+    calib = calibrate(np_dtype) if measure_ceilings else dict(calibration or {})
+    bar.update(measure_ceilings)
+    from .kernels.cuda import DEVICE_ENTRIES
+
     contenders: dict[str, Contender] = {}
     for name in names:
-        contenders[name] = _torch_contender() if name == RIVAL else _kernel_contender(
-            kernels.KERNELS[name], weight_cache)
+        if name == RIVAL:
+            contenders[name] = _torch_contender()
+        elif name in GPU_RIVALS:
+            contenders[name] = _gpu_rival(name)
+        elif name in DEVICE_ENTRIES:
+            contenders[name] = _cuda_contender(kernels.KERNELS[name])
+        else:
+            contenders[name] = _kernel_contender(kernels.KERNELS[name], weight_cache)
     used: set[str] = set()
     records: list[Record] = []
     try:
@@ -687,18 +908,28 @@ def run_benchmark(
                              intensity=spec.arithmetic_intensity(np_dtype.itemsize))
                 records.append(rec)
                 why = who.why_not(spec)
-                estimate = spec.macs() / who.macs_per_s if who.macs_per_s else 0.0
+                if who.estimate is not None:
+                    estimate, how = who.estimate(spec)
+                elif who.macs_per_s:
+                    estimate = spec.macs() / who.macs_per_s
+                    how = f"{spec.macs():.3g} multiply-adds at ~{who.macs_per_s:.0e}/s"
+                else:
+                    estimate, how = 0.0, ""
                 if why is not None:
                     rec.status, rec.reason = "n/a", why
                 elif estimate > max_call_s:
                     rec.status = "skip"
                     rec.reason = (f"too slow here: ~{estimate:.3g} s per call estimated "
-                                  f"({spec.macs():.3g} multiply-adds at ~{who.macs_per_s:.0e}/s)"
-                                  f" > max_call_s={max_call_s:g}")
+                                  f"({how}) > max_call_s={max_call_s:g}")
                 else:
+                    plan = None
                     try:
-                        plan = _gate(rec, who, spec, x, w, b, ref_cache, name not in used,
-                                     repeats, budget_s)
+                        if who.device_time is None:
+                            plan = _gate(rec, who, spec, x, w, b, ref_cache, name not in used,
+                                         repeats, budget_s)
+                        elif _check(rec, who, spec, x, w, b, ref_cache, name not in used):
+                            bar.set_description(f"{layer.name}: timing {name} (CUDA events)")
+                            _time_on_device(rec, who, spec, x, w, b, ref_cache, repeats)
                     except Exception as exc:  # a crashing kernel is a result, not a crash
                         rec.status, rec.reason = "error", f"{type(exc).__name__}: {exc}"
                         plan = None
@@ -710,7 +941,7 @@ def run_benchmark(
             _sample(plans)
             for plan in plans:
                 _summarise(plan)
-        if calibration is None:
+        if measure_ceilings:
             bar.set_description("calibrating again")
             calib = _merge(calib, calibrate(np_dtype))
             bar.update(1)
@@ -751,16 +982,17 @@ def _machine() -> dict[str, Any]:
 
 
 def _relate(records: list[Record], calib: dict[str, Any]) -> None:
-    """Fill the ceilings, peak fraction and the ratios vs torch and naive (same layer,
-    same run)."""
+    """Fill the ceilings, peak fraction and the ratios vs torch, cuDNN (TF32 off) and
+    naive (cuda_naive for GPU records): same layer, same run."""
     base = {(r.layer, r.kernel): r.median_s for r in records if r.status == "ok"}
     for r in records:
-        r.peak_gflops, r.bandwidth_gbs = calib["peak_gflops"], calib["bandwidth_gbs"]
+        r.peak_gflops, r.bandwidth_gbs = calib.get("peak_gflops"), calib.get("bandwidth_gbs")
         if r.status != "ok" or not r.median_s:
             continue
         if r.gflops and r.peak_gflops:
             r.peak_fraction = r.gflops / r.peak_gflops
-        for other, attr in ((RIVAL, "vs_torch"), ("naive", "vs_naive")):
+        naive = "cuda_naive" if r.device == "cuda" else "naive"
+        for other, attr in ((RIVAL, "vs_torch"), (CUDNN, "vs_cudnn"), (naive, "vs_naive")):
             t = base.get((r.layer, other))
             if t:
                 setattr(r, attr, t / r.median_s)
@@ -798,29 +1030,85 @@ def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _on_gpu(result: BenchResult) -> bool:
+    return (result.settings.get("device") == "cuda"
+            or any(r.device == "cuda" for r in result.records))
+
+
+def _header(result: BenchResult) -> list[str]:
+    c, st = result.calibration, result.settings
+    run = (f"run:     {st.get('elapsed_s', '?')} s, batch {st.get('batch') or 'per layer'}, "
+           f"repeats {st.get('repeats') or 'adaptive'}; numba cache "
+           f"{st.get('numba_cache', '?')}")
+    if _on_gpu(result):
+        gpu = str(result.machine.get("cuda", "?"))
+        sim = gpu.startswith("simulator")
+        return [f"machine: {result.machine_line()}",
+                *(["SIMULATOR: the kernels ran on the CPU, one CUDA thread at a time; these "
+                   "times say nothing about a GPU"] if sim else []),
+                run.replace("adaptive", f"{SIM_REPEATS} (the simulator's default)" if sim
+                            else f"{GPU_REPEATS} event samples"),
+                "times:   kernel = CUDA events around back-to-back launches on inputs already "
+                f"on the GPU (median{'; the wall clock on the simulator' if sim else ''}); "
+                "copy in = x, weight, bias to the GPU; copy out = the "
+                "output back; first call = the gate's call from NumPy (copies + kernel + "
+                "compile on first use)",
+                "ratios:  x cudnn = torch_fp32's kernel time (cuDNN float32, TF32 off) / this "
+                "one; x naive = cuda_naive's / this one (> 1: faster); spread = half the "
+                "min-max range of the samples",
+                f"GFLOP/s: direct-convolution FLOPs / kernel time; ceilings "
+                f"{c.get('peak_what', '?')}", ""]
+    return [f"machine: {result.machine_line()}",
+            f"peak:    {c['peak_gflops']:.1f} GFLOP/s ({c['peak_what']}); memory "
+            f"{c['bandwidth_gbs']:.1f} GB/s ({c['bandwidth_what']})", run,
+            "weights: " + ("prepared once per layer (weight_cache: Winograd's filter "
+                           "transform not timed)" if st.get("weight_cache") else
+                           "raw on every call, as torch.nn.functional.conv2d takes them"),
+            *([] if result.machine.get("versions", {}).get("torch") else
+              ["torch:   not installed, so no PyTorch comparison (pip install "
+               "'convlab[torch]')"]),
+            "ratios:  x torch / x naive = their time / this time (> 1: faster); spread = "
+            "interquartile range of the samples",
+            "GFLOP/s: direct-convolution FLOPs for every kernel (Winograd does fewer "
+            "multiplies, so it can pass 100% of the GEMM peak)", ""]  # fmt: skip
+
+
+def _row(r: Record, gpu: bool) -> str:
+    if r.status != "ok":
+        label = {"wrong": "WRONG", "error": "ERROR"}.get(r.status, r.status)
+        return f"  {r.kernel:<{14 if gpu else 13}}{label}: {r.reason}"
+    med = r.median_s or 0.0
+    if r.q1_s is not None and r.q3_s is not None:
+        spread = (r.q3_s - r.q1_s) / med * 50 if med else 0.0
+    else:  # GPU timings keep min and max, not quartiles
+        spread = ((r.max_s or med) - (r.min_s or med)) / med * 50 if med else 0.0
+    spread_txt = "±" + format(spread, ".0f") + "%"
+    if gpu:
+        return (f"  {r.kernel:<14}{_fmt_time(r.first_call_s):>11}{_fmt_time(r.h2d_s):>10}"
+                f"{_fmt_time(r.median_s):>10}{_fmt_time(r.d2h_s):>10}{spread_txt:>8}"
+                f"{_fmt(r.gflops, '.3g'):>9}{_fmt(r.vs_cudnn, '.3g'):>9}"
+                f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}"
+                + (f"  {r.note}" if r.note else ""))
+    pct = None if r.peak_fraction is None else 100 * r.peak_fraction
+    return (f"  {r.kernel:<13}{_fmt_time(r.first_call_s):>11}{_fmt_time(r.median_s):>11}"
+            f"{spread_txt:>8}{_fmt(r.gflops, '.3g'):>9}"
+            f"{_fmt(pct, '.1f'):>8}{_fmt(r.vs_torch, '.3g'):>9}"
+            f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}")
+
+
 def format_table(result: BenchResult) -> str:
     """The human-readable report: one block per layer, one line per kernel, then a
-    GFLOP/s summary (layers x kernels) and geometric means vs torch."""
-    c = result.calibration
-    lines = [f"machine: {result.machine_line()}",
-             f"peak:    {c['peak_gflops']:.1f} GFLOP/s ({c['peak_what']}); memory "
-             f"{c['bandwidth_gbs']:.1f} GB/s ({c['bandwidth_what']})",
-             f"run:     {result.settings.get('elapsed_s', '?')} s, batch "
-             f"{result.settings.get('batch') or 'per layer'}, repeats "
-             f"{result.settings.get('repeats') or 'adaptive'}; numba cache "
-             f"{result.settings.get('numba_cache', '?')}",
-             "weights: " + ("prepared once per layer (weight_cache: Winograd's filter "
-                            "transform not timed)" if result.settings.get("weight_cache") else
-                            "raw on every call, as torch.nn.functional.conv2d takes them"),
-             *([] if result.machine.get("versions", {}).get("torch") else
-               ["torch:   not installed, so no PyTorch comparison (pip install "
-                "'convlab[torch]')"]),
-             "ratios:  x torch / x naive = their time / this time (> 1: faster); spread = "
-             "interquartile range of the samples",
-             "GFLOP/s: direct-convolution FLOPs for every kernel (Winograd does fewer "
-             "multiplies, so it can pass 100% of the GEMM peak)", ""]  # fmt: skip
-    head = (f"  {'kernel':<13}{'first call':>11}{'median':>11}{'spread':>8}{'GFLOP/s':>9}"
-            f"{'% peak':>8}{'x torch':>9}{'x naive':>9}{'rel err':>9}")
+    GFLOP/s summary (layers x kernels) and geometric means vs torch (on a GPU: vs
+    cuDNN in float32, TF32 off)."""
+    gpu = _on_gpu(result)
+    lines = _header(result)
+    if gpu:
+        head = (f"  {'kernel':<14}{'first call':>11}{'copy in':>10}{'kernel':>10}"
+                f"{'copy out':>10}{'spread':>8}{'GFLOP/s':>9}{'x cudnn':>9}{'x naive':>9}"
+                f"{'rel err':>9}")
+    else:
+        head = (f"  {'kernel':<13}{'first call':>11}{'median':>11}{'spread':>8}{'GFLOP/s':>9}"
+                f"{'% peak':>8}{'x torch':>9}{'x naive':>9}{'rel err':>9}")
     by_layer: dict[str, list[Record]] = {}
     for r in result.records:
         by_layer.setdefault(r.layer, []).append(r)
@@ -829,23 +1117,13 @@ def format_table(result: BenchResult) -> str:
         lines.append(f"{layer}: {r0.layer_desc}, batch {r0.batch}, {r0.flops / 1e9:.3g} GFLOP, "
                      f"{r0.intensity:.1f} FLOP/byte")
         lines.append(head)
-        for r in recs:
-            if r.status == "ok":
-                spread = (r.q3_s - r.q1_s) / r.median_s * 50 if r.median_s else 0.0
-                pct = None if r.peak_fraction is None else 100 * r.peak_fraction
-                lines.append(
-                    f"  {r.kernel:<13}{_fmt_time(r.first_call_s):>11}{_fmt_time(r.median_s):>11}"
-                    f"{'±' + format(spread, '.0f') + '%':>8}{_fmt(r.gflops, '.3g'):>9}"
-                    f"{_fmt(pct, '.1f'):>8}{_fmt(r.vs_torch, '.3g'):>9}"
-                    f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}")
-            else:
-                label = {"wrong": "WRONG", "error": "ERROR"}.get(r.status, r.status)
-                lines.append(f"  {r.kernel:<13}{label}: {r.reason}")
+        lines.extend(_row(r, gpu) for r in recs)
         lines.append("")
     lines.append("GFLOP/s (median; n/a = refused, skip = too slow, WRONG = failed the oracle)")
     names = result.kernels()
+    col = max([12] + [len(n) + 1 for n in names])
     width = max([len(n) for n in result.layers()] + [5]) + 2
-    lines.append(" " * width + "".join(f"{n[:11]:>12}" for n in names))
+    lines.append(" " * width + "".join(f"{n:>{col}}" for n in names))
     for layer, recs in by_layer.items():
         cells = []
         for n in names:
@@ -856,15 +1134,17 @@ def format_table(result: BenchResult) -> str:
                 cells.append(format(r.gflops, ".3g"))
             else:
                 cells.append({"wrong": "WRONG", "error": "ERROR"}.get(r.status, r.status))
-        lines.append(f"{layer:<{width}}" + "".join(f"{cell:>12}" for cell in cells))
+        lines.append(f"{layer:<{width}}" + "".join(f"{cell:>{col}}" for cell in cells))
+    base, attr, what = (CUDNN, "vs_cudnn", "cuDNN (float32, TF32 off)") if gpu else (
+        RIVAL, "vs_torch", "torch")
     means = []
     for n in names:
-        ratios = [r.vs_torch for r in result.records
-                  if r.kernel == n and r.vs_torch is not None and n != RIVAL]
+        ratios = [getattr(r, attr) for r in result.records
+                  if r.kernel == n and getattr(r, attr) is not None and n != base]
         if ratios:
             gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
             means.append(f"{n} {gm:.3g}x ({len(ratios)} layers)")
     if means:
         lines.append("")
-        lines.append("geometric mean speed vs torch: " + ", ".join(means))
+        lines.append(f"geometric mean speed vs {what}: " + ", ".join(means))
     return "\n".join(lines)
