@@ -118,7 +118,19 @@ def plan(spec: ConvSpec, m: int, itemsize: int, *, tile_target: int = TILES_PER_
 
 
 _LIMITER: list = []
-_ONE_AT_A_TIME = threading.Lock()  # the BLAS thread limit is process-wide state
+_ONE_AT_A_TIME = threading.Lock()
+_WORKSPACE: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+
+def _scratch_memory(use: str, items: int, dtype: np.dtype) -> np.ndarray:
+    """Scratch memory kept between calls (one buffer per use and dtype): the V and M
+    blocks and an uncached U are MiBs, and fresh pages cost a page fault each
+    (~0.1 ms per MiB, measured) on every call."""
+    key = (use, np.dtype(dtype))
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.size < items:
+        buf = _WORKSPACE[key] = np.empty(items, dtype)
+    return buf[:items]
 
 
 def _blas_limiter():
@@ -147,16 +159,26 @@ def winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: C
 
     ``stages`` (a bit mask: 1 input transform, 2 GEMMs, 4 output transform) is
     for the benchmark's time split only; anything but 7 gives a wrong answer."""
-    u = transform_filter(weight, spec.groups, m) if prepared is None else prepared
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     b = np.zeros(spec.out_channels, x.dtype) if bias is None else bias
     tb, kb, kper = plan(spec, m, x.itemsize) if blocking is None else blocking
+    threads = numba.get_num_threads()
+    per_thread = _items_per_thread(spec, m, tb, kb)
     limiter = _blas_limiter()
-    if limiter is None or numba.get_num_threads() == 1:
-        _convolve(x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stages)
-    else:
-        with _ONE_AT_A_TIME, limiter.limit(limits=1, user_api="blas"):
-            _convolve(x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stages)
+    with _ONE_AT_A_TIME:  # the workspace and the BLAS thread limit are shared state
+        u = prepared
+        if u is None:
+            alpha2, (k, cg) = (m + 2) ** 2, weight.shape[:2]
+            u = _scratch_memory("U", alpha2 * k * cg, x.dtype).reshape(alpha2, k, cg)
+            _filter_transform(weight, u, m)
+            u = u.reshape(alpha2, spec.groups, k // spec.groups, cg)
+        work = _scratch_memory("work", threads * per_thread, x.dtype).reshape(threads, per_thread)
+        args = (x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stages, work)
+        if limiter is None or threads == 1:
+            _convolve(*args)
+        else:
+            with limiter.limit(limits=1, user_api="blas"):
+                _convolve(*args)
     return out
 
 
@@ -181,13 +203,19 @@ def _prepare(m: int):
     return prepare
 
 
+def _items_per_thread(spec: ConvSpec, m: int, tb: int, kb: int) -> int:
+    """Scratch items one thread uses: its V block, M block, transform scratch, input rows."""
+    alpha, cg = m + 2, spec.in_channels // spec.groups
+    tiles_w = _cdiv(spec.out_width, m)
+    return alpha * alpha * (cg + kb + max(cg, kb)) * tb + alpha * (tiles_w * m + 2)
+
+
 def _workspace(m: int):
     def workspace(spec: ConvSpec, itemsize: int) -> int:
-        alpha2 = (m + 2) ** 2
         tb, kb, _ = plan(spec, m, itemsize)
-        per_thread = alpha2 * (spec.in_channels // spec.groups + kb) * tb
-        return (alpha2 * spec.out_channels * spec.in_channels // spec.groups
-                + 2 * per_thread) * itemsize
+        u_items = (m + 2) ** 2 * spec.out_channels * spec.in_channels // spec.groups
+        threads = numba.get_num_threads()
+        return (u_items + threads * _items_per_thread(spec, m, tb, kb)) * itemsize
     return workspace
 
 
@@ -214,23 +242,25 @@ def conv2d_winograd_f6(x, weight, bias, spec, prepared=None):
 def _filter_transform(w, u, m):
     n_out, cg = w.shape[0], w.shape[1]
     alpha = m + 2
+    w_flat, u_flat = w.reshape(-1), u.reshape(-1)
     for k in prange(n_out):
-        # float64 scratch: the columns of every (c, q) at once, then the rows
-        src = np.empty((3, 3 * cg))
-        tmp = np.empty((alpha, 3 * cg))
+        # float64 scratch holding every input channel at once, so each pass is one
+        # long SIMD sweep: the 9 taps, then G g (columns), then (G g) G^T (rows)
+        taps = np.empty((3, 3 * cg))  # taps[p, q * cg + c] = w[k, c, p, q]
+        cols = np.empty((alpha, 3 * cg))
         row = np.empty((alpha, cg))
-        for c in range(cg):
-            for p in range(3):
-                for q in range(3):
-                    src[p, q * cg + c] = w[k, c, p, q]
-        g(m, src, tmp)  # G g
+        taps_flat, row_flat = taps.reshape(-1), row.reshape(-1)
+        for pq in range(9):
+            _copy(w_flat, k * cg * 9 + pq, 9, taps_flat, pq * cg, 1, cg)
+        g(m, taps, cols)
         for a in range(alpha):
-            g(m, tmp[a].reshape((3, cg)), row)  # (G g) G^T, row a
-            u[a * alpha:(a + 1) * alpha, k, :] = row
+            g(m, cols[a].reshape((3, cg)), row)
+            for b in range(alpha):  # u[a * alpha + b, k, :] = row[b], rounded once
+                _copy(row_flat, b * cg, 1, u_flat, ((a * alpha + b) * n_out + k) * cg, 1, cg)
 
 
 @njit(parallel=True, cache=True)
-def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages):
+def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages, work):
     n_batch = x.shape[0]
     alpha2, groups, kg, cg = u.shape
     alpha = m + 2
@@ -239,27 +269,32 @@ def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages):
     n_tiles = n_batch * tiles_h * tiles_w
     n_tblocks = (n_tiles + tb - 1) // tb
     n_ksplits = (kg + kper - 1) // kper
-    for job in prange(n_tblocks * groups * n_ksplits):
-        t0 = (job // (groups * n_ksplits)) * tb
-        nt = min(tb, n_tiles - t0)
-        g = (job // n_ksplits) % groups
-        k_lo = (job % n_ksplits) * kper
-        k_hi = min(kg, k_lo + kper)
-        # this job's private buffers: V, M (kb channels at a time) and transform scratch
-        v = np.empty((alpha2, cg, nt), x.dtype)
-        mbuf = np.empty(alpha2 * kb * nt, x.dtype)
-        scratch = np.empty(alpha2 * max(cg, kb) * nt, x.dtype)
-        rows = np.empty((alpha, tiles_w * m + 2), x.dtype)
-        if stages & 1:
-            _input_tiles(x, v, scratch, rows, g * cg, t0, m, top, left, tiles_h, tiles_w)
-        for k0 in range(k_lo, k_hi, kb):
-            kk = min(kb, k_hi - k0)
-            mm = mbuf[:alpha2 * kk * nt].reshape((alpha2, kk, nt))
-            if stages & 2:
-                for a in range(alpha2):
-                    np.dot(u[a, g, k0:k0 + kk], v[a], mm[a])
-            if stages & 4:
-                _output_tiles(mm, scratch, out, bias, g * kg + k0, t0, m, tiles_h, tiles_w)
+    n_jobs = n_tblocks * groups * n_ksplits
+    n_workers = work.shape[0]
+    for worker in prange(n_workers):  # one per thread; jobs dealt out round-robin
+        # this thread's buffers: V, M (kb channels at a time), transform scratch, input rows
+        buf = work[worker]
+        v_buf, buf = buf[:alpha2 * cg * tb], buf[alpha2 * cg * tb:]
+        m_buf, buf = buf[:alpha2 * kb * tb], buf[alpha2 * kb * tb:]
+        scratch, buf = buf[:alpha2 * max(cg, kb) * tb], buf[alpha2 * max(cg, kb) * tb:]
+        rows = buf[:alpha * (tiles_w * m + 2)].reshape((alpha, tiles_w * m + 2))
+        for job in range(worker, n_jobs, n_workers):
+            t0 = (job // (groups * n_ksplits)) * tb
+            nt = min(tb, n_tiles - t0)
+            g = (job // n_ksplits) % groups
+            k_lo = (job % n_ksplits) * kper
+            k_hi = min(kg, k_lo + kper)
+            v = v_buf[:alpha2 * cg * nt].reshape((alpha2, cg, nt))
+            if stages & 1:
+                _input_tiles(x, v, scratch, rows, g * cg, t0, m, top, left, tiles_h, tiles_w)
+            for k0 in range(k_lo, k_hi, kb):
+                kk = min(kb, k_hi - k0)
+                mm = m_buf[:alpha2 * kk * nt].reshape((alpha2, kk, nt))
+                if stages & 2:
+                    for a in range(alpha2):
+                        np.dot(u[a, g, k0:k0 + kk], v[a], mm[a])
+                if stages & 4:
+                    _output_tiles(mm, scratch, out, bias, g * kg + k0, t0, m, tiles_h, tiles_w)
 
 
 @njit(inline="always")
