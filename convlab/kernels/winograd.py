@@ -219,20 +219,62 @@ def _workspace(m: int):
     return workspace
 
 
+# algo="auto" (measured with a sweep of 3x3 layers, C = K = 4..256, 7..56 pixels, batch 1
+# and 8, against the best of im2col and parallel; the numbers are in the issue note):
+# * with fewer than 32 channels per group in or out, the transforms cost more than the
+#   multiplies they save: parallel wins at batch 8 (Winograd at 0.4-0.9x of it);
+# * F(4,3) needs tiles to amortise its per-call filter transform (36 values per weight
+#   unless Conv2d caches it): under 32 tiles F(2,3) (16 per weight) was faster (1.3-1.7x
+#   vs 0.5-1.3x of the best alternative on 4-16 tile layers); from 32 tiles on F(4,3)
+#   matched or beat F(2,3) everywhere, and beat the alternatives 1.2-2.5x.
+AUTO_MIN_CHANNELS = 32
+AUTO_MIN_TILES_F4 = 32
+
+
+def _few_channels(spec: ConvSpec) -> str | None:
+    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    if min(cg, kg) >= AUTO_MIN_CHANNELS:
+        return None
+    return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
+            "the tile transforms cost more than the saved multiplies")
+
+
+def _auto_when_f4(spec: ConvSpec) -> str | None:
+    tiles = spec.batch * _cdiv(spec.out_height, 4) * _cdiv(spec.out_width, 4)
+    if tiles < AUTO_MIN_TILES_F4:
+        return (f"only {tiles} output tiles (< {AUTO_MIN_TILES_F4}): its filter transform "
+                "is not paid back; F(2,3) is faster here")
+    return _few_channels(spec)
+
+
+def _bench_stage(m: int):
+    def stage(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec):
+        u = transform_filter(w, spec.groups, m)  # once, as Conv2d's cache does
+        return lambda: winograd(x, w, b, spec, m, u)
+    return stage
+
+
+# The bench harness times each kernel as Conv2d runs it, with the filter transform
+# cached (bench_stage); scripts/bench_winograd.py also times it transformed every call.
 @register("winograd_f2", description="Winograd F(2x2,3x3): 2.25x fewer multiplies",
-          supports=_supports, rtol=5e-6, workspace=_workspace(2), prepare=_prepare(2))
+          supports=_supports, rtol=5e-6, workspace=_workspace(2), prepare=_prepare(2),
+          auto_rank=11, auto_when=_few_channels, bench_stage=_bench_stage(2))
 def conv2d_winograd_f2(x, weight, bias, spec, prepared=None):
     return winograd(x, weight, bias, spec, 2, prepared)
 
 
 @register("winograd_f4", description="Winograd F(4x4,3x3): 4x fewer multiplies",
-          supports=_supports, rtol=5e-5, workspace=_workspace(4), prepare=_prepare(4))
+          supports=_supports, rtol=5e-5, workspace=_workspace(4), prepare=_prepare(4),
+          auto_rank=10, auto_when=_auto_when_f4, bench_stage=_bench_stage(4))
 def conv2d_winograd_f4(x, weight, bias, spec, prepared=None):
     return winograd(x, weight, bias, spec, 4, prepared)
 
 
+# F(6,3) is never picked by auto: it was no faster than F(4,3) on any layer measured
+# (its 8x8 tiles waste work on small images, and U is 64/9 times the weight).
 @register("winograd_f6", description="Winograd F(6x6,3x3): 5.1x fewer multiplies",
-          supports=_supports, rtol=2e-4, workspace=_workspace(6), prepare=_prepare(6))
+          supports=_supports, rtol=2e-4, workspace=_workspace(6), prepare=_prepare(6),
+          bench_stage=_bench_stage(6))
 def conv2d_winograd_f6(x, weight, bias, spec, prepared=None):
     return winograd(x, weight, bias, spec, 6, prepared)
 
