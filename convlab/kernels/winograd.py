@@ -24,15 +24,25 @@ Cost per m x m output tile and (c, k) pair: alpha^2 multiplies instead of
 (5.1x).  The transforms are O(C + K) per tile rather than O(C K), so they
 vanish for wide layers and dominate for narrow ones (few channels).
 
-Blocking (the reason this is fast, not just frugal): one ``prange`` loop over
-jobs of ``tb`` tiles x ``kper`` output channels.  A job transforms its tiles
-into a private V (alpha^2 x C x tb), runs the alpha^2 GEMMs ``kb`` output
-channels at a time into a private M, and transforms M straight into the
-output.  V and M stay in the core's L2 cache (512 KiB here); only x, U and the
-output travel to and from memory.  Each GEMM call is kept small enough
-(<= 2^18 multiply-adds) that OpenBLAS runs it on the calling thread: the two
-Numba threads then each run their own sgemm instead of fighting over
-OpenBLAS's thread pool.
+Blocking (the reason this is fast, not just frugal), as NNPACK does it: one
+``prange`` loop, one worker per thread, each dealt jobs of ``tb`` tiles x
+``kper`` output channels.  A job gathers its tiles into a private V
+(alpha^2 x C x tb), transforms it in place, runs the alpha^2 GEMMs ``kb``
+output channels at a time into a private M, and transforms M straight into the
+output with the bias.  V and M never leave the core's caches; only x, U and
+the output travel to and from memory, and there is one parallel region per
+call (no hand-offs between thread pools).  Every sgemm runs on the calling
+Numba thread: threadpoolctl holds OpenBLAS to one thread for the call, so the
+GEMMs can be big (tb ~ 64-96 columns, up to 256 rows: ~60-70 GFLOP/s per core);
+without threadpoolctl each call stays under OpenBLAS's single-thread threshold
+(2^18 multiply-adds), which costs ~1.3x.  ``plan`` picks the sizes; the
+scratch memory is kept between calls (fresh pages fault on first touch).
+
+Where the time goes (2 cores, float32, batch 8, F(4,3), ``scripts/bench_winograd.py``):
+64ch@56x56: input 2.7 ms, GEMMs 4.0 ms (117 GFLOP/s), output 1.2 ms, 1.4x torch;
+512ch@7x7: input 1.5, GEMMs 6.5 (93 GFLOP/s: U is 36 MiB and streams from
+memory), output 0.4, 1.45x torch.  Transforming the filter on every call adds
+0.1 ms (64 channels) to 10 ms (512 channels): ``Conv2d`` caches it.
 
 Numerics: the transforms multiply by constants up to 5.25 (F(6,3)'s B^T) and
 divide back down (G, A^T), so rounding error grows with m.  Measured float32
@@ -50,8 +60,9 @@ enough that it poisons exactly the direct footprint.
 Limits: 3x3 kernels, stride 1, dilation 1 (anything else is refused); any
 padding (zero padding is implicit, other modes arrive pre-padded), groups,
 float32/float64, any H and W (edge tiles read zeros past the input and write
-only their valid outputs).  Workspace: per thread V and M blocks (about
-alpha^2 (C/groups + kb) tb items), plus U when it is not cached.
+only their valid outputs).  Workspace: per thread V, M and scratch blocks
+(alpha^2 (2 C/groups + kb) tb items), plus U when it is not cached.
+``algo="auto"``: see AUTO_MIN_CHANNELS below.
 """
 
 from __future__ import annotations
@@ -247,25 +258,16 @@ def _auto_when_f4(spec: ConvSpec) -> str | None:
     return _few_channels(spec)
 
 
-def _bench_stage(m: int):
-    def stage(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec):
-        u = transform_filter(w, spec.groups, m)  # once, as Conv2d's cache does
-        return lambda: winograd(x, w, b, spec, m, u)
-    return stage
-
-
-# The bench harness times each kernel as Conv2d runs it, with the filter transform
-# cached (bench_stage); scripts/bench_winograd.py also times it transformed every call.
 @register("winograd_f2", description="Winograd F(2x2,3x3): 2.25x fewer multiplies",
           supports=_supports, rtol=5e-6, workspace=_workspace(2), prepare=_prepare(2),
-          auto_rank=11, auto_when=_few_channels, bench_stage=_bench_stage(2))
+          auto_rank=11, auto_when=_few_channels)
 def conv2d_winograd_f2(x, weight, bias, spec, prepared=None):
     return winograd(x, weight, bias, spec, 2, prepared)
 
 
 @register("winograd_f4", description="Winograd F(4x4,3x3): 4x fewer multiplies",
           supports=_supports, rtol=5e-5, workspace=_workspace(4), prepare=_prepare(4),
-          auto_rank=10, auto_when=_auto_when_f4, bench_stage=_bench_stage(4))
+          auto_rank=10, auto_when=_auto_when_f4)
 def conv2d_winograd_f4(x, weight, bias, spec, prepared=None):
     return winograd(x, weight, bias, spec, 4, prepared)
 
@@ -273,8 +275,7 @@ def conv2d_winograd_f4(x, weight, bias, spec, prepared=None):
 # F(6,3) is never picked by auto: it was no faster than F(4,3) on any layer measured
 # (its 8x8 tiles waste work on small images, and U is 64/9 times the weight).
 @register("winograd_f6", description="Winograd F(6x6,3x3): 5.1x fewer multiplies",
-          supports=_supports, rtol=2e-4, workspace=_workspace(6), prepare=_prepare(6),
-          bench_stage=_bench_stage(6))
+          supports=_supports, rtol=2e-4, workspace=_workspace(6), prepare=_prepare(6))
 def conv2d_winograd_f6(x, weight, bias, spec, prepared=None):
     return winograd(x, weight, bias, spec, 6, prepared)
 
