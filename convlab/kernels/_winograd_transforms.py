@@ -25,6 +25,14 @@ this 1-D one applied down the columns of a tile, then along its rows.
 Constants are made in the array's own precision (``f = s.dtype.type``):
 Numba types a bare ``4`` or ``5.25`` as 64-bit, which would silently turn
 float32 arithmetic into float64 arithmetic at half the SIMD width.
+
+Editing this file?  Numba's on-disk cache of the kernels in ``winograd.py``
+holds a compiled copy of these functions and does not notice changes here
+(it only watches the file a cached function lives in).  After an edit, delete
+``convlab/kernels/__pycache__/winograd.*`` (or run with ``NUMBA_CACHE_DIR``
+pointing to an empty directory).  ``tests/test_winograd.py`` checks these
+functions against their matrices directly, so a broken edit fails there even
+with a stale cache.
 """
 
 from __future__ import annotations
