@@ -38,11 +38,12 @@ without threadpoolctl each call stays under OpenBLAS's single-thread threshold
 (2^18 multiply-adds), which costs ~1.3x.  ``plan`` picks the sizes; the
 scratch memory is kept between calls (fresh pages fault on first touch).
 
-Where the time goes (2 cores, float32, batch 8, F(4,3), ``scripts/bench_winograd.py``):
-64ch@56x56: input 2.7 ms, GEMMs 4.0 ms (117 GFLOP/s), output 1.2 ms, 1.4x torch;
-512ch@7x7: input 1.5, GEMMs 6.5 (93 GFLOP/s: U is 36 MiB and streams from
-memory), output 0.4, 1.45x torch.  Transforming the filter on every call adds
-0.1 ms (64 channels) to 10 ms (512 channels): ``Conv2d`` caches it.
+Where the time goes (2 cores, float32, batch 8, F(4,3), filter cached,
+``scripts/bench_winograd.py``): 64ch@56x56: input 2.6 ms, GEMMs 3.9 ms
+(119 GFLOP/s), output 1.3 ms, 1.40x torch; 512ch@7x7: input 1.5, GEMMs 6.4
+(95 GFLOP/s: U is 36 MiB, streamed from memory, for 16-tile GEMMs), output 0.6,
+1.41x torch.  Transforming the filter on every call adds 0.1 ms (64 channels)
+to 8 ms (512 channels): ``Conv2d`` caches it.
 
 Numerics: the transforms multiply by constants up to 5.25 (F(6,3)'s B^T) and
 divide back down (G, A^T), so rounding error grows with m.  Measured float32
