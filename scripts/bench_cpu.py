@@ -30,12 +30,29 @@ import convlab
 from convlab import bench
 from convlab.functional import prepare
 from convlab.kernels import im2col
+from convlab.kernels.parallel import phase_planes, tap_offsets
 
 
-def _timed(fn) -> float:
+def _timed(fn, number: int = 1) -> float:
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def _cpu_ticks() -> tuple[int, int, int]:
+    """(all CPUs' busy ticks, all CPUs' total ticks, this process's ticks)."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:9]]
+    me = os.times()
+    mine = round((me.user + me.system) * os.sysconf("SC_CLK_TCK"))
+    return sum(vals) - vals[3] - vals[4], sum(vals), mine
+
+
+def _others_share(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    """Fraction of the machine other processes used between two _cpu_ticks()."""
+    busy, total, mine = (a - b for a, b in zip(after, before))
+    return max(0, busy - mine) / max(1, total)
 
 
 def sgemm_peak(dtype: np.dtype, size: int = 2048, repeats: int = 5) -> float:
@@ -46,29 +63,37 @@ def sgemm_peak(dtype: np.dtype, size: int = 2048, repeats: int = 5) -> float:
 
 
 def im2col_stages(x: np.ndarray, w: np.ndarray, spec) -> tuple:
-    """Two callables: all of im2col's lowering calls, and all of its GEMMs (on
-    columns lowered once), following the kernel's own plan."""
+    """Three callables following the kernel's own plan: all of im2col's lowering
+    calls, all of its GEMMs (on columns lowered once), all of its copies of the
+    GEMM result into the output (None where the kernel has no such step)."""
     pl = im2col.plan(spec, x.dtype.itemsize)
+    kg, g, rg = spec.out_channels // spec.groups, spec.groups, spec.reduction_length
     if pl.identity:
         x3 = x.reshape(spec.batch, spec.in_channels, -1)
         w2 = w.reshape(spec.out_channels, -1)
-        out = np.empty((spec.out_channels, x3.shape[2]), x.dtype)
-        return (lambda: None), (lambda: [np.matmul(w2, x3[n], out=out) for n in range(len(x3))])
-    rg, wo, g = spec.reduction_length, spec.out_width, spec.groups
+        out = np.empty((kg, x3.shape[2]), x.dtype)
+        return None, (lambda: [np.matmul(w2[:kg], x3[n, :rg], out=out)
+                               for n in range(len(x3)) for _ in range(g)]), None
+    xs = phase_planes(x, spec)
+    ws = xs.shape[5]
+    off = tap_offsets(spec, xs.shape[4], ws)
     rows = rg if pl.small_gemm else rg + 1
-    cols = np.zeros((g * rows, pl.images * pl.rows * wo), x.dtype)
-    geom = im2col._geometry(spec)
+    cols = np.zeros((g * rows, pl.columns), x.dtype)
     chunks = [(n0, min(pl.images, spec.batch - n0), i0, min(pl.rows, spec.out_height - i0))
-              for n0 in range(0, spec.batch, pl.images) for i0 in range(0, spec.out_height,
-                                                                         pl.rows)]
+              for n0 in range(0, spec.batch, pl.images)
+              for i0 in range(0, spec.out_height, pl.rows)]
+    chan_block = spec.in_channels // g * xs[0, 0].size
 
     def lower():
         for n0, nb, i0, nr in chunks:
-            im2col._lower(x, cols, n0, nb, i0, nr, rg, rows, *geom)
+            im2col._lower(xs.reshape(-1), cols, xs[0].size, chan_block, off, rows, n0, nb,
+                          i0 * ws, nr * ws)
 
-    kg = spec.out_channels // g
+    if pl.small_gemm:  # lowering and product fused in one Numba pass: not split
+        return None, None, None
     wb = np.ones((spec.out_channels, rows), x.dtype)
     res = np.empty((kg, cols.shape[1]), x.dtype)
+    out = np.empty(spec.batched_output_shape, x.dtype)
 
     def gemm():
         for _ in chunks:
@@ -76,16 +101,25 @@ def im2col_stages(x: np.ndarray, w: np.ndarray, spec) -> tuple:
                 np.matmul(wb[grp * kg:(grp + 1) * kg], cols[grp * rows:(grp + 1) * rows],
                           out=res)
 
-    return lower, (None if pl.small_gemm else gemm)
+    def copy_out():
+        for n0, nb, i0, nr in chunks:
+            for grp in range(g):
+                out[n0:n0 + nb, grp * kg:(grp + 1) * kg, i0:i0 + nr] = res[:, :nb * nr * ws] \
+                    .reshape(kg, nb, nr, ws)[..., :spec.out_width].transpose(1, 0, 2, 3)
+
+    return lower, gemm, copy_out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="all", choices=sorted(bench.SUITES))
+    ap.add_argument("--only", default=None, help="comma-separated layer names of the suite")
     ap.add_argument("--kernels", default="im2col,parallel,naive")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--split", action="store_true", help="time im2col's lowering and GEMM")
+    ap.add_argument("--pause", type=float, default=0.05,
+                    help="seconds of sleep before each sample (OpenMP threads stop spinning)")
     ap.add_argument("--naive-max-gflop", type=float, default=4.0,
                     help="run naive only on layers under this many GFLOP (it is slow)")
     ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
@@ -110,11 +144,13 @@ def main() -> None:
     for n in names:
         header += f" | {n:>9s} ms {'GF/s':>6s} {'%pk':>4s} {'xtorch':>6s}"
     if args.split:
-        header += " | lower ms  gemm ms"
+        header += " | lower ms  gemm ms  copy ms"
     print(header)
     ratios: dict[str, list[float]] = {n: [] for n in names}
     firsts: dict[str, float] = {}
-    for layer in bench.suite_layers(args.suite):
+    only = args.only.split(",") if args.only else None
+    noisy: list[str] = []
+    for layer in bench.suite_layers(args.suite, only):
         spec = layer.spec(layer.batch or bench.DEFAULT_BATCH)
         rng = np.random.default_rng(0)
         x = rng.standard_normal(spec.input_shape).astype(dtype)
@@ -142,18 +178,31 @@ def main() -> None:
                 raise SystemExit(f"{n} is WRONG on {layer.name}: relative error {err:.3g}")
             providers[n] = fn
         if args.split and "im2col" in names:
-            lower, gemm = im2col_stages(*prepare(x, w, b, **conv_args)[:2], spec)
-            providers["lower"] = lower
-            if gemm is not None:
-                providers["gemm"] = gemm
+            stages = im2col_stages(*prepare(x, w, b, **conv_args)[:2], spec)
+            for name, fn in zip(("lower", "gemm", "copy"), stages):
+                if fn is not None:
+                    providers[name] = fn
+        # a sample is >= 20 ms of back-to-back calls; a round takes one sample of every
+        # provider, each after a pause that lets the previous one's spinning OpenMP
+        # threads fall asleep; rounds during which other processes used more than 10%
+        # of the machine are dropped (up to 6x the wanted number of rounds is tried)
+        number = {p: max(1, math.ceil(0.02 / _timed(fn))) for p, fn in providers.items()}
         times: dict[str, list[float]] = {p: [] for p in providers}
-        for fn in providers.values():
-            fn()  # warm-up
-        for rep in range(args.repeats):
+        clean = tried = 0
+        while clean < args.repeats and tried < 6 * args.repeats:
+            tried += 1
+            before = _cpu_ticks()
+            sample = {}
             for p, fn in providers.items():
-                if p == "naive" and rep >= 2:
-                    continue  # naive takes seconds: two rounds are enough
-                times[p].append(_timed(fn))
+                if p == "naive" and len(times[p]) >= 2:
+                    continue  # naive takes seconds: two samples are enough
+                time.sleep(args.pause)
+                sample[p] = _timed(fn, number[p])
+            if _others_share(before, _cpu_ticks()) <= 0.1 or tried > 5 * args.repeats:
+                clean += 1
+                for p, t in sample.items():
+                    times[p].append(t)
+        noisy.append(f"{layer.name}: {clean} of {tried} rounds clean")
         med = {p: float(np.median(t)) for p, t in times.items()}
         line = f"{layer.name:18s} {gflop:6.2f} {med['torch'] * 1e3:8.2f} " \
                f"{gflop / med['torch']:6.1f}"
@@ -164,16 +213,16 @@ def main() -> None:
             ratios[n].append(med["torch"] / med[n])
             line += (f" | {med[n] * 1e3:12.2f} {gflop / med[n]:6.1f} "
                      f"{100 * gflop / med[n] / peak:4.0f} {med['torch'] / med[n]:6.2f}")
-        if "lower" in med:
-            line += f" | {med['lower'] * 1e3:8.2f} " + (
-                f"{med['gemm'] * 1e3:8.2f}" if "gemm" in med else "   (numba)")
+        if args.split and "im2col" in names:
+            line += " | " + " ".join(f"{med[p] * 1e3:8.2f}" if p in med else f"{'-':>8s}"
+                                     for p in ("lower", "gemm", "copy"))
         print(line, flush=True)
     for n in names:
         if ratios[n]:
             gm = math.exp(sum(math.log(r) for r in ratios[n]) / len(ratios[n]))
             print(f"# {n}: geometric mean of torch time / {n} time = {gm:.2f} over "
                   f"{len(ratios[n])} layers; slowest first call {firsts[n]:.2f} s")
-    print(f"# load avg at end {os.getloadavg()[0]:.2f}")
+    print(f"# load avg at end {os.getloadavg()[0]:.2f}; " + "; ".join(noisy))
 
 
 if __name__ == "__main__":

@@ -44,18 +44,20 @@ def test_auto_only_picks_a_kernel_that_supports_the_spec(case):
 
 
 def test_explain_names_the_kernel_and_the_reason():
-    # 5x5 stride 2: no Winograd; a long reduction (16*25): the GEMM route
-    choice = convlab.explain((8, 16, 32, 32), (32, 16, 5, 5), stride=2, padding=2)
+    # 5x5 stride 2 (no Winograd), 128 output channels, reduction 64*25: the GEMM route
+    choice = convlab.explain((8, 64, 32, 32), (128, 64, 5, 5), stride=2, padding=2)
     assert choice.kernel.name == "im2col"
     assert choice.reason == choice.kernel.description
-    text = str(choice)
-    assert text.startswith("auto picks 'im2col'")
-    # depthwise: a 9-long reduction, im2col declines and says why; parallel runs it
+    assert str(choice).startswith("auto picks 'im2col'")
+    # depthwise: im2col declines and says why (its GEMM would be 1 x 9); parallel runs it
     choice = convlab.explain((8, 32, 28, 28), (32, 1, 3, 3), padding=1, groups=32)
     assert choice.kernel.name == "parallel"
     reasons = dict(choice.passed_over)
-    assert "reduction" in reasons["im2col"] and "9" in reasons["im2col"]
+    assert "1 x 9" in reasons["im2col"]
     assert "not 'im2col'" in str(choice)
+    # 64 output channels: a thin GEMM, the direct kernel
+    choice = convlab.explain((8, 64, 30, 30), (64, 64, 5, 5), stride=2)
+    assert choice.kernel.name == "parallel" and "64 x 1600" in dict(choice.passed_over)["im2col"]
 
 
 def test_fast_kernels_are_ranked_below_naive():

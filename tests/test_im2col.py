@@ -65,10 +65,10 @@ def test_each_plan_path_is_exercised():
     """The specs used below really take the path their test is named after."""
     assert mod.plan(_spec((2, 4, 7, 9), (6, 4, 1, 1)), 4).identity
     assert mod.plan(_spec((2, 6, 9, 9), (6, 1, 3, 3), groups=6), 4).small_gemm
-    staged = mod.plan(_spec((3, 4, 5, 6), (5, 4, 3, 3)), 4)  # 12 columns per image: batched
-    assert staged.staged and staged.images == 3
-    direct = mod.plan(_spec((2, 4, 40, 40), (5, 4, 3, 3)), 4)  # wide: one image per GEMM
-    assert not direct.staged and direct.images == 1
+    batched = mod.plan(_spec((3, 4, 5, 6), (5, 4, 3, 3)), 4)  # 18 columns per image
+    assert batched.images == 3 and batched.columns == 3 * 3 * 6
+    wide = mod.plan(_spec((2, 4, 40, 40), (5, 4, 3, 3)), 4)  # 38 * 40 columns: one image
+    assert wide.images == 1 and wide.columns == 38 * 40 and wide.chunks == 2
 
 
 def test_chunks_over_images_and_rows(monkeypatch):
@@ -77,27 +77,28 @@ def test_chunks_over_images_and_rows(monkeypatch):
     args = dict(stride=(2, 1), padding=1, dilation=(1, 2))
     spec = prepare(x, w, b, **args)[3]
     assert spec.out_height == 8  # bands of 3 rows: 3, 3 and a partial 2
+    ws = 12  # the padded width: one flat row of the column matrix per output row
     calls = []
     real = mod._run_chunk
-    monkeypatch.setattr(mod, "_run_chunk", lambda *a: calls.append(a[6:10]) or real(*a))
-    rows = spec.reduction_length + 1 + 5  # column rows + the bias's ones + staging
+    monkeypatch.setattr(mod, "_run_chunk", lambda *a: calls.append(a[4:8]) or real(*a))
+    per_col = (spec.reduction_length + 1 + 5) * 4  # column rows, the bias's ones, the result
+    padded = 3 * 4 * 2 * 9 * ws * 4  # the zero-padded input in two row phases of 9 rows
     # room for exactly one image: one chunk per image
-    with mod.workspace_cap(rows * spec.out_height * spec.out_width * 4):
+    with mod.workspace_cap(per_col * spec.out_height * ws):
         pl = mod.plan(spec, 4)
         assert (pl.images, pl.rows, pl.chunks) == (1, spec.out_height, 3)
+        assert pl.workspace == per_col * spec.out_height * ws + padded
         assert_matches_oracle(ALGO, x, w, b, **args)
-    assert len(calls) == 3
+    assert calls == [(0, 1, 0, 8), (1, 1, 0, 8), (2, 1, 0, 8)]  # (image, images, row, rows)
     calls.clear()
     # room for three output rows of one image: bands of rows
-    with mod.workspace_cap(3 * rows * spec.out_width * 4):
+    with mod.workspace_cap(3 * per_col * ws):
         pl = mod.plan(spec, 4)
         assert pl.images == 1 and pl.rows == 3
-        assert pl.workspace <= mod.get_workspace_cap()
+        assert pl.workspace - padded <= mod.get_workspace_cap()
         assert_matches_oracle(ALGO, x, w, b, **args)
     assert len(calls) == pl.chunks == 3 * 3
-    wo = spec.out_width  # (first image, first position, positions) of each band
-    assert [c[:1] + c[2:] for c in calls[:3]] == [(0, 0, 3 * wo), (0, 3 * wo, 3 * wo),
-                                                  (0, 6 * wo, 2 * wo)]
+    assert calls[:3] == [(0, 1, 0, 3), (0, 1, 3, 3), (0, 1, 6, 2)]
     calls.clear()
     # a cap below one row still runs, one row at a time
     with mod.workspace_cap(1):
@@ -134,12 +135,15 @@ def test_registry_reports_workspace_and_blowup():
     kern = kernels.get(ALGO)
     spec = _spec((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     assert kern.extras["blowup"](spec) == mod.blowup(spec) == 9
-    cols = (64 * 9 + 1) * 56 * 56 * 4  # one image's column matrix + the ones row, float32
-    assert kern.workspace(spec, 4) == cols  # wide images: one per GEMM, BLAS writes NCHW
+    # one image per GEMM: 56 rows of 58 (padded width) columns; column matrix with the
+    # bias's row of ones, the GEMM's result, and the zero-padded input
+    cols = 56 * 58
+    assert kern.workspace(spec, 4) == (576 + 1 + 64) * cols * 4 + 8 * 64 * 58 * 58 * 4
     assert kern.workspace(spec, 4) == kern.extras["plan"](spec, 4).workspace
     assert mod.column_shape(spec, 8) == (576, 8 * 56 * 56)
     big = _spec((1, 256, 512, 512), (8, 256, 3, 3), padding=1)  # 2.4 GB of columns
-    assert kern.workspace(big, 4) <= mod.DEFAULT_WORKSPACE_CAP
+    padded_input = 256 * 514 * 514 * 4  # input-sized, outside the cap
+    assert kern.workspace(big, 4) - padded_input <= mod.DEFAULT_WORKSPACE_CAP
     assert kernels.get(ALGO).workspace(_spec((2, 4, 7, 9), (6, 4, 1, 1)), 4) == 0  # identity
 
 

@@ -94,8 +94,8 @@ def test_tap_offsets_follow_the_phase_planes():
                                         padding=(1, 0), dilation=(1, 2))
     rng = np.random.default_rng(9)
     x = rng.standard_normal(spec.input_shape).astype(np.float32)
-    xs = mod._phase_planes(x, spec)
-    off = mod._tap_offsets(spec, xs.shape[4], xs.shape[5])
+    xs = mod.phase_planes(x, spec)
+    off = mod.tap_offsets(spec, xs.shape[4], xs.shape[5])
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)))
     flat = xs.reshape(-1)
     for (c, p, q), o in zip(itertools.product(range(2), range(3), range(2)), off):

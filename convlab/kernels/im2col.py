@@ -9,45 +9,55 @@ close to the machine's peak::
     cols[(c, p, q), (n, i, j)] = x[n, c, i*sh + p*dh - top, j*sw + q*dw - left]  (0 off the edge)
     out[n, k, i, j]            = W[k, (c, p, q)] @ cols[(c, p, q), (n, i, j)]      per group
 
-Layout.  ``W`` is the weight reshaped to (K, C/groups*kh*kw) (no copy: it already
-is that matrix in row-major order).  For one image the product
-``W_g (K/g, Cg*kh*kw) @ cols_g (Cg*kh*kw, Ho*Wo)`` is (K/g, Ho*Wo): exactly that
-image's output block in NCHW, so BLAS writes straight into the output, no
-transpose.  When one image gives a thin matrix (7x7 output = 49 columns, where
-BLAS cannot reach speed) several images are lowered side by side and one GEMM
-covers them all; its (K/g, images*Ho*Wo) result is then copied into NCHW by a
-Numba pass that adds the bias on the way (``MIN_GEMM_COLUMNS`` decides).
+``W`` is the weight reshaped to (K, C/groups*kh*kw): no copy, it already is that
+matrix in row-major order.  :func:`lower` builds exactly this textbook matrix.
 
-Steps (each measured; see scripts/bench_cpu.py):
+How the kernel builds it (each step measured with scripts/bench_cpu.py):
 
-1. ``_lower`` (``@njit(parallel=True)``) fills ``cols``; one row (c, p, q) per
-   prange iteration, each a run of contiguous copies with the zero-padding
-   decided per row, so there is no bounds test in the copy loop and no padded
-   copy of the input.
-2. One GEMM per group, ``numpy.matmul`` outside Numba, i.e. OpenBLAS's sgemm/dgemm
-   on all cores (no SciPy needed).
-3. The bias is added in the same Numba pass that moves the GEMM result into
-   NCHW, or, when BLAS wrote into the output directly, right after that image's
-   GEMM while its output is still in cache.
-4. A 1x1, stride-1, unpadded convolution needs no lowering at all: the input
+1. **Flat rows with garbage columns.**  The input is zero-padded once
+   (``convlab.padding.pad``; strided convolutions also split into stride-phase
+   planes, see ``parallel.phase_planes``).  Then row (c, p, q) of the column
+   matrix, for a whole image, is *one contiguous slice* of it, starting at the
+   tap's offset: column ``i*Ws + j`` holds the input under output (i, j) when
+   ``j < Wo``, and junk for the ``Ws - Wo`` columns that run past the row's end.
+   Lowering is then one memcpy per row and image (~2x faster than copying
+   ``Wo``-long pieces and zero-filling the padding), the GEMM does ``Ws/Wo``
+   times the work (3.5% for 56x56, 29% for 7x7), and the junk columns are
+   dropped when the result is copied into the output.
+2. **The bias rides in the GEMM.**  One more weight column holds the bias and
+   one more row of the column matrix holds ones: BLAS adds the bias inside the
+   product, no pass of its own.
+3. **One GEMM per group** through ``numpy.matmul`` (OpenBLAS's sgemm/dgemm on
+   all cores; no SciPy needed).  An image whose output is wide (>=
+   ``MIN_GEMM_COLUMNS`` columns) gets a GEMM of its own; narrow ones (a 7x7
+   output has 63 columns, too thin for BLAS to reach speed) are lowered side
+   by side so one GEMM covers several images.  Its (K/g, images*Ho*Ws) result
+   goes into NCHW with one NumPy copy that also drops the junk columns.
+4. **The lowering runs on one thread.**  A Numba ``prange`` copy is not faster
+   here (the copy is memory-bound: ~10 GB/s with one thread or two), and
+   alternating Numba's OpenMP threads with OpenBLAS's threads made both pools
+   spin against each other: ~3x slower in total.  One thread pool per kernel.
+5. A 1x1, stride-1, unpadded convolution needs no lowering at all: the input
    image *is* its column matrix, so the GEMM runs on it directly.
-5. Grouped convolutions whose per-group product is tiny (depthwise:
-   ``(1 x 9) @ (9 x Ho*Wo)`` per channel) would spend their time in BLAS call
+6. Grouped convolutions whose per-group product is tiny (depthwise:
+   ``(1 x 9) @ (9 x Ho*Ws)`` per channel) would spend their time in BLAS call
    overhead; below ``SMALL_GEMM_MACS`` multiply-adds per output column they use a
-   short Numba loop instead, vectorised over the columns.  Still the same
-   lowering and the same product, just not through BLAS.
+   short Numba ``prange`` loop instead, vectorised over the columns.
 
 Cost.  The GEMM does the N*K*(C/g)*kh*kw*Ho*Wo multiply-adds of direct
-convolution; the price is memory: the column matrix holds ``kh*kw`` times as
-many values as the output-sized input (:func:`blowup`, 9x for 3x3), and
-writing then re-reading it is traffic direct convolution never pays.  On a
-2-core box that copy is ~10-25% of the time of a ResNet 3x3 layer.
+convolution (times ``Ws/Wo``); the price is memory: the column matrix holds
+``kh*kw`` times as many values as the input (:func:`blowup`, 9x for 3x3), and
+writing then re-reading it is traffic direct convolution never pays.  Measured
+on a 2-core AMD EPYC (Zen 3), float32, batch 8, ResNet 3x3 64ch@56: lowering
+5 ms, GEMM 13 ms (~140 GFLOP/s, where a 2048^3 sgemm reaches ~190: 64 rows is
+a thin GEMM, and BLAS packs every column it reads), copy-out 0.4 ms.
 
 Workspace.  Bounded: the batch is processed in chunks of images (and one big
-image in bands of output rows) so that the column matrix plus the GEMM staging
-buffer never exceeds the cap, 256 MiB by default.  One output row of one image
-is the smallest chunk, so a cap below that is exceeded by that much.  Change it
-with :func:`set_workspace_cap` or, for one block of code, ``with
+image in bands of output rows) so that the column matrix plus the GEMM result
+never exceed the cap, 256 MiB by default.  One output row of one image is the
+smallest chunk, so a cap below that is exceeded by that much; the padded input
+(input-sized) is not counted against the cap.  Change the cap with
+:func:`set_workspace_cap` or, for one block of code, ``with
 workspace_cap(nbytes): ...``.  :func:`workspace_bytes` (registered as the
 kernel's ``workspace``) says what a spec will allocate, :func:`plan` how it is
 chunked.
@@ -56,11 +66,10 @@ Limits: none; every stride, padding, dilation and group count, float32 and
 float64.  Numerics: BLAS sums in its own (blocked, FMA) order, deterministic for
 a given BLAS build and thread count.
 
-``algo="auto"`` rank 20: measured on a 2-core AMD EPYC (Zen 3) at batch 8, it
-beats ``parallel`` on every layer with a reduction of at least
-``AUTO_MIN_REDUCTION`` products per output (the GEMM is then compute-bound);
-below that (depthwise, tiny channel counts) the lowering dominates and the
-direct ``parallel`` kernel wins, so auto leaves those to it.
+``algo="auto"``: rank 20, before ``parallel`` (30), where the GEMM is tall and
+deep enough: K/groups >= ``AUTO_MIN_OUT_CHANNELS`` and (C/groups)*kh*kw >=
+``AUTO_MIN_REDUCTION`` (measured; see ``_auto_when``).  Winograd kernels rank
+below 20 and take the 3x3 stride-1 layers they win.
 
 Source: K. Chellapilla, S. Puri, P. Simard, "High Performance Convolutional
 Neural Networks for Document Processing" (2006); Caffe's ``im2col_cpu``.
@@ -70,12 +79,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from ..shapes import ConvSpec
+from .parallel import phase_planes, tap_offsets
 from .registry import register
 
 DEFAULT_WORKSPACE_CAP = 256 * 2**20  # bytes
@@ -84,8 +95,12 @@ MIN_GEMM_COLUMNS = 512
 # Below this many multiply-adds per output column and group, BLAS calls cost more
 # than their arithmetic (depthwise 3x3: 9): use the Numba loop.
 SMALL_GEMM_MACS = 64
-# auto prefers im2col for reductions (C/groups*kh*kw) at least this long.
-AUTO_MIN_REDUCTION = 64
+# ... and each of their tasks lowers a band of rows of about this many bytes (L2-sized).
+SMALL_BLOCK = 256 * 2**10
+# auto prefers im2col (to parallel) when its GEMM is at least this tall (K/groups rows)
+# and this deep ((C/groups)*kh*kw): measured, see _auto_when.
+AUTO_MIN_OUT_CHANNELS = 128
+AUTO_MIN_REDUCTION = 256
 
 _workspace_cap = DEFAULT_WORKSPACE_CAP
 
@@ -138,8 +153,8 @@ class Plan:
     chunks: int
     identity: bool  # 1x1/stride 1/no padding: the input is its own column matrix
     small_gemm: bool  # the Numba loop instead of BLAS (tiny per-group products)
-    staged: bool  # the GEMM writes a staging buffer, then copied into NCHW
-    workspace: int  # bytes allocated at once (column matrix + staging buffer)
+    columns: int  # columns of the column matrix per chunk (garbage columns included)
+    workspace: int  # bytes allocated at once: column matrix, GEMM result, padded input
 
 
 def _is_identity(spec: ConvSpec) -> bool:
@@ -152,10 +167,10 @@ def _is_small(spec: ConvSpec) -> bool:
     return spec.groups > 1 and spec.reduction_length * kg < SMALL_GEMM_MACS
 
 
-def _column_rows(spec: ConvSpec, small: bool) -> int:
-    """Rows of the column matrix as the kernel builds it: C*kh*kw, plus one row of
-    ones per group (the bias's row) when the product goes through BLAS."""
-    return column_shape(spec)[0] + (0 if small else spec.groups)
+def _plane_width(spec: ConvSpec) -> tuple[int, int]:
+    """(hs, ws): height and width of one stride-phase plane of the padded input."""
+    sh, sw = spec.stride
+    return -(-spec.padded_height // sh), -(-spec.padded_width // sw)
 
 
 def plan(spec: ConvSpec, itemsize: int, cap: int | None = None) -> Plan:
@@ -164,28 +179,33 @@ def plan(spec: ConvSpec, itemsize: int, cap: int | None = None) -> Plan:
     cap = _workspace_cap if cap is None else cap
     n, ho, wo = spec.batch, spec.out_height, spec.out_width
     kg = spec.out_channels // spec.groups
-    per_image = ho * wo
     small = _is_small(spec)
     if _is_identity(spec) and not small:
-        return Plan(1, ho, n, True, False, False, 0)
-    rows_c = _column_rows(spec, small)
-    # images per chunk: the small path takes all that fit; the BLAS path enough for
-    # MIN_GEMM_COLUMNS columns (more only makes the buffers bigger)
-    want = n if small else -(-MIN_GEMM_COLUMNS // per_image)
-    staged = not small and want > 1  # several images (or bands) per GEMM: copy back
-    per_col = (rows_c + (kg if staged else 0)) * itemsize  # bytes per output column
+        return Plan(1, ho, n, True, False, ho * wo, 0)
+    hs, ws = _plane_width(spec)
+    padded = 0  # the zero-padded, phase-split copy of the input (none if not needed)
+    if any(spec.padding) or spec.stride != (1, 1):
+        padded = n * spec.in_channels * spec.stride[0] * spec.stride[1] * hs * ws * itemsize
+    if small:  # each thread lowers one group of one image, a band of rows at a time
+        threads = numba.get_num_threads()
+        per_row = spec.reduction_length * ws * itemsize
+        rows = max(1, min(ho, SMALL_BLOCK // per_row, cap // (threads * per_row)))
+        columns = rows * ws
+        return Plan(1, rows, n * -(-ho // rows), False, True, columns,
+                    threads * per_row * rows + padded)
+    # bytes per column: the column matrix (+ one row of ones per group for the bias)
+    # and the GEMM's result before its garbage columns are dropped
+    per_col = (column_shape(spec)[0] + spec.groups + kg) * itemsize
+    per_image = ho * ws
+    want = -(-MIN_GEMM_COLUMNS // per_image)  # a GEMM wide enough is wide enough
     images = min(n, want, cap // (per_col * per_image))
     if images >= 1:
         rows, chunks = ho, -(-n // images)
-        staged = staged and images > 1
     else:  # one image is over the cap: bands of output rows (at least one)
-        staged = not small
-        per_col = (rows_c + (kg if staged else 0)) * itemsize
-        images, rows = 1, max(1, min(ho, cap // (per_col * wo)))
+        images, rows = 1, max(1, min(ho, cap // (per_col * ws)))
         chunks = n * -(-ho // rows)
-    width = images * rows * wo
-    workspace = (rows_c + (kg if staged else 0)) * width * itemsize
-    return Plan(images, rows, chunks, False, small, staged, workspace)
+    columns = images * rows * ws
+    return Plan(images, rows, chunks, False, False, columns, per_col * columns + padded)
 
 
 def workspace_bytes(spec: ConvSpec, itemsize: int) -> int:
@@ -194,26 +214,36 @@ def workspace_bytes(spec: ConvSpec, itemsize: int) -> int:
 
 
 def lower(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """The whole column matrix (C*kh*kw, N*Ho*Wo) of a batched input: for teaching
-    and pictures (small inputs; the kernel itself never builds it whole)."""
+    """The textbook column matrix (C*kh*kw, N*Ho*Wo) of a batched input: for teaching
+    and pictures (small inputs: the kernel itself never builds it whole)."""
     x = np.ascontiguousarray(x).reshape(spec.batch, spec.in_channels, spec.height, spec.width)
-    cols = np.empty(column_shape(spec, spec.batch), dtype=x.dtype)
-    rg = spec.reduction_length
-    _lower(x, cols, 0, spec.batch, 0, spec.out_height, rg, rg, *_geometry(spec))
-    return cols
+    full = replace(spec, groups=1, out_channels=1)  # all channels in one block of rows
+    xs = phase_planes(x, full)
+    hs, ws = xs.shape[4], xs.shape[5]
+    off = tap_offsets(full, hs, ws)
+    rows, length = off.shape[0], spec.out_height * ws
+    cols = np.empty((rows, spec.batch * length), dtype=x.dtype)
+    _lower(xs.reshape(-1), cols, xs[0].size, 0, off, rows, 0, spec.batch, 0, length)
+    cols = cols.reshape(rows, spec.batch, spec.out_height, ws)[..., :spec.out_width]
+    return cols.reshape(rows, -1)
 
 
 def _auto_when(spec: ConvSpec) -> str | None:
-    if spec.reduction_length >= AUTO_MIN_REDUCTION:
+    """Where auto prefers im2col to the direct ``parallel`` kernel.
+
+    Measured on a 2-core AMD EPYC (Zen 3), float32, batch 8, DESIGN.md's layer
+    suite: im2col won on every layer whose GEMM has >= 128 rows (K/groups) and a
+    reduction >= 256 (ResNet 3x3 at 128@28 and deeper, VGG conv2_1..conv5_2, the
+    512-channel 1x1, the dilated 256@14); the direct kernel won where the GEMM is
+    thin (64 output channels: BLAS re-packs the whole column matrix for few rows)
+    or shallow (3-channel stems, depthwise), where the lowering copy costs more
+    than the GEMM saves."""
+    kg = spec.out_channels // spec.groups
+    if kg >= AUTO_MIN_OUT_CHANNELS and spec.reduction_length >= AUTO_MIN_REDUCTION:
         return None
-    return (f"reduction (C/groups)*kh*kw = {spec.reduction_length} < {AUTO_MIN_REDUCTION}: "
-            "the lowering copy outweighs the GEMM")
-
-
-def _geometry(spec: ConvSpec) -> tuple[int, ...]:
-    return (spec.out_width, spec.kernel_size[0], spec.kernel_size[1], spec.stride[0],
-            spec.stride[1], spec.padding[0], spec.padding[2], spec.dilation[0],
-            spec.dilation[1])  # fmt: skip
+    return (f"its GEMM would be {kg} x {spec.reduction_length} (K/groups x (C/groups)*kh*kw); "
+            f"im2col beats the direct kernel from {AUTO_MIN_OUT_CHANNELS} x "
+            f"{AUTO_MIN_REDUCTION} up")
 
 
 @register("im2col", description="lower to a column matrix, then one BLAS GEMM per group",
@@ -226,110 +256,112 @@ def conv2d_im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     kg = k_out // g
     b = np.zeros(k_out, x.dtype) if bias is None else bias
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
-    out3 = out.reshape(n_batch, k_out, ho * wo)
     pl = plan(spec, x.dtype.itemsize)
     if pl.identity:  # 1x1 stride 1: no lowering, the image is the column matrix
         w2 = weight.reshape(k_out, rg)  # a view: the weight already is this matrix
         x3 = x.reshape(n_batch, spec.in_channels, ho * wo)
+        out3 = out.reshape(n_batch, k_out, ho * wo)
         for n in range(n_batch):
             for grp in range(g):
                 dst = out3[n, grp * kg:(grp + 1) * kg]
                 np.matmul(w2[grp * kg:(grp + 1) * kg], x3[n, grp * rg:(grp + 1) * rg], out=dst)
                 dst += b[grp * kg:(grp + 1) * kg, None]  # NumPy, while dst is in cache
         return out
-    group_rows = rg if pl.small_gemm else rg + 1
-    width = pl.images * pl.rows * wo
-    cols = np.empty((g * group_rows, width), dtype=x.dtype)
+    xs = phase_planes(x, spec)
+    ws = xs.shape[5]
+    off = tap_offsets(spec, xs.shape[4], ws)
+    xf = xs.reshape(-1)
+    chan_block = (spec.in_channels // g) * xs[0, 0].size  # elements of one group's channels
     if pl.small_gemm:
-        wb = weight.reshape(k_out, rg)
-    else:
-        # the bias as one more weight column, times a row of ones in the columns:
-        # BLAS adds it inside the GEMM, no pass of its own
-        wb = np.empty((k_out, group_rows), dtype=x.dtype)
-        wb[:, :rg] = weight.reshape(k_out, rg)
-        wb[:, rg] = b
-        cols.reshape(g, group_rows, width)[:, rg, :] = 1
-    stage = np.empty((kg, width), dtype=x.dtype) if pl.staged else None
-    geom = _geometry(spec)
+        _small_conv(xf, xs[0].size, chan_block, off, weight.reshape(k_out, rg), b, out, ws,
+                    pl.rows)
+        return out
+    # the bias as one more weight column, times a row of ones in the columns:
+    # BLAS adds it inside the GEMM, no pass of its own
+    group_rows = rg + 1
+    wb = np.empty((k_out, group_rows), dtype=x.dtype)
+    wb[:, :rg] = weight.reshape(k_out, rg)
+    wb[:, rg] = b
+    cols = np.empty((g * group_rows, pl.columns), dtype=x.dtype)
+    cols.reshape(g, group_rows, pl.columns)[:, rg, :] = 1
+    result = np.empty((kg, pl.columns), dtype=x.dtype)
     for n0 in range(0, n_batch, pl.images):
         nb = min(pl.images, n_batch - n0)
         for i0 in range(0, ho, pl.rows):
             nr = min(pl.rows, ho - i0)
-            _lower(x, cols, n0, nb, i0, nr, rg, group_rows, *geom)
-            _run_chunk(pl, spec, cols[:, :nb * nr * wo], wb, b, out3, n0, nb, i0 * wo,
-                       nr * wo, stage)
+            length = nr * ws  # flat positions i*ws + j of these rows, per image
+            width = nb * length
+            _lower(xf, cols, xs[0].size, chan_block, off, group_rows, n0, nb, i0 * ws, length)
+            _run_chunk(spec, cols[:, :width], wb, out, n0, nb, i0, nr, ws, result[:, :width])
     return out
 
 
-def _run_chunk(pl: Plan, spec: ConvSpec, cols: np.ndarray, wb: np.ndarray, b: np.ndarray,
-               out3: np.ndarray, n0: int, nb: int, m0: int, mlen: int,
-               stage: np.ndarray | None) -> None:
-    """The product of one chunk: images n0..n0+nb, output positions m0..m0+mlen
-    (flattened i*Wo+j) of each, from their lowered columns."""
+def _run_chunk(spec: ConvSpec, cols: np.ndarray, wb: np.ndarray, out: np.ndarray, n0: int,
+               nb: int, i0: int, nr: int, ws: int, result: np.ndarray) -> None:
+    """The product of one chunk: images n0..n0+nb, output rows i0..i0+nr of each,
+    from their lowered columns (nr*ws per image, the last ws-Wo of each row junk)."""
     kg = spec.out_channels // spec.groups
-    if pl.small_gemm:
-        _small_gemm(wb, cols, out3, b, n0, nb, m0, mlen, kg)
-        return
     group_rows = wb.shape[1]
     for grp in range(spec.groups):
-        wg = wb[grp * kg:(grp + 1) * kg]
-        cg = cols[grp * group_rows:(grp + 1) * group_rows]
-        if stage is None:  # one image, all its rows: BLAS writes NCHW directly
-            np.matmul(wg, cg, out=out3[n0, grp * kg:(grp + 1) * kg])
-        else:  # (kg, images*positions) -> (images, kg, positions): a NumPy copy
-            st = stage[:, :cg.shape[1]]
-            np.matmul(wg, cg, out=st)
-            out3[n0:n0 + nb, grp * kg:(grp + 1) * kg, m0:m0 + mlen] = \
-                st.reshape(kg, nb, mlen).transpose(1, 0, 2)
+        np.matmul(wb[grp * kg:(grp + 1) * kg], cols[grp * group_rows:(grp + 1) * group_rows],
+                  out=result)
+        # (kg, images, rows, ws) -> out[images, kg, rows, :Wo]: drop the junk columns
+        out[n0:n0 + nb, grp * kg:(grp + 1) * kg, i0:i0 + nr] = \
+            result.reshape(kg, nb, nr, ws)[..., :spec.out_width].transpose(1, 0, 2, 3)
 
 
-@njit(parallel=True, cache=True)
-def _lower(x, cols, n0, nb, i0, nr, rg, group_rows, wo, kh, kw, sh, sw, top, left, dh, dw):
-    """cols[row(c,p,q), (b, i, j)] = x[n0+b, c, (i0+i)*sh + p*dh - top, j*sw + q*dw - left]
-    for images n0.. and output rows i0.. of a chunk.  Each group has rg = (C/g)*kh*kw
-    rows; its block starts at g*group_rows (room for the bias's row of ones)."""
-    height, width = x.shape[2], x.shape[3]
-    taps = kh * kw
-    for row in prange(x.shape[1] * taps):  # rows are independent: one thread per row
-        c = row // taps
-        p = (row // kw) % kh
-        q = row % kw
-        dx = q * dw - left  # input column = j*sw + dx
-        # output columns whose tap lands inside the input: j_lo <= j < j_hi
-        j_lo = min(wo, max(0, (-dx + sw - 1) // sw))
-        j_hi = max(j_lo, min(wo, (width - 1 - dx) // sw + 1)) if width - 1 - dx >= 0 else j_lo
-        dst = cols[(row // rg) * group_rows + row % rg]
+@njit(cache=True)
+def _gather(xf, dst, start, off, length):
+    """dst[r, :length] = xf[start + off[r] : ... + length]: one row per tap, each a
+    straight copy; reads past the end of the input (junk columns of the last
+    image) give zeros."""
+    for r in range(off.shape[0]):
+        src = start + off[r]
+        n = max(0, min(length, xf.shape[0] - src))
+        dst[r, :n] = xf[src:src + n]
+        dst[r, n:length] = 0
+
+
+@njit(cache=True)
+def _lower(xf, cols, img, chan_block, off, group_rows, n0, nb, m0, length):
+    """cols[g*group_rows + r, b*length + m] = xf[(n0+b)*img + g*chan_block + off[r] + m0 + m]:
+    row r = (c, p, q) of group g's block, for images n0..n0+nb and flat positions
+    m0..m0+length.  Every row is one straight copy per image (a memcpy)."""
+    rg = off.shape[0]
+    for g in range(cols.shape[0] // group_rows):
+        block = cols[g * group_rows:g * group_rows + rg]
         for b in range(nb):
-            for i in range(nr):
-                col0 = (b * nr + i) * wo
-                y = (i0 + i) * sh + p * dh - top
-                if y < 0 or y >= height:  # the whole output row sees padding
-                    dst[col0:col0 + wo] = 0
-                    continue
-                src = x[n0 + b, c, y]
-                dst[col0:col0 + j_lo] = 0
-                if sw == 1:  # unit stride: a straight copy LLVM turns into vector moves
-                    dst[col0 + j_lo:col0 + j_hi] = src[j_lo + dx:j_hi + dx]
-                else:
-                    for j in range(j_lo, j_hi):
-                        dst[col0 + j] = src[j * sw + dx]
-                dst[col0 + j_hi:col0 + wo] = 0
+            _gather(xf, block[:, b * length:(b + 1) * length],
+                    (n0 + b) * img + g * chan_block + m0, off, length)
 
 
 @njit(parallel=True, cache=True)
-def _small_gemm(w2, cols, out3, bias, n0, nb, m0, mlen, kg):
-    """Per-group products too small for BLAS (depthwise): for output channel k of
-    group g, out[n, k, m] = bias[k] + sum_r w2[k, r] * cols[g*rg + r, b*mlen + m].
-    The inner loop runs over the contiguous columns m so it vectorises."""
-    k_out, rg = w2.shape
-    for t in prange(nb * k_out):
-        b = t // k_out
-        k = t % k_out
-        g = k // kg
-        dst = out3[n0 + b, k, m0:m0 + mlen]
-        dst[:] = bias[k]
-        for r in range(rg):
-            wv = w2[k, r]
-            src = cols[g * rg + r, b * mlen:(b + 1) * mlen]
-            for m in range(mlen):
-                dst[m] += wv * src[m]
+def _small_conv(xf, img, chan_block, off, w2, bias, out, ws, rows):
+    """Grouped convolutions with tiny per-group products (depthwise): one task per
+    (image, group, band of rows) lowers its own (rg, rows*ws) column block, small
+    enough to stay in L2, and multiplies it by the group's (K/g, rg) weights in a
+    loop over contiguous columns that vectorises; no BLAS call."""
+    n_batch, k_out, ho, wo = out.shape
+    rg = off.shape[0]
+    groups = img // chan_block
+    kg = k_out // groups
+    bands = -(-ho // rows)
+    for t in prange(n_batch * groups * bands):  # independent outputs: no race
+        band = t % bands
+        g = (t // bands) % groups
+        n = t // (bands * groups)
+        i0 = band * rows
+        nr = min(rows, ho - i0)
+        length = nr * ws
+        cols = np.empty((rg, length), dtype=out.dtype)
+        _gather(xf, cols, n * img + g * chan_block + i0 * ws, off, length)
+        acc = np.empty(length, dtype=out.dtype)
+        for k in range(g * kg, (g + 1) * kg):
+            acc[:] = bias[k]
+            for r in range(rg):
+                wv = w2[k, r]
+                src = cols[r]
+                for m in range(length):
+                    acc[m] += wv * src[m]
+            for i in range(nr):
+                out[n, k, i0 + i, :] = acc[i * ws:i * ws + wo]

@@ -70,7 +70,7 @@ TARGET_BLOCK = 512  # output positions (incl. garbage columns) per task
 VECTOR = 8  # round the inner loop up to whole AVX2 vectors when memory allows
 
 
-def _phase_planes(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+def phase_planes(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """The zero-padded input, split into stride phases: (N, C, sh, sw, Hs, Ws)."""
     xp = pad(x, spec) if any(spec.padding) else x
     sh, sw = spec.stride
@@ -86,7 +86,7 @@ def _phase_planes(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return xs
 
 
-def _tap_offsets(spec: ConvSpec, hs: int, ws: int) -> np.ndarray:
+def tap_offsets(spec: ConvSpec, hs: int, ws: int) -> np.ndarray:
     """off[(c, p, q)]: where tap (p, q) of channel c sits, relative to the window's
     corner, in the flat phase planes of one image's group."""
     (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
@@ -114,9 +114,9 @@ def _repack_weight(weight: np.ndarray, groups: int) -> np.ndarray:
           rtol=1e-5, auto_rank=30)  # fmt: skip
 def conv2d_parallel(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                     spec: ConvSpec) -> np.ndarray:
-    xs = _phase_planes(x, spec)
+    xs = phase_planes(x, spec)
     hs, ws = xs.shape[4], xs.shape[5]
-    off = _tap_offsets(spec, hs, ws)
+    off = tap_offsets(spec, hs, ws)
     wr = _repack_weight(weight, spec.groups)
     b = np.zeros(spec.out_channels, x.dtype) if bias is None else bias
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
