@@ -91,7 +91,7 @@ from .registry import register
 
 DEFAULT_WORKSPACE_CAP = 256 * 2**20  # bytes
 # A GEMM narrower than this many columns runs well below BLAS peak: batch images.
-MIN_GEMM_COLUMNS = 512
+MIN_GEMM_COLUMNS = 2048
 # Below this many multiply-adds per output column and group, BLAS calls cost more
 # than their arithmetic (depthwise 3x3: 9): use the Numba loop.
 SMALL_GEMM_MACS = 64
