@@ -67,8 +67,9 @@ def test_each_plan_path_is_exercised():
     assert mod.plan(_spec((2, 6, 9, 9), (6, 1, 3, 3), groups=6), 4).small_gemm
     batched = mod.plan(_spec((3, 4, 5, 6), (5, 4, 3, 3)), 4)  # 18 columns per image
     assert batched.images == 3 and batched.columns == 3 * 3 * 6
-    wide = mod.plan(_spec((2, 4, 40, 40), (5, 4, 3, 3)), 4)  # 38 * 40 columns: one image
-    assert wide.images == 1 and wide.columns == 38 * 40 and wide.chunks == 2
+    wide = mod.plan(_spec((2, 4, 60, 60), (5, 4, 3, 3)), 4)  # 58 * 60 columns: one image
+    assert mod.MIN_GEMM_COLUMNS <= 58 * 60
+    assert wide.images == 1 and wide.columns == 58 * 60 and wide.chunks == 2
 
 
 def test_chunks_over_images_and_rows(monkeypatch):
