@@ -1016,14 +1016,15 @@ def run_in_fresh_process(argv: Sequence[str], cold_cache: bool = True) -> int:
 
 
 # --------------------------------------------------------------------------- the table
-def _fmt_time(s: float | None) -> str:
+def format_time(s: float | None, *, missing: str = "-", micro: str = "us") -> str:
+    """Seconds for people: '1.23 s', '4.5 ms', '67 us' (the table and the plots)."""
     if s is None:
-        return "-"
+        return missing
     if s >= 1:
         return f"{s:.2f} s"
     if s >= 1e-3:
         return f"{s * 1e3:.3g} ms"
-    return f"{s * 1e6:.3g} us"
+    return f"{s * 1e6:.3g} {micro}"
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -1084,13 +1085,13 @@ def _row(r: Record, gpu: bool) -> str:
         spread = ((r.max_s or med) - (r.min_s or med)) / med * 50 if med else 0.0
     spread_txt = "±" + format(spread, ".0f") + "%"
     if gpu:
-        return (f"  {r.kernel:<14}{_fmt_time(r.first_call_s):>11}{_fmt_time(r.h2d_s):>10}"
-                f"{_fmt_time(r.median_s):>10}{_fmt_time(r.d2h_s):>10}{spread_txt:>8}"
+        return (f"  {r.kernel:<14}{format_time(r.first_call_s):>11}{format_time(r.h2d_s):>10}"
+                f"{format_time(r.median_s):>10}{format_time(r.d2h_s):>10}{spread_txt:>8}"
                 f"{_fmt(r.gflops, '.3g'):>9}{_fmt(r.vs_cudnn, '.3g'):>9}"
                 f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}"
                 + (f"  {r.note}" if r.note else ""))
     pct = None if r.peak_fraction is None else 100 * r.peak_fraction
-    return (f"  {r.kernel:<13}{_fmt_time(r.first_call_s):>11}{_fmt_time(r.median_s):>11}"
+    return (f"  {r.kernel:<13}{format_time(r.first_call_s):>11}{format_time(r.median_s):>11}"
             f"{spread_txt:>8}{_fmt(r.gflops, '.3g'):>9}"
             f"{_fmt(pct, '.1f'):>8}{_fmt(r.vs_torch, '.3g'):>9}"
             f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}")

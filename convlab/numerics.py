@@ -124,8 +124,9 @@ def nan_footprint(algo: str, size: tuple[int, int] = (12, 12),
 
     One channel in and out, 3x3 kernel, padding 1, pixel ``where`` set to ``value``.
     Returns the boolean (H, W) map of non-finite outputs: a 3x3 square for direct
-    convolution, whole m x m tiles (every tile whose input reads the pixel) for
-    Winograd."""
+    convolution and for F(2,3) (its transforms are sparse enough), whole m x m tiles
+    (or a row/column of one, for a pixel on the edge of a tile's input window) for
+    F(4,3) and F(6,3)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 1) + tuple(size))
     x[0, 0][where] = value

@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .bench import LADDER, RIVAL, BenchResult, Record, load
+from .bench import LADDER, RIVAL, BenchResult, Record, format_time, load
 
 DPI = 110
 RIVAL_LABEL = "PyTorch conv2d"
@@ -241,13 +241,7 @@ def ladder_plot(result: ResultLike, layer: str | None = None,
 
 
 def _time_label(s: float | None) -> str:
-    if s is None:
-        return ""
-    if s >= 1:
-        return f"{s:.2g} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s * 1e6:.3g} µs"
+    return format_time(s, missing="", micro="µs")
 
 
 # --------------------------------------------------------------------------- roofline
