@@ -7,11 +7,18 @@ into lowering and GEMM (a small script; ``convlab bench`` is the full harness).
 
 Layers are convlab.bench's suites (DESIGN.md section 7), batch 8 unless the layer
 says otherwise.  Per layer: a correctness check vs torch, the first call (compile
-or cache load) apart, then ``repeats`` rounds in which every provider runs once,
-in turn, so load from elsewhere hits all alike.  Reported: median time, GFLOP/s
-(ConvSpec.flops()), % of a float32 GEMM measured in the same run, and torch's
-time / kernel's time (> 1: faster than torch).  ``--split`` adds im2col's
-lowering-only and GEMM-only times (same chunks, same BLAS calls).
+or cache load) apart, then ``repeats`` rounds; in each round every provider, in
+turn, sleeps ``--pause`` seconds, makes one untimed call and one timed sample
+(>= 20 ms of back-to-back calls), so load from elsewhere hits all alike; rounds
+during which other processes took more than 10% of the CPUs are dropped.  Pause
+and untimed call matter on this kind of machine: right after a call into another
+library its thread pool is still spinning (OpenBLAS's for ~0.2 s) and slows the
+next one down 2-4x, and memory freed a while ago has been handed back to the VM
+host and costs ~8x more to fault in again (the untimed call takes that hit).
+Reported: median time, GFLOP/s (ConvSpec.flops()), % of a float32 GEMM measured
+in the same run, and torch's time / kernel's time (> 1: faster than torch).
+``--split`` adds im2col's stages: lowering, GEMMs, copy into NCHW (same chunks,
+same BLAS calls).
 """
 
 from __future__ import annotations
@@ -118,8 +125,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--split", action="store_true", help="time im2col's lowering and GEMM")
-    ap.add_argument("--pause", type=float, default=0.05,
-                    help="seconds of sleep before each sample (OpenMP threads stop spinning)")
+    ap.add_argument("--pause", type=float, default=0.3,
+                    help="seconds of sleep before each sample")
     ap.add_argument("--naive-max-gflop", type=float, default=4.0,
                     help="run naive only on layers under this many GFLOP (it is slow)")
     ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
@@ -182,10 +189,11 @@ def main() -> None:
             for name, fn in zip(("lower", "gemm", "copy"), stages):
                 if fn is not None:
                     providers[name] = fn
-        # a sample is >= 20 ms of back-to-back calls; a round takes one sample of every
-        # provider, each after a pause that lets the previous one's spinning OpenMP
-        # threads fall asleep; rounds during which other processes used more than 10%
-        # of the machine are dropped (up to 6x the wanted number of rounds is tried)
+        # a sample is >= 20 ms of back-to-back calls after one untimed call (which
+        # absorbs switching costs: another library's threads still spinning, fresh
+        # memory faulted in); a round takes one sample of every provider; rounds
+        # during which other processes used more than 10% of the machine are dropped
+        # (up to 6x the wanted number of rounds is tried)
         number = {p: max(1, math.ceil(0.02 / _timed(fn))) for p, fn in providers.items()}
         times: dict[str, list[float]] = {p: [] for p in providers}
         clean = tried = 0
@@ -197,6 +205,8 @@ def main() -> None:
                 if p == "naive" and len(times[p]) >= 2:
                     continue  # naive takes seconds: two samples are enough
                 time.sleep(args.pause)
+                if p != "naive":
+                    fn()
                 sample[p] = _timed(fn, number[p])
             if _others_share(before, _cpu_ticks()) <= 0.1 or tried > 5 * args.repeats:
                 clean += 1
