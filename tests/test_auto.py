@@ -44,8 +44,8 @@ def test_auto_only_picks_a_kernel_that_supports_the_spec(case):
 
 
 def test_explain_names_the_kernel_and_the_reason():
-    # 5x5 stride 2 (no Winograd), 128 output channels, reduction 64*25: the GEMM route
-    choice = convlab.explain((8, 64, 32, 32), (128, 64, 5, 5), stride=2, padding=2)
+    # 5x5 stride 2 (no Winograd), 256 output channels, reduction 64*25: the GEMM route
+    choice = convlab.explain((8, 64, 32, 32), (256, 64, 5, 5), stride=2, padding=2)
     assert choice.kernel.name == "im2col"
     assert choice.reason == choice.kernel.description
     assert str(choice).startswith("auto picks 'im2col'")
@@ -58,6 +58,8 @@ def test_explain_names_the_kernel_and_the_reason():
     # 64 output channels: a thin GEMM, the direct kernel
     choice = convlab.explain((8, 64, 30, 30), (64, 64, 5, 5), stride=2)
     assert choice.kernel.name == "parallel" and "64 x 1600" in dict(choice.passed_over)["im2col"]
+    # a plain 1x1 is a GEMM with nothing to lower: im2col even for few channels
+    assert convlab.explain((8, 32, 20, 20), (64, 32, 1, 1)).kernel.name == "im2col"
 
 
 def test_fast_kernels_are_ranked_below_naive():

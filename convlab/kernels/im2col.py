@@ -68,7 +68,8 @@ a given BLAS build and thread count.
 
 ``algo="auto"``: rank 20, before ``parallel`` (30), where the GEMM is tall and
 deep enough: K/groups >= ``AUTO_MIN_OUT_CHANNELS`` and (C/groups)*kh*kw >=
-``AUTO_MIN_REDUCTION`` (measured; see ``_auto_when``).  Winograd kernels rank
+``AUTO_MIN_REDUCTION``, or the layer is a plain 1x1 (measured; see
+``_auto_when``).  Winograd kernels rank
 below 20 and take the 3x3 stride-1 layers they win.
 
 Source: K. Chellapilla, S. Puri, P. Simard, "High Performance Convolutional
@@ -99,7 +100,7 @@ SMALL_GEMM_MACS = 64
 SMALL_BLOCK = 256 * 2**10
 # auto prefers im2col (to parallel) when its GEMM is at least this tall (K/groups rows)
 # and this deep ((C/groups)*kh*kw): measured, see _auto_when.
-AUTO_MIN_OUT_CHANNELS = 128
+AUTO_MIN_OUT_CHANNELS = 256
 AUTO_MIN_REDUCTION = 256
 
 _workspace_cap = DEFAULT_WORKSPACE_CAP
@@ -232,18 +233,22 @@ def _auto_when(spec: ConvSpec) -> str | None:
     """Where auto prefers im2col to the direct ``parallel`` kernel.
 
     Measured on a 2-core AMD EPYC (Zen 3), float32, batch 8, DESIGN.md's layer
-    suite: im2col won on every layer whose GEMM has >= 128 rows (K/groups) and a
-    reduction >= 256 (ResNet 3x3 at 128@28 and deeper, VGG conv2_1..conv5_2, the
-    512-channel 1x1, the dilated 256@14); the direct kernel won where the GEMM is
-    thin (64 output channels: BLAS re-packs the whole column matrix for few rows)
-    or shallow (3-channel stems, depthwise), where the lowering copy costs more
-    than the GEMM saves."""
+    suite (scripts/bench_cpu.py): im2col was faster (or level) on every layer
+    whose GEMM is big both ways, >= 256 rows (K/groups) and a reduction
+    (C/groups)*kh*kw >= 256 (ResNet 256@14, 512@7, VGG conv3_2..conv5_2, the
+    dilated 256@14, the 512-channel 1x1), and on 1x1 stride-1 unpadded layers,
+    which need no lowering at all.  The direct kernel won wherever the GEMM is
+    thinner (64-128 output channels: BLAS re-packs the whole column matrix for
+    few rows) or shallow (3-channel stems, depthwise), where the lowering copy
+    costs more than the GEMM saves."""
     kg = spec.out_channels // spec.groups
+    if _is_identity(spec) and not _is_small(spec):
+        return None
     if kg >= AUTO_MIN_OUT_CHANNELS and spec.reduction_length >= AUTO_MIN_REDUCTION:
         return None
     return (f"its GEMM would be {kg} x {spec.reduction_length} (K/groups x (C/groups)*kh*kw); "
             f"im2col beats the direct kernel from {AUTO_MIN_OUT_CHANNELS} x "
-            f"{AUTO_MIN_REDUCTION} up")
+            f"{AUTO_MIN_REDUCTION} up (or for 1x1 stride-1 unpadded layers)")
 
 
 @register("im2col", description="lower to a column matrix, then one BLAS GEMM per group",
@@ -336,7 +341,7 @@ def _lower(xf, cols, img, chan_block, off, group_rows, n0, nb, m0, length):
 
 
 @njit(parallel=True, cache=True)
-def _small_conv(xf, img, chan_block, off, w2, bias, out, ws, rows):
+def _small_conv(xf, img, chan_block, off, w2d, bias, out, ws, rows):
     """Grouped convolutions with tiny per-group products (depthwise): one task per
     (image, group, band of rows) lowers its own (rg, rows*ws) column block, small
     enough to stay in L2, and multiplies it by the group's (K/g, rg) weights in a
@@ -358,10 +363,18 @@ def _small_conv(xf, img, chan_block, off, w2, bias, out, ws, rows):
         acc = np.empty(length, dtype=out.dtype)
         for k in range(g * kg, (g + 1) * kg):
             acc[:] = bias[k]
-            for r in range(rg):
-                wv = w2[k, r]
-                src = cols[r]
+            r = 0
+            while r + 3 <= rg:  # three taps per pass: a third of the acc loads/stores
+                w0, w1, w2 = w2d[k, r], w2d[k, r + 1], w2d[k, r + 2]
+                c0, c1, c2 = cols[r], cols[r + 1], cols[r + 2]
                 for m in range(length):
-                    acc[m] += wv * src[m]
+                    acc[m] = acc[m] + w0 * c0[m] + w1 * c1[m] + w2 * c2[m]
+                r += 3
+            while r < rg:
+                w0 = w2d[k, r]
+                c0 = cols[r]
+                for m in range(length):
+                    acc[m] = acc[m] + w0 * c0[m]
+                r += 1
             for i in range(nr):
                 out[n, k, i0 + i, :] = acc[i * ws:i * ws + wo]

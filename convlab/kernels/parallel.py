@@ -62,9 +62,9 @@ a pass covers only a few vectors and the per-pass setup (12 weights, 3 slices)
 and the streaming of the weights dominate.
 
 ``algo="auto"`` rank 30, right after im2col (20): auto runs it wherever
-im2col's ``auto_when`` declines (thin or shallow GEMMs: 64 or fewer output
-channels per group, 3-channel stems, depthwise, few input channels), which is
-where it measured faster than im2col.
+im2col's ``auto_when`` declines (thin or shallow GEMMs: fewer than 256 output
+channels per group or a reduction under 256, i.e. 3-channel stems, depthwise,
+64- and 128-channel layers), which is where it measured faster than im2col.
 """
 
 from __future__ import annotations
@@ -83,7 +83,10 @@ VECTOR = 8  # round the inner loop up to whole AVX2 vectors when memory allows
 
 
 def phase_planes(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """The zero-padded input, split into stride phases: (N, C, sh, sw, Hs, Ws)."""
+    """The zero-padded input, split into stride phases: (N, C, sh, sw, Hs, Ws).
+
+    Only the phases some tap reads are filled (a 1x1 stride-2 convolution reads
+    one phase in four); the others stay zero."""
     xp = pad(x, spec) if any(spec.padding) else x
     sh, sw = spec.stride
     if (sh, sw) == (1, 1):
@@ -91,8 +94,9 @@ def phase_planes(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     hp, wp = xp.shape[2:]
     hs, ws = -(-hp // sh), -(-wp // sw)
     xs = np.zeros(xp.shape[:2] + (sh, sw, hs, ws), dtype=x.dtype)
-    for a in range(sh):
-        for b in range(sw):
+    (kh, kw), (dh, dw) = spec.kernel_size, spec.dilation
+    for a in sorted({p * dh % sh for p in range(kh)}):
+        for b in sorted({q * dw % sw for q in range(kw)}):
             phase = xp[:, :, a::sh, b::sw]
             xs[:, :, a, b, :phase.shape[2], :phase.shape[3]] = phase
     return xs
