@@ -86,20 +86,46 @@ def phase_planes(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """The zero-padded input, split into stride phases: (N, C, sh, sw, Hs, Ws).
 
     Only the phases some tap reads are filled (a 1x1 stride-2 convolution reads
-    one phase in four); the others stay zero."""
+    one phase in four); the others are zeros."""
     xp = pad(x, spec) if any(spec.padding) else x
     sh, sw = spec.stride
     if (sh, sw) == (1, 1):
         return xp.reshape(xp.shape[:2] + (1, 1) + xp.shape[2:])
-    hp, wp = xp.shape[2:]
-    hs, ws = -(-hp // sh), -(-wp // sw)
-    xs = np.zeros(xp.shape[:2] + (sh, sw, hs, ws), dtype=x.dtype)
+    hs, ws = -(-xp.shape[2] // sh), -(-xp.shape[3] // sw)
+    xs = np.empty(xp.shape[:2] + (sh, sw, hs, ws), dtype=x.dtype)
     (kh, kw), (dh, dw) = spec.kernel_size, spec.dilation
-    for a in sorted({p * dh % sh for p in range(kh)}):
-        for b in sorted({q * dw % sw for q in range(kw)}):
-            phase = xp[:, :, a::sh, b::sw]
-            xs[:, :, a, b, :phase.shape[2], :phase.shape[3]] = phase
+    used = np.zeros((sh, sw), dtype=np.bool_)
+    for p in range(kh):
+        for q in range(kw):
+            used[p * dh % sh, q * dw % sw] = True
+    _split_phases(np.ascontiguousarray(xp), xs, used)
     return xs
+
+
+@njit(cache=True)
+def _split_phases(xp, xs, used):
+    """xs[n, c, a, b, y, x] = xp[n, c, y*sh + a, x*sw + b] (0 past the edge or in an
+    unused phase).  One thread: the copy is memory-bound, and a Numba thread pool
+    here would spin while im2col's BLAS runs next."""
+    n_batch, c_in, sh, sw, hs, ws = xs.shape
+    hp, wp = xp.shape[2], xp.shape[3]
+    for n in range(n_batch):
+        for c in range(c_in):
+            for a in range(sh):
+                for b in range(sw):
+                    dst = xs[n, c, a, b]
+                    if not used[a, b]:
+                        dst[:, :] = 0
+                        continue
+                    for y in range(hs):
+                        if y * sh + a >= hp:
+                            dst[y, :] = 0
+                            continue
+                        src = xp[n, c, y * sh + a]
+                        x_end = (wp - b + sw - 1) // sw  # columns that exist in xp
+                        for xx in range(x_end):
+                            dst[y, xx] = src[xx * sw + b]
+                        dst[y, x_end:] = 0
 
 
 def tap_offsets(spec: ConvSpec, hs: int, ws: int) -> np.ndarray:
