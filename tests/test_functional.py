@@ -81,27 +81,34 @@ def test_batch_zero_gives_empty(rng):
         assert out.shape == (0, 4, 3, 4) and out.dtype == np.float32
 
 
+@pytest.mark.parametrize("args", [dict(padding=1, groups=2), dict(padding=(1, 2), groups=2,
+                                                                  stride=(1, 2))], ids=str)
 @pytest.mark.parametrize("layout", ["noncontiguous", "reversed", "fortran", "readonly"])
-def test_layouts_and_inputs_untouched(rng, layout):
-    big, w, b = random_case(rng, (2, 6, 14, 18), (4, 3, 3, 2))
+def test_layouts_and_inputs_untouched(rng, layout, args):
+    """Every CPU kernel, on awkward memory layouts, gives the oracle's answer and
+    leaves its inputs exactly as they were."""
+    big, w, b = random_case(rng, (2, 8, 14, 18), (6, 2, 3, 3))
     if layout == "noncontiguous":
         x = big[:, ::2, ::2, 1::2]
+        b = np.repeat(b, 2)[::2]
     elif layout == "reversed":
-        x = big[::-1, :3, ::-1, ::-1]
+        x = big[::-1, :4, ::-1, ::-1]
         w = w[:, ::-1, ::-1, :]
     elif layout == "fortran":
-        x = np.asfortranarray(big[:, :3])
+        x = np.asfortranarray(big[:, :4])
         w = np.asfortranarray(w)
     else:
-        x = big[:, :3].copy()
+        x = big[:, :4].copy()
         for arr in (x, w, b):
             arr.flags.writeable = False
     copies = [a.copy() for a in (x, w, b)]
-    for algo in [k for k, v in kernels.KERNELS.items() if v.device == "cpu"]:
-        kernel = kernels.get(algo)
-        _, _, _, spec = convlab.functional.prepare(x, w, b, padding=(1, 2))
-        if kernel.supports(spec) is None:
-            assert_matches_oracle(algo, x, w, b, padding=(1, 2))
+    spec = convlab.functional.prepare(x, w, b, **args)[3]
+    ran = 0
+    for algo in cpu_kernel_names():
+        if kernels.get(algo).supports(spec) is None:
+            assert_matches_oracle(algo, x, w, b, **args)
+            ran += 1
+    assert ran >= 4
     for before, after in zip(copies, (x, w, b)):
         np.testing.assert_array_equal(before, after)
 

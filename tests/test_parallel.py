@@ -111,26 +111,6 @@ def test_weight_repack_pads_partial_blocks_with_zeros():
     assert not wr[:, :, 3].any()
 
 
-@pytest.mark.parametrize("layout", ["fortran", "reversed", "strided", "readonly"])
-def test_awkward_layouts_and_inputs_untouched(layout):
-    rng = np.random.default_rng(10)
-    x, w, b = random_case(rng, (2, 4, 9, 10), (6, 2, 3, 3))
-    if layout == "fortran":
-        x, w = np.asfortranarray(x), np.asfortranarray(w)
-    elif layout == "reversed":
-        x, w = x[:, :, ::-1, ::-1], w[:, :, ::-1]
-    elif layout == "strided":
-        x = np.repeat(x, 2, axis=3)[..., ::2]
-        b = np.repeat(b, 2)[::2]
-    else:
-        for arr in (x, w, b):
-            arr.flags.writeable = False
-    before = [a.copy() for a in (x, w, b)]
-    assert_matches_oracle(ALGO, x, w, b, padding=1, groups=2, stride=(1, 2))
-    for arr, old in zip((x, w, b), before):
-        np.testing.assert_array_equal(arr, old)
-
-
 def test_no_out_of_bounds_access(tmp_path):
     """Both fast kernels under NUMBA_BOUNDSCHECK=1 (a fresh process, its own cache):
     the rounded-up vector loops and the lowering never step outside an array."""
