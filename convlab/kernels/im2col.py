@@ -14,16 +14,16 @@ matrix in row-major order.  :func:`lower` builds exactly this textbook matrix.
 
 How the kernel builds it (each step measured with scripts/bench_cpu.py):
 
-1. **Flat rows with garbage columns.**  The input is zero-padded once
+1. **Flat rows with junk columns.**  The input is zero-padded once
    (``convlab.padding.pad``; strided convolutions also split into stride-phase
    planes, see ``parallel.phase_planes``).  Then row (c, p, q) of the column
    matrix, for a whole image, is *one contiguous slice* of it, starting at the
    tap's offset: column ``i*Ws + j`` holds the input under output (i, j) when
    ``j < Wo``, and junk for the ``Ws - Wo`` columns that run past the row's end.
-   Lowering is then one memcpy per row and image (~2x faster than copying
-   ``Wo``-long pieces and zero-filling the padding), the GEMM does ``Ws/Wo``
-   times the work (3.5% for 56x56, 29% for 7x7), and the junk columns are
-   dropped when the result is copied into the output.
+   Lowering is then one memcpy per row and image (1.6x faster than copying
+   ``Wo``-long pieces and zero-filling the padding at 56x56, 3.3x at 14x14);
+   the GEMM does ``Ws/Wo`` times the work (+3.5% at 56x56, +29% at 7x7), and
+   the junk columns are dropped when the result is copied into the output.
 2. **The bias rides in the GEMM.**  One more weight column holds the bias and
    one more row of the column matrix holds ones: BLAS adds the bias inside the
    product, no pass of its own.
@@ -41,16 +41,20 @@ How the kernel builds it (each step measured with scripts/bench_cpu.py):
    image *is* its column matrix, so the GEMM runs on it directly.
 6. Grouped convolutions whose per-group product is tiny (depthwise:
    ``(1 x 9) @ (9 x Ho*Ws)`` per channel) would spend their time in BLAS call
-   overhead; below ``SMALL_GEMM_MACS`` multiply-adds per output column they use a
-   short Numba ``prange`` loop instead, vectorised over the columns.
+   overhead; below ``SMALL_GEMM_MACS`` multiply-adds per output column, one
+   Numba ``prange`` task per (image, group, band of rows) lowers its own
+   L2-sized column block and multiplies it in a loop vectorised over columns.
+   Still ~4.5x slower than PyTorch there: a 9x blow-up of a memory-bound layer.
 
 Cost.  The GEMM does the N*K*(C/g)*kh*kw*Ho*Wo multiply-adds of direct
 convolution (times ``Ws/Wo``); the price is memory: the column matrix holds
 ``kh*kw`` times as many values as the input (:func:`blowup`, 9x for 3x3), and
 writing then re-reading it is traffic direct convolution never pays.  Measured
 on a 2-core AMD EPYC (Zen 3), float32, batch 8, ResNet 3x3 64ch@56: lowering
-5 ms, GEMM 13 ms (~140 GFLOP/s, where a 2048^3 sgemm reaches ~190: 64 rows is
-a thin GEMM, and BLAS packs every column it reads), copy-out 0.4 ms.
+5.8 ms (~10 GB/s: memory-bound), GEMMs 13.3 ms (~140 GFLOP/s, where a 2048^3
+sgemm reaches ~185: 64 rows is a thin GEMM, and BLAS packs every column it
+reads), copy-out 0.4 ms; PyTorch's whole convolution takes 11-12 ms.  The
+lowering is 7-26% of the time on the ResNet/VGG 3x3 layers, the GEMM the rest.
 
 Workspace.  Bounded: the batch is processed in chunks of images (and one big
 image in bands of output rows) so that the column matrix plus the GEMM result
@@ -69,8 +73,8 @@ a given BLAS build and thread count.
 ``algo="auto"``: rank 20, before ``parallel`` (30), where the GEMM is tall and
 deep enough: K/groups >= ``AUTO_MIN_OUT_CHANNELS`` and (C/groups)*kh*kw >=
 ``AUTO_MIN_REDUCTION``, or the layer is a plain 1x1 (measured; see
-``_auto_when``).  Winograd kernels rank
-below 20 and take the 3x3 stride-1 layers they win.
+``_auto_when``).  Winograd kernels rank below 20 and take the 3x3 stride-1
+layers they win.
 
 Source: K. Chellapilla, S. Puri, P. Simard, "High Performance Convolutional
 Neural Networks for Document Processing" (2006); Caffe's ``im2col_cpu``.
@@ -154,7 +158,7 @@ class Plan:
     chunks: int
     identity: bool  # 1x1/stride 1/no padding: the input is its own column matrix
     small_gemm: bool  # the Numba loop instead of BLAS (tiny per-group products)
-    columns: int  # columns of the column matrix per chunk (garbage columns included)
+    columns: int  # columns of the column matrix per chunk (junk columns included)
     workspace: int  # bytes allocated at once: column matrix, GEMM result, padded input
 
 
@@ -195,7 +199,7 @@ def plan(spec: ConvSpec, itemsize: int, cap: int | None = None) -> Plan:
         return Plan(1, rows, n * -(-ho // rows), False, True, columns,
                     threads * per_row * rows + padded)
     # bytes per column: the column matrix (+ one row of ones per group for the bias)
-    # and the GEMM's result before its garbage columns are dropped
+    # and the GEMM's result before its junk columns are dropped
     per_col = (column_shape(spec)[0] + spec.groups + kg) * itemsize
     per_image = ho * ws
     want = -(-MIN_GEMM_COLUMNS // per_image)  # a GEMM wide enough is wide enough

@@ -78,7 +78,7 @@ from .registry import register
 
 KB = 4  # output channels per task: accumulators updated per pass
 RU = 3  # taps per pass of the inner loop
-TARGET_BLOCK = 512  # output positions (incl. garbage columns) per task
+TARGET_BLOCK = 512  # output positions (incl. junk columns) per task
 VECTOR = 8  # round the inner loop up to whole AVX2 vectors when memory allows
 
 
