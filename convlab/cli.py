@@ -74,8 +74,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"convlab {info['versions']['convlab']}  python {info['python']}  "
           f"({info['platform']})")
     print(f"cpu              {info['cpu']}, {info['cores']} cores")
-    print(f"numba threads    {info['numba_threads']} (threading layer: "
-          f"{info['threading_layer']})")
+    from .threads import THREADSAFE_LAYERS
+
+    layer = info["threading_layer"]
+    print(f"numba threads    {info['numba_threads']} (threading layer: {layer}; "
+          + ("calls from several Python threads run in parallel)" if layer in THREADSAFE_LAYERS
+             else "calls from several Python threads take turns: this layer is not "
+                  "thread-safe)"))
     print("versions         " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()
                                          if v and k != "convlab"))
     missing = [k for k, v in info["versions"].items() if not v]
@@ -110,6 +115,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def _suite(text: str) -> str:
     from .bench import suite_names
 
@@ -126,17 +148,33 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def _writable(path: str | None, what: str) -> None:
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        raise ValueError(f"cannot write {what} {path!r}: its folder does not exist")
+def _plot_path(text: str) -> Path:
+    """--plot: an image file whose extension matplotlib can write (checked before the
+    run, so a typo does not cost a whole benchmark)."""
+    path = Path(text)
+    if path.is_dir():
+        raise ValueError(f"--plot {text!r} is a directory; give a file name such as "
+                         f"{str(path / 'bench.png')!r}")
+    supported = ("png", "svg", "pdf", "jpg", "jpeg")
+    if path.suffix.lower().lstrip(".") not in supported:
+        raise ValueError(f"--plot {text!r}: the name must end in one of "
+                         f"{', '.join('.' + e for e in supported)} (it decides the format)")
+    if not path.resolve().parent.is_dir():
+        raise ValueError(f"cannot write --plot {text!r}: its folder does not exist")
+    return path
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    _writable(args.out, "--out")
-    _writable(args.plot, "--plot")
-    # fail on bad names (or a missing GPU) now, not after calibrating
+    # everything that can fail is checked now, not after a long run: where the results
+    # go, the kernel names, the suite, a GPU when one is asked for
+    if args.out:
+        try:
+            bench.check_writable(args.out)
+        except ValueError as exc:
+            raise ValueError(f"--out: {exc}") from None
+    plot = _plot_path(args.plot) if args.plot else None
     names = bench.resolve_kernels(args.kernels, args.device, not args.no_torch)
     bench.check_device(args.device, names)
     if args.suite is None:  # the CUDA simulator takes ~1 s per toy layer: only toys fit it
@@ -146,23 +184,41 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     bench.suite_layers(args.suite, args.layers)
     if args.cold_cache and os.environ.get(bench.COLD_CACHE_ENV) != "1":
         return bench.run_in_fresh_process([a for a in args.argv if a != "--cold-cache"])
-    result = bench.run_benchmark(
-        args.suite, args.kernels, only_layers=args.layers, batch=args.batch, dtype=args.dtype,
-        repeats=args.repeats, max_call_s=args.max_call, budget_s=args.budget,
-        device=args.device, rival=not args.no_torch, progress=not args.no_progress,
-        weight_cache=args.weight_cache)
+
+    def save(result: bench.BenchResult) -> None:  # after every layer: a kill loses one layer
+        if args.out:
+            result.save(args.out)
+
+    try:
+        result = bench.run_benchmark(
+            args.suite, args.kernels, only_layers=args.layers, batch=args.batch,
+            dtype=args.dtype, repeats=args.repeats, max_call_s=args.max_call,
+            budget_s=args.budget, device=args.device, rival=not args.no_torch,
+            progress=not args.no_progress, weight_cache=args.weight_cache, split=args.split,
+            settle=args.settle, drop_busy=args.drop_busy, on_layer=save)
+    except bench.BenchmarkInterrupted as stop:
+        result = stop.result
+        if result.records:
+            print(bench.format_table(result))
+        if args.out:
+            json_path, csv_path = result.save(args.out)
+            print(f"\ninterrupted: the {len(result.layers())} finished layers are saved in "
+                  f"{json_path} and {csv_path} (marked partial)", file=sys.stderr)
+        else:
+            print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     print(bench.format_table(result))
     if args.out:
         json_path, csv_path = result.save(args.out)
         print(f"\nsaved {json_path} and {csv_path}")
-    if args.plot:
+    if plot is not None:
         import matplotlib
 
         matplotlib.use("Agg")
         from . import plots
 
-        plots.gflops_plot(result, path=args.plot)
-        print(f"plot written to {args.plot}")
+        plots.gflops_plot(result, path=plot)
+        print(f"plot written to {plot}")
     return 0
 
 
@@ -220,10 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="batch for every layer (default 8; the seed layer keeps 64)")
     bench.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     bench.add_argument("--repeats", type=_positive_int,
-                       help="timing samples per layer and kernel (default: adaptive; on "
-                            "--device cuda: 20 CUDA-event samples, 3 on the simulator)")
-    bench.add_argument("--out", metavar="FILE.json", help="save the records as JSON and CSV")
-    bench.add_argument("--plot", metavar="FILE.png", help="save the GFLOP/s plot")
+                       help="timing samples per layer and kernel (default: adaptive, about "
+                            "--budget seconds each)")
+    bench.add_argument("--out", metavar="FILE.json",
+                       help="save the records as JSON and CSV (rewritten after every layer, "
+                            "so an interrupted run keeps what it finished)")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="save the GFLOP/s plot (.png, .svg, .pdf or .jpg)")
     bench.add_argument("--max-call", type=_positive_float, default=2.0, metavar="SECONDS",
                        help="skip slow kernels (python, naive) estimated to take longer than "
                             "this per call (default 2)")
@@ -238,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--weight-cache", action="store_true",
                        help="kernels that transform their weight (Winograd) do it once per "
                             "layer, as Conv2d does (default: every call, as conv2d does)")
+    bench.add_argument("--split", action="store_true",
+                       help="also time each stage of kernels that can be split (im2col: "
+                            "lower/GEMM/copy out; Winograd: input/GEMMs/output transform)")
+    bench.add_argument("--settle", type=_nonnegative_float, default=0.0, metavar="SECONDS",
+                       help="before each sample, sleep this long and make one untimed call "
+                            "(lets other libraries' spinning threads stop; default 0)")
+    bench.add_argument("--drop-busy", type=_fraction, metavar="FRACTION",
+                       help="take a round of samples again when other processes used more "
+                            "than this share of the CPUs during it (Linux; e.g. 0.1)")
     bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--cold-cache", action="store_true",

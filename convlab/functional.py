@@ -15,12 +15,13 @@ Unbatched (C, H, W) input is run as a batch of one and squeezed back, as
 PyTorch does.  A batch of zero gives an empty output without calling a kernel.
 
 A kernel that transforms its weight before use (Winograd's U = G g G^T)
-registers ``prepare=fn``; a :class:`WeightCache` passed as ``cache=`` (every
-``Conv2d`` has one) keeps that transform between calls.
+registers ``transform_weight=fn``; a :class:`WeightCache` passed as ``cache=``
+(every ``Conv2d`` has one) keeps that transform between calls.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,12 @@ def _check_bias(bias: np.ndarray | None, weight: np.ndarray) -> None:
                          "instead")
 
 
+def kernel_spec(spec: ConvSpec) -> ConvSpec:
+    """The spec a kernel sees for ``spec``: the same, or, for a non-zero padding mode,
+    the explicitly padded one (the input arrives padded, kernels pad with zeros only)."""
+    return spec if spec.padding_mode == "zeros" else spec.explicitly_padded()
+
+
 def prepare(
     x: Any,
     weight: Any,
@@ -78,9 +85,9 @@ def prepare(
     """Validate and normalise arguments: returns the arrays and spec a kernel takes.
 
     The arrays are C-contiguous, batched, and new copies wherever a change was
-    needed; the spec is the one the kernel must see (padding materialised for
-    non-zero modes).  Exposed for the benchmark harness, which times kernels
-    without this step.
+    needed; the spec is the one the kernel must see (:func:`kernel_spec`: padding
+    materialised for non-zero modes).  Exposed for the benchmark harness, which
+    times kernels without this step.
     """
     x, weight, bias = _check_arrays(x, weight, bias)
     spec = ConvSpec.from_shapes(x.shape, weight.shape, stride, padding, dilation, groups,
@@ -89,42 +96,62 @@ def prepare(
     x4 = x.reshape(spec.batch, spec.in_channels, spec.height, spec.width)
     if spec.padding_mode != "zeros":
         x4 = pad(x4, spec)
-        spec = spec.explicitly_padded()
     return (np.ascontiguousarray(x4), np.ascontiguousarray(weight),
-            None if bias is None else np.ascontiguousarray(bias), spec)
+            None if bias is None else np.ascontiguousarray(bias), kernel_spec(spec))
 
 
 class WeightCache:
-    """Kernel-specific forms of a weight, kept between calls and never stale.
+    """Kernel-specific transforms of a weight, kept between calls and never stale.
 
-    A kernel opts in by registering ``prepare=fn`` (a registry extra):
-    ``fn(weight, spec)`` returns what its ``run(x, weight, bias, spec,
-    prepared=...)`` accepts in place of redoing that work.  ``fn`` may depend on
-    the weight and the layer's hyper-parameters (groups), never on the input size.
+    A kernel opts in by registering ``transform_weight=fn`` (docs/design.md, "The
+    kernel contract"): ``fn(weight, spec)`` returns what its ``run(...,
+    transformed_weight=...)`` accepts in place of redoing that work.  ``fn`` may
+    depend on the weight and the layer's hyper-parameters (groups), never on the
+    input size.
 
     Staleness is ruled out by brute force: each entry keeps a private copy of the
-    weight it was built from, and every call compares it with the current weight
-    bit for bit (``np.array_equal`` on unsigned views: NaN-safe, ~0.5 ms for a
-    512x512x3x3 float32 weight, where transforming it takes ~10 ms).  That sees
-    every way NumPy can change a weight (``w[...] += 1``, writes through a view,
-    ``load_state_dict``, assigning a new array), which an identity or version
+    weight bits it was built from (its key), and every call compares the current
+    weight with the key bit for bit (``np.array_equal`` on unsigned views: NaN-safe,
+    ~0.5 ms for a 512x512x3x3 float32 weight, where transforming it takes ~10 ms).
+    That sees every way NumPy can change a weight (``w[...] += 1``, writes through a
+    view, ``load_state_dict``, assigning a new array), which an identity or version
     check would not.
+
+    Thread safety: on a miss the weight is *copied first* and the copy is
+    transformed, so an entry's transform is always the transform of exactly its key,
+    even if another thread writes the weight meanwhile (a transform of the live
+    array could mix old and new values and be filed under either).  A hit returns
+    the transform of bits equal to the weight at the moment of the comparison.
+    Entries are replaced under a lock; two threads missing at once both transform
+    (the same bits, so either entry is right).
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[np.ndarray, int, Any]] = {}
+        self._lock = threading.Lock()
 
     def get(self, kernel: Kernel, weight: np.ndarray, spec: ConvSpec) -> Any:
-        """``kernel``'s prepared form of ``weight`` (C-contiguous), or None if it has none."""
-        prepare_fn = kernel.extras.get("prepare")
-        if prepare_fn is None:
+        """``kernel``'s transform of ``weight`` (C-contiguous), or None if it has none."""
+        transform = kernel.transform_weight
+        if transform is None:
             return None
-        entry = self._entries.get(kernel.name)
+        with self._lock:
+            entry = self._entries.get(kernel.name)
         if entry is not None and entry[1] == spec.groups and _same_bits(entry[0], weight):
             return entry[2]
-        prepared = prepare_fn(weight, spec)
-        self._entries[kernel.name] = (weight.copy(), spec.groups, prepared)
-        return prepared
+        snapshot = weight.copy()  # the key: transform exactly these bits
+        transformed = transform(snapshot, spec)
+        with self._lock:
+            self._entries[kernel.name] = (snapshot, spec.groups, transformed)
+        return transformed
+
+    def clear(self) -> None:
+        """Forget every transform (they are rebuilt on the next call)."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -134,13 +161,8 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a.view(as_uint), b.view(as_uint)))
 
 
-def resolve(algo: str, spec: ConvSpec) -> Kernel:
-    """The kernel for ``algo`` (a registry name or "auto"), checked against ``spec``."""
-    if algo == "auto":
-        return kernels.choose(spec).kernel
-    kernel = kernels.get(algo)
-    kernel.check(spec)
-    return kernel
+def _all_finite(*arrays: np.ndarray | None) -> bool:
+    return all(a is None or bool(np.isfinite(a).all()) for a in arrays)
 
 
 def explain(
@@ -156,14 +178,15 @@ def explain(
     """What ``conv2d(..., algo="auto")`` would run for these arguments, and why.
 
     Arrays or shapes are accepted for ``x`` and ``weight``: a dry run, nothing is
-    computed.  ``print(explain(...))`` lists the kernels passed over too.
+    computed.  ``print(explain(...))`` lists the kernels passed over too.  Given
+    arrays holding NaN or Inf, the choice is the one ``conv2d`` makes for them.
     """
     xs = x if isinstance(x, tuple) else np.shape(x)
     ws = weight if isinstance(weight, tuple) else np.shape(weight)
-    spec = ConvSpec.from_shapes(xs, ws, stride, padding, dilation, groups, padding_mode)
-    if spec.padding_mode != "zeros":
-        spec = spec.explicitly_padded()
-    return kernels.choose(spec)
+    spec = kernel_spec(ConvSpec.from_shapes(xs, ws, stride, padding, dilation, groups,
+                                            padding_mode))
+    arrays = [a for a in (x, weight, bias) if isinstance(a, np.ndarray)]
+    return kernels.choose(spec, finite=_all_finite(*arrays))
 
 
 def conv2d(
@@ -189,7 +212,9 @@ def conv2d(
             pair, 'valid' or 'same'.
         padding_mode: 'zeros', 'reflect', 'replicate' or 'circular' (what
             ``torch.nn.Conv2d`` takes; the functional torch API has no such argument).
-        algo: a kernel name from ``convlab.kernels.KERNELS``, or "auto".
+        algo: a kernel name from ``convlab.kernels.KERNELS``, or "auto" (which passes
+            over kernels that would spread NaN/Inf differently from PyTorch when the
+            input or weight holds any: see ``Kernel.nonfinite``).
         cache: a :class:`WeightCache` keeping kernel-specific transforms of ``weight``
             between calls (``Conv2d`` passes its own); None recomputes them.
 
@@ -198,15 +223,17 @@ def conv2d(
     """
     if not isinstance(algo, str):
         raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
-    if algo != "auto":
-        kernels.get(algo)  # an unknown name fails before anything else is checked
+    # an unknown name fails before anything else is checked
+    chosen: str | Kernel = algo if algo == "auto" else kernels.get(algo)
     xa, wa, ba, spec = prepare(x, weight, bias, stride, padding, dilation, groups,
                                padding_mode)
-    kernel = resolve(algo, spec)
+    finite = True
+    if chosen == "auto" and kernels.choose(spec).kernel.nonfinite != "exact":
+        finite = _all_finite(xa, wa, ba)  # ~0.1 ms per million values
+    kernel = kernels.resolve(chosen, spec, finite)
     if spec.batch == 0:
         out = np.empty(spec.batched_output_shape, dtype=xa.dtype)
     else:
-        prepared = None if cache is None else cache.get(kernel, wa, spec)
-        out = (kernel.run(xa, wa, ba, spec) if prepared is None
-               else kernel.run(xa, wa, ba, spec, prepared=prepared))
+        transformed = None if cache is None else cache.get(kernel, wa, spec)
+        out = kernel.execute(xa, wa, ba, spec, transformed)
     return out.reshape(spec.output_shape)  # unbatched input: drop the batch axis

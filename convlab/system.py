@@ -31,20 +31,11 @@ def cpu_name() -> str:
 
 
 def threading_layer() -> str:
-    """Numba's threading layer: only known after a parallel function has run once."""
-    import numba
-    import numpy as np
+    """Numba's threading layer ('omp', 'tbb' or 'workqueue'; see convlab/threads.py for
+    what each means for calling convlab from several threads)."""
+    from .threads import threading_layer as layer
 
-    @numba.njit(parallel=True)
-    def _touch(a):
-        for i in numba.prange(a.size):
-            a[i] = i
-
-    _touch(np.empty(4))
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return "unknown"
+    return layer()
 
 
 def cuda_status() -> str:

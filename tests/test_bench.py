@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from convlab import bench, kernels
-from convlab.kernels.registry import KERNELS, register
+from convlab.kernels.registry import KERNELS, Placed, register
 from convlab.reference import conv2d_reference
 from convlab.shapes import ConvSpec
 
@@ -142,24 +142,33 @@ def test_crashing_kernel_is_an_error_record_and_the_run_goes_on(temp_kernels):
     assert all(r.status == "ok" for r in res.records if r.kernel == "naive")
 
 
-def test_timer_and_stage_hooks_are_used(temp_kernels):
-    staged = []
+def _contender(name, run=_good, timer=bench.wall_timer, copy_in_s=None, calls=None):
+    """A stand-in contender (a device of our own making): ``setup`` places nothing."""
 
-    def stage(x, w, b, spec):
-        staged.append(spec.batch)
-        return lambda: None
+    def setup(x, w, b, spec):
+        if calls is not None:
+            calls.append(("setup", spec.batch))
+        return Placed(lambda: run(x, w, b, spec), np.asarray, copy_in_s, "fake device")
+
+    return bench.Contender(name, "cpu", "a stand-in", lambda spec: None,
+                           lambda spec, dtype: 1e-5, setup, timer)
+
+
+def test_custom_contender_setup_and_timer_are_used():
+    calls = []
 
     def fake_timer(call, number):
         call()
         return 0.25 * number  # a device that always takes 0.25 s
 
-    name = temp_kernels("bench_test_device", _good, timer=fake_timer, bench_stage=stage)
-    rec = _run([name], layers=TINY[:1], repeats=3).records[0]
-    assert rec.status == "ok" and staged == [2]
+    who = _contender("bench_test_device", timer=fake_timer, copy_in_s=0.5, calls=calls)
+    rec = _run([who], layers=TINY[:1], repeats=3).records[0]
+    assert rec.status == "ok" and calls == [("setup", 2)]  # set up once: gate and samples
     assert rec.median_s == rec.min_s == rec.max_s == 0.25
+    assert rec.h2d_s == 0.5 and rec.d2h_s is not None and rec.note == "fake device"
 
 
-def test_samples_are_interleaved_across_kernels(temp_kernels):
+def test_samples_are_interleaved_across_contenders():
     log: list[str] = []
 
     def timer_for(tag):
@@ -168,29 +177,89 @@ def test_samples_are_interleaved_across_kernels(temp_kernels):
             return 0.01 * number
         return timer
 
-    a = temp_kernels("bench_test_a", _good, timer=timer_for("a"))
-    b = temp_kernels("bench_test_b", _good, timer=timer_for("b"))
+    a, b = _contender("a", timer=timer_for("a")), _contender("b", timer=timer_for("b"))
     _run([a, b], layers=TINY[:1], repeats=3)
     assert log == ["a", "b"] + ["a", "b"] * 3  # warm-ups, then round-robin samples
 
 
-def test_weight_cache_prepares_the_weight_once_per_layer(temp_kernels):
-    prepared: list[int] = []
+def test_the_gate_runs_the_full_batch_call_that_is_timed():
+    """No kernel is gated at one batch and timed at another (a CUDA kernel's tiles, or
+    im2col's chunks, depend on the batch): every call, gate included, is the full batch."""
+    batches = []
 
-    def prepare(weight, spec):
-        prepared.append(spec.batch)
+    def run(x, w, b, spec):
+        batches.append(spec.batch)
+        return _good(x, w, b, spec)
+
+    rec = _run([_contender("bench_test_full", run=run)], layers=TINY[:1], repeats=2).records[0]
+    assert rec.status == "ok" and len(batches) >= 4 and set(batches) == {TINY[0].batch}
+
+
+def test_scattered_timings_are_resampled_then_marked_noisy():
+    times = iter([0.01, 0.001, 0.1] * 100)  # a machine that cannot make up its mind
+
+    def erratic(call, number):
+        return next(times) * number
+
+    rec = _run([_contender("bench_test_erratic", timer=erratic)], layers=TINY[:1],
+               repeats=None, budget_s=0.05).records[0]
+    assert rec.status == "ok" and rec.noisy
+    assert rec.repeats == 2 * 5  # adaptive: 5 samples, then 5 more after the spread check
+    table = bench.format_table(_run([_contender("bench_test_erratic2", timer=erratic)],
+                                    layers=TINY[:1], repeats=None, budget_s=0.05))
+    assert "noisy (marked !): 1 timings" in table and "rerun on a quiet machine" in table
+    steady = _run([_contender("bench_test_steady", timer=lambda c, n: 0.01 * n)],
+                  layers=TINY[:1], repeats=None, budget_s=0.05).records[0]
+    assert not steady.noisy and steady.repeats == 5
+
+
+def test_rounds_disturbed_by_other_processes_are_taken_again(monkeypatch):
+    shares = iter([0.0, 0.9] + [0.0] * 100)  # the first round: others used 90 % of the CPUs
+    monkeypatch.setattr(bench.timing.CpuShare, "others", lambda self: next(shares))
+    rec = _run([_contender("bench_test_busy", timer=lambda c, n: 0.01 * n)], layers=TINY[:1],
+               repeats=3, drop_busy=0.2).records[0]
+    assert rec.status == "ok" and rec.repeats == 3 and rec.dropped_rounds == 1
+
+
+def test_weight_cache_transforms_the_weight_once_per_layer(temp_kernels):
+    transformed: list[int] = []
+
+    def transform(weight, spec):
+        transformed.append(spec.batch)
         return weight * 2.0  # a "transformed" weight the run below undoes
 
-    def run(x, w, b, spec, prepared=None):
-        return _good(x, w if prepared is None else prepared / 2.0, b, spec)
+    def run(x, w, b, spec, transformed_weight=None):
+        return _good(x, w if transformed_weight is None else transformed_weight / 2.0, b, spec)
 
-    name = temp_kernels("bench_test_prepared", run, prepare=prepare)
+    name = temp_kernels("bench_test_transformed", run, transform_weight=transform)
     rec = _run([name], layers=TINY[:1], repeats=4, weight_cache=True).records[0]
     assert rec.status == "ok"
-    assert len(prepared) == 2  # the gate's call, then once for all the timed calls
-    prepared.clear()
+    assert len(transformed) == 1  # once, for the gate and all the timed calls
+    transformed.clear()
     assert _run([name], layers=TINY[:1], repeats=4).records[0].status == "ok"
-    assert prepared == []  # without the cache, run() gets the raw weight every call
+    assert transformed == []  # without the cache, run() gets the raw weight every call
+
+
+def test_split_times_each_stage_from_the_kernels_hook(temp_kernels):
+    """--split: the harness times the prefixes a kernel's `stages` hook returns and
+    reports each stage's increment; the kernel's own run is timed as usual."""
+    import time as _time
+
+    def stages(x, w, b, spec, transformed_weight):
+        return [("first", lambda: _time.sleep(0.002)), ("second", lambda: _time.sleep(0.006))]
+
+    name = temp_kernels("bench_test_stages", _good, stages=stages)
+    rec = _run([name, "naive"], layers=TINY[:1], repeats=3, split=True).get("tiny_a", name)
+    assert rec.status == "ok" and list(rec.stages_s) == ["first", "second"]
+    assert rec.stages_s["first"] >= 0.0015 and rec.stages_s["second"] >= 0.0025
+    assert "split: first" in bench.format_table(_run([name], layers=TINY[:1], repeats=2,
+                                                     split=True))
+
+
+def test_register_rejects_fields_the_contract_does_not_have():
+    with pytest.raises(TypeError, match="unknown field.*bench_stage.*a kernel may set"):
+        register("bench_test_bad_field", description="x", bench_stage=lambda *a: None)
+    assert "bench_test_bad_field" not in KERNELS
 
 
 @pytest.mark.skipif(not bench.torch_available(), reason="torch not installed")

@@ -73,28 +73,35 @@ def test_chunks_over_images_and_rows(monkeypatch):
     monkeypatch.setattr(mod, "_run_chunk", lambda *a: calls.append(a[4:8]) or real(*a))
     per_col = (spec.reduction_length + 1 + 5) * 4  # column rows, the bias's ones, the result
     padded = 3 * 4 * 2 * 9 * ws * 4  # the zero-padded input in two row phases of 9 rows
-    # room for exactly one image: one chunk per image
-    with mod.workspace_cap(per_col * spec.out_height * ws):
+    # room for the padded input and exactly one image's columns: one chunk per image
+    with mod.workspace_cap(padded + per_col * spec.out_height * ws) as cap:
         pl = mod.plan(spec, 4)
-        assert (pl.images, pl.rows, pl.chunks) == (1, spec.out_height, 3)
-        assert pl.workspace == per_col * spec.out_height * ws + padded
+        assert (pl.images, pl.rows, pl.chunks, len(pl.tiles)) == (1, spec.out_height, 3, 1)
+        assert pl.workspace == per_col * spec.out_height * ws + padded == cap
         assert_matches_oracle(ALGO, x, w, b, **args)
     assert calls == [(0, 1, 0, 8), (1, 1, 0, 8), (2, 1, 0, 8)]  # (image, images, row, rows)
     calls.clear()
-    # room for three output rows of one image: bands of rows
-    with mod.workspace_cap(3 * per_col * ws):
+    # room for three output rows of one image beside it: bands of rows
+    with mod.workspace_cap(padded + 3 * per_col * ws) as cap:
         pl = mod.plan(spec, 4)
-        assert pl.images == 1 and pl.rows == 3
-        assert pl.workspace - padded <= mod.get_workspace_cap()
+        assert pl.images == 1 and pl.rows == 3 and pl.workspace <= cap
         assert_matches_oracle(ALGO, x, w, b, **args)
     assert len(calls) == pl.chunks == 3 * 3
     assert calls[:3] == [(0, 1, 0, 3), (0, 1, 3, 3), (0, 1, 6, 2)]
     calls.clear()
-    # a cap below one row still runs, one row at a time
+    # no room for the padded input: tiles, each padded on its own window; still right
+    with mod.workspace_cap(padded // 2) as cap:
+        pl = mod.plan(spec, 4)
+        assert len(pl.tiles) > 1 and pl.workspace <= cap
+        assert_matches_oracle(ALGO, x, w, b, **args)
+    assert len(calls) == pl.chunks
+    calls.clear()
+    # a cap below one output pixel's window still runs, a pixel at a time
     with mod.workspace_cap(1):
-        assert mod.plan(spec, 4).rows == 1
+        pl = mod.plan(spec, 4)
+        assert len(pl.tiles) == 3 * spec.out_height * spec.out_width
         assert_matches_oracle(ALGO, x, w, None, **args)
-    assert len(calls) == 3 * spec.out_height
+    assert len(calls) == pl.chunks
 
 
 def test_tiny_cap_depthwise_and_float64():
@@ -105,35 +112,73 @@ def test_tiny_cap_depthwise_and_float64():
         assert_matches_oracle(ALGO, x, w, b, groups=3, padding=1)
 
 
-def test_workspace_cap_setting():
+def test_a_huge_padding_stays_under_the_cap():
+    """The cap bounds everything im2col allocates, the padded input included: a (1, 16,
+    1, 1) input padded by (5, 2000) for an 11x11 kernel would be a 2.8 MB padded copy
+    and a 30 MB column matrix; under a 1 MiB cap the peak allocation (traced) stays
+    within the cap plus the output."""
+    import tracemalloc
+
+    rng = np.random.default_rng(9)
+    x, w, b = random_case(rng, (1, 16, 1, 1), (3, 16, 11, 11))
+    args = dict(padding=(5, 2000))
+    spec = prepare(x, w, b, **args)[3]
+    cap = 2**20
+    with mod.workspace_cap(cap):
+        assert mod.plan(spec, 4).workspace <= cap
+        assert_matches_oracle(ALGO, x, w, b, **args)  # compiles the paths it needs
+        tracemalloc.start()
+        try:
+            out = convlab.conv2d(x, w, b, algo=ALGO, **args)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak <= cap + 2 * out.nbytes + 64 * 2**10, peak
+
+
+def test_workspace_cap_is_per_context_and_nests_in_any_order():
     assert mod.get_workspace_cap() == mod.DEFAULT_WORKSPACE_CAP == 256 * 2**20
     with mod.workspace_cap(12345) as cap:
         assert cap == mod.get_workspace_cap() == 12345
+        with mod.workspace_cap(999):
+            assert mod.get_workspace_cap() == 999
+        assert mod.get_workspace_cap() == 12345
     assert mod.get_workspace_cap() == mod.DEFAULT_WORKSPACE_CAP
-    previous = mod.set_workspace_cap(999)
-    try:
-        assert previous == mod.DEFAULT_WORKSPACE_CAP and mod.get_workspace_cap() == 999
-    finally:
-        mod.set_workspace_cap(None)
+    # blocks left out of order (an ExitStack misused, a generator closed late): each
+    # removes exactly its own cap, and the default comes back at the end
+    outer, inner = mod.workspace_cap(1000), mod.workspace_cap(2000)
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert mod.get_workspace_cap() == 2000
+    inner.__exit__(None, None, None)
     assert mod.get_workspace_cap() == mod.DEFAULT_WORKSPACE_CAP
-    for bad in (0, -5, 1.5, "big"):
+    # another thread does not see this thread's cap
+    import threading
+
+    seen = []
+    with mod.workspace_cap(4321):
+        t = threading.Thread(target=lambda: seen.append(mod.get_workspace_cap()))
+        t.start()
+        t.join()
+    assert seen == [mod.DEFAULT_WORKSPACE_CAP]
+    for bad in (0, -5, 1.5, "big", True):
         with pytest.raises(ValueError, match="workspace cap"):
-            mod.set_workspace_cap(bad)
+            mod.workspace_cap(bad).__enter__()
 
 
-def test_registry_reports_workspace_and_blowup():
+def test_registry_reports_workspace():
     kern = kernels.get(ALGO)
     spec = _spec((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
-    assert kern.extras["blowup"](spec) == mod.blowup(spec) == 9
+    assert mod.blowup(spec) == 9
     # one image per GEMM: 56 rows of 58 (padded width) columns; column matrix with the
     # bias's row of ones, the GEMM's result, and the zero-padded input
     cols = 56 * 58
     assert kern.workspace(spec, 4) == (576 + 1 + 64) * cols * 4 + 8 * 64 * 58 * 58 * 4
-    assert kern.workspace(spec, 4) == kern.extras["plan"](spec, 4).workspace
+    assert kern.workspace(spec, 4) == mod.plan(spec, 4).workspace
     assert mod.column_shape(spec, 8) == (576, 8 * 56 * 56)
     big = _spec((1, 256, 512, 512), (8, 256, 3, 3), padding=1)  # 2.4 GB of columns
-    padded_input = 256 * 514 * 514 * 4  # input-sized, outside the cap
-    assert kern.workspace(big, 4) - padded_input <= mod.DEFAULT_WORKSPACE_CAP
+    assert kern.workspace(big, 4) <= mod.DEFAULT_WORKSPACE_CAP
     assert kernels.get(ALGO).workspace(_spec((2, 4, 7, 9), (6, 4, 1, 1)), 4) == 0  # identity
 
 

@@ -52,11 +52,12 @@ def no_timing(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("plots must not time anything")
 
-    for name in ("wall_timer", "run_benchmark", "calibrate", "measure_peak",
-                 "measure_bandwidth", "run_in_fresh_process"):
+    for name in ("run_benchmark", "calibrate", "measure_peak", "measure_bandwidth",
+                 "run_in_fresh_process"):
         monkeypatch.setattr(bench, name, fail)
-    monkeypatch.setattr(bench.Contender, "measure", fail)
-    monkeypatch.setitem(bench.TIMERS, "cpu", fail)
+    monkeypatch.setattr(bench.run, "run_benchmark", fail)
+    monkeypatch.setattr(bench.ceilings, "calibrate", fail)
+    monkeypatch.setattr(bench.timing.Timing, "take", fail)
 
 
 @pytest.mark.parametrize("name", list(plots.PLOTS))

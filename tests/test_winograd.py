@@ -137,8 +137,8 @@ def test_prepared_filter_gives_the_same_answer(algo):
     x, w, b = random_case(np.random.default_rng(3), (2, 4, 10, 9), (5, 4, 3, 3))
     xa, wa, ba, spec = prepare(x, w, b, padding=1)
     kern = kernels.get(algo)
-    u = kern.extras["prepare"](wa, spec)
-    np.testing.assert_array_equal(kern.run(xa, wa, ba, spec, prepared=u),
+    u = kern.transform_weight(wa, spec)
+    np.testing.assert_array_equal(kern.run(xa, wa, ba, spec, transformed_weight=u),
                                   kern.run(xa, wa, ba, spec))
 
 

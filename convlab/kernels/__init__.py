@@ -14,16 +14,18 @@ from .registry import (
     Choice,
     Kernel,
     KernelUnavailableError,
+    Placed,
     UnsupportedSpecError,
     choose,
     get,
     output_with_bias,
     register,
+    resolve,
 )
 
 for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _mod != "registry" and not _mod.startswith("_"):
         importlib.import_module(f"{__name__}.{_mod}")
 
-__all__ = ["KERNELS", "Choice", "Kernel", "KernelUnavailableError", "UnsupportedSpecError",
-           "choose", "get", "output_with_bias", "register"]
+__all__ = ["KERNELS", "Choice", "Kernel", "KernelUnavailableError", "Placed",
+           "UnsupportedSpecError", "choose", "get", "output_with_bias", "register", "resolve"]

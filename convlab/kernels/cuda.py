@@ -52,8 +52,9 @@ package), or the CPU *simulator*: ``NUMBA_ENABLE_CUDASIM=1`` set before numba is
 imported.  The simulator runs one block at a time with a Python thread per CUDA
 thread (~1 ms per thread), so it is for tiny shapes and for learning.
 
-Timing: :func:`time_on_gpu` (CUDA events; transfers in and out timed apart from
-the kernel; PyTorch/cuDNN as the rival).  Sources: NVIDIA's CUDA C++
+Timing: ``convlab bench --device cuda`` (:mod:`convlab.bench`: CUDA events around
+launches on inputs already on the GPU, through this module's ``place`` hook;
+transfers in and out timed apart; PyTorch/cuDNN as the rival).  Sources: NVIDIA's CUDA C++
 Programming Guide (shared memory, coalescing, bank conflicts); Chetlur et al.
 2014, "cuDNN: efficient primitives for deep learning" (arXiv 1410.0759);
 V. Volkov, "Better performance at lower occupancy" (GTC 2010) for register
@@ -64,15 +65,15 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..shapes import ConvSpec
-from .registry import UnsupportedSpecError, register
+from .registry import Placed, UnsupportedSpecError, register
 
 THREADS_NAIVE = 256  # threads per block of cuda_naive on a GPU (32 on the simulator)
 SHARED_LIMIT = 48 * 1024  # bytes of static shared memory one block may declare
@@ -80,21 +81,6 @@ MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
 
 
 # ----------------------------------------------------------------- availability
-# ``numba.cuda``, imported on first use (it costs ~1 s and is never needed on import).
-# A module global, not a local: the simulator runs a kernel by swapping the
-# globals that hold numba.cuda for its fake per-thread module.
-cuda: Any = None
-
-
-def _cuda() -> Any:
-    global cuda
-    if cuda is None:
-        from numba import cuda as module
-
-        cuda = module
-    return cuda
-
-
 @functools.lru_cache(maxsize=1)
 def status() -> str:
     """'gpu: NAME', 'simulator (...)' or 'missing: how to get it' (cached)."""
@@ -120,7 +106,9 @@ def _multiprocessors() -> int:
     """Streaming multiprocessors of the current GPU (a nominal 132 on the simulator)."""
     if is_simulator():
         return 132
-    return int(_cuda().get_current_device().MULTIPROCESSOR_COUNT)
+    from numba import cuda
+
+    return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
 
 
 # ----------------------------------------------------------------- tile configuration
@@ -288,146 +276,27 @@ def global_loads(spec: ConvSpec, algo: str = "cuda_tiled",
     return {**counts, "total": counts["input"] + counts["weight"]}
 
 
-# ----------------------------------------------------------------- kernels (lazy)
-@functools.lru_cache(maxsize=1)
-def _naive_kernel() -> Any:
-    _cuda()
-
-    @cuda.jit
-    def naive(x, w, b, out, sh, sw, top, left, dh, dw):
-        idx = cuda.grid(1)
-        n_batch, c_in, height, width = x.shape
-        k_out, cg, kh, kw = w.shape
-        _, _, out_h, out_w = out.shape
-        if idx >= n_batch * k_out * out_h * out_w:
-            return  # a spare thread of the last block (no syncthreads here: returning is safe)
-        # j fastest: neighbouring threads write neighbouring outputs (coalesced)
-        j = idx % out_w
-        rest = idx // out_w
-        i = rest % out_h
-        rest //= out_h
-        k = rest % k_out
-        n = rest // k_out
-        c0 = (k // (k_out // (c_in // cg))) * cg  # first input channel of k's group
-        acc = b[k]
-        for c in range(cg):
-            for p in range(kh):
-                y = i * sh + p * dh - top
-                if y >= 0 and y < height:  # zero padding: a tap outside reads nothing
-                    for q in range(kw):
-                        xx = j * sw + q * dw - left
-                        if xx >= 0 and xx < width:
-                            acc += x[n, c0 + c, y, xx] * w[k, c, p, q]
-        out[n, k, i, j] = acc
-
-    return naive
-
-
+# ----------------------------------------------------------------- device code (lazy)
 @functools.cache
+def _device() -> ModuleType:
+    """The device code (``_cuda_device.py``), imported on first use: importing
+    ``numba.cuda`` costs about a second, and most users never launch a kernel."""
+    from . import _cuda_device
+
+    return _cuda_device
+
+
+def _naive_kernel() -> Any:
+    """The compiled ``cuda_naive`` kernel (launch: ``[blocks, threads](x, w, b, out, sh,
+    sw, top, left, dh, dw)``)."""
+    return _device().naive_kernel()
+
+
 def _tiled_kernel(dtype: str, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
-                  cfg: TileConfig) -> Any:
-    """Compile-time constants in, a kernel out (cached per combination)."""
-    _cuda()
-    DT = np.dtype(dtype).type
-    TK, RK, TH, TW, RP, CK = cfg
-    PT = TH * TW // RP  # threads along pixels; a thread's pixels are PT apart
-    NT = (TK // RK) * PT  # threads per block
-    PH, PW = (TH - 1) * sh + (kh - 1) * dh + 1, (TW - 1) * sw + (kw - 1) * dw + 1
-    PATCH = PH * PW
-    XS = CK * PATCH  # staged input: (ck, ph, pw), flat
-    KHW = kh * kw
-    WROWS = CK * KHW
-    WLD = TK + 1  # staged weights: (ck*kh*kw, tk+1), flat; +1 avoids bank conflicts
-    WS = WROWS * WLD
-    KH, KW, SH, SW, DH, DW = kh, kw, sh, sw, dh, dw
-    U = np.uint64
-
-    @cuda.jit
-    def tiled(x, w, b, out, top, left):
-        _, c_in, height, width = x.shape
-        k_out, cg, _, _ = w.shape
-        _, _, out_h, out_w = out.shape
-        kg = k_out // (c_in // cg)
-        tiles_w = (out_w + TW - 1) // TW
-        k_tiles = (kg + TK - 1) // TK
-        oy0 = (cuda.blockIdx.x // tiles_w) * TH  # the block's first output row, column
-        ox0 = (cuda.blockIdx.x % tiles_w) * TW
-        g = cuda.blockIdx.y // k_tiles  # group
-        kb = (cuda.blockIdx.y % k_tiles) * TK  # first output channel, inside the group
-        n = cuda.blockIdx.z
-        tid = cuda.threadIdx.x
-        tp = tid % PT  # which pixels (a warp spans neighbouring pixels: coalesced stores)
-        tk = tid // PT  # which channels (a warp shares them: weight reads are broadcasts)
-
-        x_s = cuda.shared.array(XS, DT)
-        w_s = cuda.shared.array(WS, DT)
-        acc = cuda.local.array((RK, RP), DT)  # constant sizes: these live in registers
-        wr = cuda.local.array(RK, DT)
-        xr = cuda.local.array(RP, DT)
-        xoff = cuda.local.array(RP, np.uint64)
-        wtk = U(tk * RK)
-        for rp in range(RP):
-            pix = tp + rp * PT
-            xoff[rp] = (pix // TW) * SH * PW + (pix % TW) * SW  # its window's corner in x_s
-        for rk in range(RK):
-            kk = kb + tk * RK + rk
-            bias = b[g * kg + kk] if kk < kg else DT(0)
-            for rp in range(RP):
-                acc[rk, rp] = bias  # fused bias: the sum starts at it
-
-        y0 = oy0 * SH - top  # input row, column of the patch's corner (may be < 0: padding)
-        x0 = ox0 * SW - left
-        for c0 in range(0, cg, CK):  # the same trip count for every thread of the block
-            # 1. stage the patch: consecutive threads, consecutive columns (coalesced)
-            for e in range(tid, XS, NT):
-                c = e // PATCH
-                r = e - c * PATCH
-                py = r // PW
-                yy = y0 + py
-                xx = x0 + r - py * PW
-                v = DT(0)
-                if c0 + c < cg and yy >= 0 and yy < height and xx >= 0 and xx < width:
-                    v = x[n, g * cg + c0 + c, yy, xx]
-                x_s[e] = v
-            # ... and the weights w[k, c0:c0+CK, :, :], a contiguous run per k, transposed
-            for e in range(tid, TK * WROWS, NT):
-                k = e // WROWS
-                r = e - k * WROWS
-                c = r // KHW
-                t = r - c * KHW
-                v = DT(0)
-                if kb + k < kg and c0 + c < cg:
-                    v = w[g * kg + kb + k, c0 + c, t // KW, t % KW]
-                w_s[r * WLD + k] = v
-            cuda.syncthreads()  # 2. the tile is complete before anyone reads it
-            # 3. RK x RP multiply-adds per RK + RP shared-memory loads
-            # (unsigned offsets: a signed index costs a compare-and-select per load,
-            # Numba's support for negative indices, which these never are)
-            for c in range(CK):
-                for p in range(KH):
-                    for q in range(KW):
-                        wrow = U(((c * KH + p) * KW + q) * WLD) + wtk
-                        xb = U(c * PATCH + p * DH * PW + q * DW)
-                        for rk in range(RK):
-                            wr[rk] = w_s[wrow + U(rk)]
-                        for rp in range(RP):
-                            xr[rp] = x_s[xb + xoff[rp]]
-                        for rk in range(RK):
-                            for rp in range(RP):
-                                acc[rk, rp] += wr[rk] * xr[rp]
-            cuda.syncthreads()  # 4. everyone is done reading before the next chunk lands
-
-        for rk in range(RK):  # only now may a thread skip work: no barrier follows
-            kk = kb + tk * RK + rk
-            if kk < kg:
-                for rp in range(RP):
-                    pix = tp + rp * PT
-                    oy = oy0 + pix // TW
-                    ox = ox0 + pix % TW
-                    if oy < out_h and ox < out_w:
-                        out[n, g * kg + kk, oy, ox] = acc[rk, rp]
-
-    return tiled, NT
+                  cfg: TileConfig) -> tuple[Any, int]:
+    """The ``cuda_tiled`` kernel for these compile-time constants and its threads per
+    block (launch: ``[cfg.grid(spec), threads](x, w, b, out, top, left)``)."""
+    return _device().tiled_kernel(dtype, kh, kw, sh, sw, dh, dw, cfg)
 
 
 # ----------------------------------------------------------------- device-array entry points
@@ -452,15 +321,58 @@ def _check_device_args(x: Any, weight: Any, bias: Any, spec: ConvSpec, out: Any)
                          "(convlab.functional.prepare does)")
 
 
-def _device_inputs(x: Any, weight: Any, bias: Any, spec: ConvSpec, out: Any,
-                   stream: Any) -> tuple[Any, Any]:
-    cuda = _cuda()
+Launch = Callable[[Any, Any, Any, Any, Any], None]
+
+
+def _naive_launch(spec: ConvSpec, dtype: Any) -> tuple[Launch, str]:
+    """Everything about a ``cuda_naive`` launch that does not depend on the data,
+    decided once: (launch(x, w, b, out, stream), a note)."""
+    total = math.prod(spec.batched_output_shape)
+    threads = 32 if is_simulator() else THREADS_NAIVE
+    blocks = max(1, math.ceil(total / threads))
+    kern = _naive_kernel()
+    (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.padding
+
+    def launch(x: Any, w: Any, b: Any, out: Any, stream: Any) -> None:
+        if total:  # a grid of 0 blocks is a launch error on a GPU
+            kern[blocks, threads, stream](x, w, b, out, sh, sw, top, left, dh, dw)
+
+    return launch, f"{blocks} blocks x {threads} threads"
+
+
+def _tiled_launch(spec: ConvSpec, dtype: Any,
+                  config: TileConfig | None = None) -> tuple[Launch, str]:
+    """The same for ``cuda_tiled``: tiles chosen (:func:`default_config` unless
+    ``config``), checked and compiled once."""
+    itemsize = np.dtype(dtype).itemsize
+    cfg = TileConfig(*config) if config is not None else default_config(spec, itemsize)
+    why = cfg.problem(spec, itemsize)
+    if why is not None:
+        raise UnsupportedSpecError(f"cuda_tiled {why}")
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    kern, threads = _tiled_kernel(np.dtype(dtype).name, kh, kw, sh, sw, dh, dw, cfg)
+    grid, (top, _, left, _) = cfg.grid(spec), spec.padding
+    empty = math.prod(spec.batched_output_shape) == 0
+
+    def launch(x: Any, w: Any, b: Any, out: Any, stream: Any) -> None:
+        if not empty:  # a grid with a zero dimension is a launch error on a GPU
+            kern[grid, threads, stream](x, w, b, out, top, left)
+
+    return launch, f"config {tuple(cfg)}"
+
+
+def _launch_on_device(make: Callable[..., tuple[Launch, str]], x: Any, weight: Any, bias: Any,
+                      spec: ConvSpec, out: Any, stream: Any, **options: Any) -> Any:
+    from numba import cuda
+
     _check_device_args(x, weight, bias, spec, out)
+    launch, _ = make(spec, x.dtype, **options)
     if bias is None:  # the kernels always add a bias: zeros cost one add per output
         bias = cuda.to_device(np.zeros(spec.out_channels, dtype=x.dtype), stream=stream)
     if out is None:
         out = cuda.device_array(spec.batched_output_shape, dtype=x.dtype, stream=stream)
-    return bias, out
+    launch(x, weight, bias, out, stream)
+    return out
 
 
 def naive_device(x: Any, weight: Any, bias: Any, spec: ConvSpec, out: Any = None,
@@ -471,14 +383,7 @@ def naive_device(x: Any, weight: Any, bias: Any, spec: ConvSpec, out: Any = None
     C-contiguous of one dtype; ``out`` (N, K, Hout, Wout) is allocated if None.
     Returns ``out``.  The launch is asynchronous: synchronize (or copy) before reading.
     """
-    bias, out = _device_inputs(x, weight, bias, spec, out, stream)
-    total = int(np.prod(spec.batched_output_shape))
-    threads = 32 if is_simulator() else THREADS_NAIVE
-    blocks = max(1, math.ceil(total / threads))
-    _naive_kernel()[blocks, threads, stream](x, weight, bias, out, spec.stride[0],
-                                             spec.stride[1], spec.padding[0], spec.padding[2],
-                                             spec.dilation[0], spec.dilation[1])
-    return out
+    return _launch_on_device(_naive_launch, x, weight, bias, spec, out, stream)
 
 
 def tiled_device(x: Any, weight: Any, bias: Any, spec: ConvSpec, out: Any = None,
@@ -487,20 +392,32 @@ def tiled_device(x: Any, weight: Any, bias: Any, spec: ConvSpec, out: Any = None
 
     ``config`` overrides the tile sizes (default: :func:`default_config`).
     """
-    itemsize = np.dtype(x.dtype).itemsize
-    cfg = TileConfig(*config) if config is not None else default_config(spec, itemsize)
-    why = cfg.problem(spec, itemsize)
-    if why is not None:
-        raise UnsupportedSpecError(f"cuda_tiled {why}")
-    bias, out = _device_inputs(x, weight, bias, spec, out, stream)
-    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
-    kern, threads = _tiled_kernel(np.dtype(x.dtype).name, kh, kw, sh, sw, dh, dw, cfg)
-    kern[cfg.grid(spec), threads, stream](x, weight, bias, out, spec.padding[0],
-                                          spec.padding[2])
-    return out
+    return _launch_on_device(_tiled_launch, x, weight, bias, spec, out, stream, config=config)
 
 
-DEVICE_ENTRIES = {"cuda_naive": naive_device, "cuda_tiled": tiled_device}
+def _place(make: Callable[..., tuple[Launch, str]]) -> Callable[..., Placed]:
+    """The registry's ``place`` hook: copy the inputs to the GPU once, decide the launch
+    once, and hand back a call that only launches (what the benchmark times)."""
+
+    def place(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+              spec: ConvSpec) -> Placed:
+        from numba import cuda
+
+        launch, note = make(spec, x.dtype)
+        start = time.perf_counter()
+        xd, wd = cuda.to_device(x), cuda.to_device(weight)
+        bd = cuda.to_device(np.zeros(spec.out_channels, x.dtype) if bias is None else bias)
+        out = cuda.device_array(spec.batched_output_shape, dtype=x.dtype)
+        cuda.synchronize()
+        copy_in = time.perf_counter() - start
+
+        def call() -> Any:
+            launch(xd, wd, bd, out, 0)
+            return out
+
+        return Placed(call, lambda o: o.copy_to_host(), copy_in, note)
+
+    return place
 
 
 def _tiled_supports(spec: ConvSpec) -> str | None:
@@ -511,245 +428,25 @@ def _tiled_supports(spec: ConvSpec) -> str | None:
     return default_config(spec, 4).problem(spec, 4)
 
 
-def _numpy_path(entry: Any, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                spec: ConvSpec) -> np.ndarray:
-    cuda = _cuda()
-    xd, wd = cuda.to_device(x), cuda.to_device(weight)
-    bd = None if bias is None else cuda.to_device(bias)
-    return entry(xd, wd, bd, spec).copy_to_host()
+def _numpy_path(place: Callable[..., Placed], x: np.ndarray, weight: np.ndarray,
+                bias: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
+    placed = place(x, weight, bias, spec)
+    return placed.fetch(placed.call())
+
+
+_place_naive, _place_tiled = _place(_naive_launch), _place(_tiled_launch)
 
 
 @register("cuda_naive", description="numba.cuda, one thread per output element",
-          device="cuda", available=cuda_unavailable, rtol=1e-5)
+          device="cuda", available=cuda_unavailable, rtol=1e-5, place=_place_naive)
 def conv2d_cuda_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                       spec: ConvSpec) -> np.ndarray:
-    return _numpy_path(naive_device, x, weight, bias, spec)
+    return _numpy_path(_place_naive, x, weight, bias, spec)
 
 
 @register("cuda_tiled", description="numba.cuda, shared-memory tiles + register blocking",
-          device="cuda", available=cuda_unavailable, supports=_tiled_supports, rtol=1e-5)
+          device="cuda", available=cuda_unavailable, supports=_tiled_supports, rtol=1e-5,
+          place=_place_tiled)
 def conv2d_cuda_tiled(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                       spec: ConvSpec) -> np.ndarray:
-    return _numpy_path(tiled_device, x, weight, bias, spec)
-
-
-# ----------------------------------------------------------------- timing on the GPU
-@dataclass(frozen=True)
-class GpuTiming:
-    """One provider's GPU timing of one convolution (milliseconds; GFLOP/s from the spec)."""
-
-    name: str
-    kernel_ms: float  # median over repeats, CUDA events around the kernel(s) alone
-    kernel_ms_min: float
-    kernel_ms_max: float
-    h2d_ms: float  # copying x, weight (and bias) to the device
-    d2h_ms: float  # copying the output back
-    first_call_s: float  # wall time of the first call: compilation included
-    gflops: float  # from ConvSpec.flops() and kernel_ms
-    repeats: int
-    launches_per_sample: int
-    note: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-RIVALS = ("torch_fp32", "torch_default")
-
-
-def torch_cuda_unavailable() -> str | None:
-    """None when torch with a CUDA GPU is importable here, else why not."""
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return f"torch {torch.__version__} sees no CUDA GPU"
-    return None
-
-
-def _events_ms(run: Any, record: Any, elapsed: Any, sync: Any, repeats: int,
-               target_ms: float = 1.0) -> tuple[list[float], int]:
-    """Time ``run()`` with events: launches back to back, so CPU launch overhead
-    (tens of microseconds in Python) is hidden behind the GPU's work."""
-    start, stop = record(), record()  # warm-up estimate: one launch
-    run()
-    stop2 = record()
-    sync(stop2)
-    one = max(elapsed(start, stop2) - elapsed(start, stop), 1e-3)
-    inner = max(1, min(100, math.ceil(target_ms / one)))
-    samples = []
-    for _ in range(repeats):
-        a = record()
-        for _ in range(inner):
-            run()
-        b = record()
-        sync(b)
-        samples.append(elapsed(a, b) / inner)
-    return samples, inner
-
-
-class _WallEvent:
-    """A CUDA-event look-alike on the wall clock, for the (synchronous) simulator."""
-
-    def record(self) -> None:
-        self.t = time.perf_counter()
-
-    def synchronize(self) -> None:
-        pass
-
-    def elapsed_time(self, later: _WallEvent) -> float:
-        return (later.t - self.t) * 1e3
-
-
-def time_on_gpu(algo: str, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                spec: ConvSpec, *, repeats: int = 10, config: TileConfig | None = None,
-                check: bool = True, expected: np.ndarray | None = None) -> GpuTiming:
-    """Time ``algo`` on the GPU for arrays already through :func:`convlab.functional.prepare`.
-
-    ``algo`` is ``'cuda_naive'``, ``'cuda_tiled'`` (``config`` picks its tiles),
-    ``'torch_fp32'`` (cuDNN in float32 with TF32 off: the like-for-like rival) or
-    ``'torch_default'`` (torch's defaults: cuDNN may use TF32 tensor cores, with
-    ~1e-3 relative error).  Returns a :class:`GpuTiming`: the first call (with
-    compilation) timed alone by the wall clock, then ``repeats`` samples by CUDA
-    events, each the mean of enough back-to-back launches to last ~1 ms; the
-    copies in (x, weight, bias) and out are timed apart.  With ``check``, the
-    result is compared with the float64 oracle, or with ``expected`` (the oracle's
-    output, computed once by a caller timing many providers); ValueError if wrong.
-    Works on the simulator too (wall-clock numbers that mean nothing for a GPU).
-    """
-    if algo in RIVALS:
-        return _time_torch(algo, x, weight, bias, spec, repeats, check, expected)
-    if algo not in DEVICE_ENTRIES:
-        raise ValueError(f"time_on_gpu times {sorted(DEVICE_ENTRIES) + list(RIVALS)}, "
-                         f"not {algo!r}")
-    why = cuda_unavailable()
-    if why is not None:
-        from .registry import KernelUnavailableError
-
-        raise KernelUnavailableError(f"kernel {algo!r} is not available here: {why}")
-    cuda = _cuda()
-    entry = DEVICE_ENTRIES[algo]
-    kwargs = {"config": config} if algo == "cuda_tiled" else {}
-
-    sim = is_simulator()
-
-    def record() -> Any:
-        # the simulator's events time nothing (and warn): it runs synchronously, so
-        # the wall clock measures the same thing there
-        ev = _WallEvent() if sim else cuda.event(timing=True)
-        ev.record()
-        return ev
-
-    def elapsed(a: Any, b: Any) -> float:
-        return a.elapsed_time(b)
-
-    def sync(ev: Any) -> None:
-        ev.synchronize()
-
-    a = record()
-    xd, wd = cuda.to_device(x), cuda.to_device(weight)
-    bd = cuda.to_device(bias if bias is not None else np.zeros(spec.out_channels, x.dtype))
-    b = record()
-    sync(b)
-    h2d = elapsed(a, b)
-    out = cuda.device_array(spec.batched_output_shape, dtype=x.dtype)
-    t0 = time.perf_counter()
-    entry(xd, wd, bd, spec, out, **kwargs)
-    cuda.synchronize()
-    first = time.perf_counter() - t0
-    samples, inner = _events_ms(lambda: entry(xd, wd, bd, spec, out, **kwargs), record,
-                                elapsed, sync, repeats)
-    a = record()
-    host = out.copy_to_host()
-    b = record()
-    sync(b)
-    if check:
-        _check_result(algo, host, x, weight, bias, spec, expected)
-    cfg = (TileConfig(*config) if config else default_config(spec, x.dtype.itemsize))
-    note = f"config {tuple(cfg)}" if algo == "cuda_tiled" else ""
-    return _timing(algo, samples, inner, h2d, elapsed(a, b), first, spec, note)
-
-
-def _timing(name: str, samples: list[float], inner: int, h2d: float, d2h: float,
-            first: float, spec: ConvSpec, note: str) -> GpuTiming:
-    med = statistics.median(samples)
-    return GpuTiming(name, med, min(samples), max(samples), h2d, d2h, first,
-                     spec.flops() / (med * 1e-3) / 1e9 if med > 0 else float("inf"),
-                     len(samples), inner, note)
-
-
-def _check_result(name: str, out: np.ndarray, x: np.ndarray, weight: np.ndarray,
-                  bias: np.ndarray | None, spec: ConvSpec,
-                  expected: np.ndarray | None = None) -> None:
-    from ..reference import compare, conv2d_reference
-    from .registry import KERNELS
-
-    if expected is None:
-        expected = conv2d_reference(x, weight, bias, spec)
-    report = compare(out, expected, KERNELS["cuda_naive"].tolerance(spec, x.dtype))
-    if not report.ok:
-        raise ValueError(f"{name} gave a wrong result: {report} on {spec.describe()}")
-
-
-def _time_torch(algo: str, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                spec: ConvSpec, repeats: int, check: bool,
-                expected: np.ndarray | None) -> GpuTiming:
-    why = torch_cuda_unavailable()
-    if why is not None:
-        from .registry import KernelUnavailableError
-
-        raise KernelUnavailableError(f"{algo} needs torch with CUDA: {why}")
-    import torch
-    import torch.nn.functional as F
-
-    top, bottom, left, right = spec.padding
-    symmetric = top == bottom and left == right
-    if not symmetric:  # torch takes symmetric padding only: pad first (outside the timing)
-        x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    pad = (top, left) if symmetric else (0, 0)
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.allow_tf32, matmul.allow_tf32)
-    try:
-        if algo == "torch_fp32":
-            cudnn.allow_tf32 = matmul.allow_tf32 = False
-
-        def record() -> Any:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            return ev
-
-        def elapsed(a: Any, b: Any) -> float:
-            return a.elapsed_time(b)
-
-        def sync(ev: Any) -> None:
-            ev.synchronize()
-
-        a = record()
-        xt = torch.from_numpy(x).cuda()
-        wt = torch.from_numpy(weight).cuda()
-        bt = None if bias is None else torch.from_numpy(bias).cuda()
-        b = record()
-        sync(b)
-        h2d = elapsed(a, b)
-
-        def run() -> Any:
-            return F.conv2d(xt, wt, bt, spec.stride, pad, spec.dilation, spec.groups)
-
-        t0 = time.perf_counter()
-        out = run()
-        torch.cuda.synchronize()
-        first = time.perf_counter() - t0
-        samples, inner = _events_ms(run, record, elapsed, sync, repeats)
-        a = record()
-        host = out.cpu().numpy()
-        b = record()
-        sync(b)
-    finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = saved
-    if check and algo == "torch_fp32":  # TF32 (10-bit mantissa) would fail float32's
-        _check_result(algo, host, x, weight, bias,  # tolerance: only fp32 is checked
-                      spec if symmetric else spec.explicitly_padded(), expected)
-    note = ("cuDNN float32, TF32 off" if algo == "torch_fp32" else
-            f"torch defaults (cudnn.allow_tf32={saved[0]})")
-    return _timing(algo, samples, inner, h2d, elapsed(a, b), first, spec, note)
+    return _numpy_path(_place_tiled, x, weight, bias, spec)

@@ -12,7 +12,7 @@ close to the machine's peak::
 ``W`` is the weight reshaped to (K, C/groups*kh*kw): no copy, it already is that
 matrix in row-major order.  :func:`lower` builds exactly this textbook matrix.
 
-How the kernel builds it (each step measured with scripts/bench_cpu.py):
+How the kernel builds it:
 
 1. **Flat rows with junk columns.**  The input is zero-padded once
    (``convlab.padding.pad``; strided convolutions also split into stride-phase
@@ -56,15 +56,20 @@ sgemm reaches ~185: 64 rows is a thin GEMM, and BLAS packs every column it
 reads), copy-out 0.4 ms; PyTorch's whole convolution takes 11-12 ms.  The
 lowering is 7-26% of the time on the ResNet/VGG 3x3 layers, the GEMM the rest.
 
-Workspace.  Bounded: the batch is processed in chunks of images (and one big
-image in bands of output rows) so that the column matrix plus the GEMM result
-never exceed the cap, 256 MiB by default.  One output row of one image is the
-smallest chunk, so a cap below that is exceeded by that much; the padded input
-(input-sized) is not counted against the cap.  Change the cap with
-:func:`set_workspace_cap` or, for one block of code, ``with
-workspace_cap(nbytes): ...``.  :func:`workspace_bytes` (registered as the
+Workspace.  Bounded by a cap, 256 MiB by default, counting everything the
+kernel allocates at once: the zero-padded (and stride-split) copy of the input,
+the column matrix and the GEMM's result.  The batch is processed in chunks of
+images (and one big image in bands of output rows) so that the column matrix
+plus the GEMM result fit beside the padded copy.  When the padded copy itself
+does not fit (a huge batch, or a huge padding: a (1, 512, 1, 1) input padded by
+(5, 50000) would be 2.2 GB), the output is cut into tiles (groups of images,
+bands of rows, pieces of a row) and each tile is computed from its own small
+zero-padded window of the input.  Only a cap below the smallest possible
+piece (one output pixel's window and column) is exceeded, by that much.  Change
+the cap for a block of code with ``with workspace_cap(nbytes): ...`` (per thread,
+nestable: a ``ContextVar``).  :func:`workspace_bytes` (registered as the
 kernel's ``workspace``) says what a spec will allocate, :func:`plan` how it is
-chunked.
+cut.
 
 Limits: none; every stride, padding, dilation and group count, float32 and
 float64.  Numerics: BLAS sums in its own (blocked, FMA) order, deterministic for
@@ -83,14 +88,17 @@ Neural Networks for Document Processing" (2006); Caffe's ``im2col_cpu``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from ..shapes import ConvSpec
+from ..threads import parallel_region
 from .parallel import phase_planes, tap_offsets
 from .registry import register
 
@@ -107,33 +115,33 @@ SMALL_BLOCK = 256 * 2**10
 AUTO_MIN_OUT_CHANNELS = 256
 AUTO_MIN_REDUCTION = 256
 
-_workspace_cap = DEFAULT_WORKSPACE_CAP
-
-
-def set_workspace_cap(nbytes: int | None) -> int:
-    """Set the column-matrix budget in bytes (None: back to the default);
-    returns the previous value."""
-    global _workspace_cap
-    if nbytes is not None and (not isinstance(nbytes, (int, np.integer)) or nbytes < 1):
-        raise ValueError(f"workspace cap must be a positive number of bytes, got {nbytes!r}")
-    previous = _workspace_cap
-    _workspace_cap = DEFAULT_WORKSPACE_CAP if nbytes is None else int(nbytes)
-    return previous
+# The caps in force in this context, innermost last: a ContextVar, so each thread (and
+# each asyncio task) has its own, and a `with workspace_cap(...)` in one never changes
+# another's.  Each entry has its own identity, so leaving blocks in any order removes
+# exactly the entry that block added.
+_CAPS: contextvars.ContextVar[tuple[tuple[object, int], ...]] = contextvars.ContextVar(
+    "im2col_workspace_caps", default=())
 
 
 def get_workspace_cap() -> int:
-    """The current column-matrix budget in bytes."""
-    return _workspace_cap
+    """The column-matrix budget in bytes in force here (the innermost
+    :func:`workspace_cap` block, else ``DEFAULT_WORKSPACE_CAP``)."""
+    caps = _CAPS.get()
+    return caps[-1][1] if caps else DEFAULT_WORKSPACE_CAP
 
 
 @contextlib.contextmanager
-def workspace_cap(nbytes: int | None) -> Iterator[int]:
-    """``with workspace_cap(2**20): conv2d(..., algo="im2col")`` runs under a 1 MiB cap."""
-    previous = set_workspace_cap(nbytes)
+def workspace_cap(nbytes: int) -> Iterator[int]:
+    """``with workspace_cap(2**20): conv2d(..., algo="im2col")`` runs under a 1 MiB cap
+    (in this thread or task only; blocks nest)."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
+        raise ValueError(f"workspace cap must be a positive number of bytes, got {nbytes!r}")
+    entry = (object(), int(nbytes))
+    _CAPS.set(_CAPS.get() + (entry,))
     try:
-        yield _workspace_cap
+        yield int(nbytes)
     finally:
-        set_workspace_cap(previous)
+        _CAPS.set(tuple(e for e in _CAPS.get() if e is not entry))
 
 
 def blowup(spec: ConvSpec) -> int:
@@ -149,17 +157,34 @@ def column_shape(spec: ConvSpec, images: int = 1) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class Tile:
+    """A block of the output: images [n0, n1), rows [i0, i1), columns [j0, j1)."""
+
+    n0: int
+    n1: int
+    i0: int
+    i1: int
+    j0: int
+    j1: int
+
+
+@dataclass(frozen=True)
 class Plan:
-    """How a spec is chunked: ``images`` images per chunk, or, when ``images == 1``,
-    possibly ``rows`` output rows of one image per chunk."""
+    """How a spec is cut to stay under the workspace cap.
+
+    ``tiles``: blocks of the output, each computed from its own zero-padded window of
+    the input (one tile, the whole output, unless the padded input does not fit);
+    within a tile, chunks of ``images`` images, or when ``images == 1`` possibly of
+    ``rows`` output rows, are lowered and multiplied at a time."""
 
     images: int
     rows: int
-    chunks: int
+    chunks: int  # GEMM chunks over all tiles
     identity: bool  # 1x1/stride 1/no padding: the input is its own column matrix
     small_gemm: bool  # the Numba loop instead of BLAS (tiny per-group products)
     columns: int  # columns of the column matrix per chunk (junk columns included)
-    workspace: int  # bytes allocated at once: column matrix, GEMM result, padded input
+    workspace: int  # bytes allocated at once: padded window(s), column matrix, GEMM result
+    tiles: tuple[Tile, ...] = ()
 
 
 def _is_identity(spec: ConvSpec) -> bool:
@@ -172,49 +197,133 @@ def _is_small(spec: ConvSpec) -> bool:
     return spec.groups > 1 and spec.reduction_length * kg < SMALL_GEMM_MACS
 
 
-def _plane_width(spec: ConvSpec) -> tuple[int, int]:
+def _window_spec(spec: ConvSpec, tile: Tile) -> ConvSpec:
+    """The spec of one tile: its input window (padding included, so none left)."""
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    rows = (tile.i1 - tile.i0 - 1) * sh + dh * (kh - 1) + 1
+    cols = (tile.j1 - tile.j0 - 1) * sw + dw * (kw - 1) + 1
+    return replace(spec, batch=tile.n1 - tile.n0, height=rows, width=cols,
+                   padding=(0, 0, 0, 0), batched=True)
+
+
+def _padded_bytes(spec: ConvSpec, itemsize: int) -> int:
+    """Bytes of the zero-padded, phase-split copy of the input ``phase_planes`` makes
+    (none when there is neither padding nor stride: the input itself is used)."""
+    if not any(spec.padding) and spec.stride == (1, 1):
+        return 0
+    hs, ws = _plane_shape(spec)
+    return spec.batch * spec.in_channels * spec.stride[0] * spec.stride[1] * hs * ws * itemsize
+
+
+def _tile_bytes(window: ConvSpec, itemsize: int, cut: bool) -> int:
+    """The input copies a tile makes: its zero-padded window (only when the output is
+    cut into several tiles; one tile pads inside ``phase_planes``) and the phase planes."""
+    own = window.batch * window.in_channels * window.height * window.width * itemsize
+    return (own if cut else 0) + _padded_bytes(window, itemsize)
+
+
+def _plane_shape(spec: ConvSpec) -> tuple[int, int]:
     """(hs, ws): height and width of one stride-phase plane of the padded input."""
     sh, sw = spec.stride
     return -(-spec.padded_height // sh), -(-spec.padded_width // sw)
 
 
-def plan(spec: ConvSpec, itemsize: int, cap: int | None = None) -> Plan:
-    """The chunking ``conv2d(..., algo="im2col")`` uses for ``spec`` under ``cap`` bytes
-    (default: the current cap)."""
-    cap = _workspace_cap if cap is None else cap
-    n, ho, wo = spec.batch, spec.out_height, spec.out_width
+def _chunking(spec: ConvSpec, itemsize: int, budget: int) -> tuple[int, int, int, int, int]:
+    """Chunks of one tile (``spec`` = its window): (images, rows, chunks, columns, bytes)
+    for the column matrix and GEMM result under ``budget`` bytes (at least one row)."""
+    n, ho = spec.batch, spec.out_height
     kg = spec.out_channels // spec.groups
-    small = _is_small(spec)
-    if _is_identity(spec) and not small:
-        return Plan(1, ho, n, True, False, ho * wo, 0)
-    hs, ws = _plane_width(spec)
-    padded = 0  # the zero-padded, phase-split copy of the input (none if not needed)
-    if any(spec.padding) or spec.stride != (1, 1):
-        padded = n * spec.in_channels * spec.stride[0] * spec.stride[1] * hs * ws * itemsize
-    if small:  # each thread lowers one group of one image, a band of rows at a time
+    ws = _plane_shape(spec)[1]
+    if _is_small(spec):  # each thread lowers one group of one image, a band of rows at a time
         threads = numba.get_num_threads()
         per_row = spec.reduction_length * ws * itemsize
-        rows = max(1, min(ho, SMALL_BLOCK // per_row, cap // (threads * per_row)))
-        columns = rows * ws
-        return Plan(1, rows, n * -(-ho // rows), False, True, columns,
-                    threads * per_row * rows + padded)
+        rows = max(1, min(ho, SMALL_BLOCK // per_row, budget // (threads * per_row)))
+        return 1, rows, n * -(-ho // rows), rows * ws, threads * per_row * rows
     # bytes per column: the column matrix (+ one row of ones per group for the bias)
     # and the GEMM's result before its junk columns are dropped
     per_col = (column_shape(spec)[0] + spec.groups + kg) * itemsize
     per_image = ho * ws
     want = -(-MIN_GEMM_COLUMNS // per_image)  # a GEMM wide enough is wide enough
-    images = min(n, want, cap // (per_col * per_image))
+    images = min(n, want, budget // (per_col * per_image))
     if images >= 1:
         rows, chunks = ho, -(-n // images)
-    else:  # one image is over the cap: bands of output rows (at least one)
-        images, rows = 1, max(1, min(ho, cap // (per_col * ws)))
+    else:  # one image is over the budget: bands of output rows (at least one)
+        images, rows = 1, max(1, min(ho, budget // (per_col * ws)))
         chunks = n * -(-ho // rows)
     columns = images * rows * ws
-    return Plan(images, rows, chunks, False, False, columns, per_col * columns + padded)
+    return images, rows, chunks, columns, per_col * columns
+
+
+def _min_chunk_bytes(spec: ConvSpec, itemsize: int) -> int:
+    """The column workspace of the smallest chunk of ``spec``'s window: one output row."""
+    return _chunking(spec, itemsize, 1)[4]
+
+
+def _tiling(spec: ConvSpec, itemsize: int, cap: int) -> tuple[Tile, ...]:
+    """Cut the output so that a tile's padded window plus its smallest chunk fit the cap:
+    the whole output if it fits, else groups of images, else bands of rows of one
+    image, else pieces of one row (a huge padding: the padded input alone is over the
+    cap).  The last resort, one output pixel per tile, may still exceed a tiny cap."""
+    n, ho, wo = spec.batch, spec.out_height, spec.out_width
+
+    def fits(t: Tile) -> bool:
+        window = _window_spec(spec, t)
+        return _tile_bytes(window, itemsize, True) + _min_chunk_bytes(window, itemsize) <= cap
+
+    def cut(size: int, make: Callable[[int, int], Tile]) -> tuple[Tile, ...] | None:
+        """The widest step along one axis whose first tile fits, as tiles; None if even
+        a step of 1 does not."""
+        lo, hi = 0, size  # binary search: fits() is monotone in the step
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(make(0, mid)) else (lo, mid - 1)
+        if lo == 0:
+            return None
+        return tuple(make(a, min(a + lo, size)) for a in range(0, size, lo))
+
+    if _padded_bytes(spec, itemsize) + _min_chunk_bytes(spec, itemsize) <= cap:
+        return (Tile(0, n, 0, ho, 0, wo),)
+    by_images = cut(n, lambda a, b: Tile(a, b, 0, ho, 0, wo))
+    if by_images is not None:
+        return by_images
+    tiles: list[Tile] = []
+    for img in range(n):
+        by_rows = cut(ho, lambda a, b, img=img: Tile(img, img + 1, a, b, 0, wo))
+        if by_rows is not None:
+            tiles += by_rows
+            continue
+        for row in range(ho):
+            by_cols = cut(wo, lambda a, b, img=img, row=row: Tile(img, img + 1, row, row + 1,
+                                                                   a, b))
+            tiles += by_cols or [Tile(img, img + 1, row, row + 1, j, j + 1) for j in range(wo)]
+    return tuple(tiles)
+
+
+def plan(spec: ConvSpec, itemsize: int, cap: int | None = None) -> Plan:
+    """The tiling and chunking ``conv2d(..., algo="im2col")`` uses for ``spec`` under
+    ``cap`` bytes (default: :func:`get_workspace_cap`)."""
+    cap = get_workspace_cap() if cap is None else cap
+    n, ho, wo = spec.batch, spec.out_height, spec.out_width
+    small = _is_small(spec)
+    if _is_identity(spec) and not small:
+        return Plan(1, ho, n, True, False, ho * wo, 0, (Tile(0, n, 0, ho, 0, wo),))
+    tiles = _tiling(spec, itemsize, cap)
+    chunks, workspace, first = 0, 0, None
+    cut = len(tiles) > 1
+    for t in tiles:
+        window = _window_spec(spec, t) if cut else spec
+        padded = _tile_bytes(window, itemsize, cut)
+        chunking = _chunking(window, itemsize, max(1, cap - padded))
+        first = first or chunking
+        chunks += chunking[2]
+        workspace = max(workspace, padded + chunking[4])
+    assert first is not None
+    images, rows, _, columns, _ = first
+    return Plan(images, rows, chunks, False, small, columns, workspace, tiles)
 
 
 def workspace_bytes(spec: ConvSpec, itemsize: int) -> int:
-    """Extra bytes the kernel allocates at once for ``spec`` (one chunk)."""
+    """Extra bytes the kernel allocates at once for ``spec`` (the biggest tile's)."""
     return plan(spec, itemsize).workspace
 
 
@@ -257,66 +366,139 @@ def _auto_when(spec: ConvSpec) -> str | None:
 
 @register("im2col", description="lower to a column matrix, then one BLAS GEMM per group",
           rtol=1e-5, workspace=workspace_bytes, auto_rank=20,
-          auto_when=lambda spec: _auto_when(spec), blowup=blowup, plan=plan)  # fmt: skip
+          auto_when=lambda spec: _auto_when(spec), stages=lambda *a: _stages(*a))  # fmt: skip
 def conv2d_im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                   spec: ConvSpec) -> np.ndarray:
+    return _im2col(x, weight, bias, spec, _ALL)
+
+
+# stage bits, for the benchmark's time split (_stages): a run does only the stages set
+_LOWER, _GEMM, _COPY = 1, 2, 4
+_ALL = _LOWER | _GEMM | _COPY
+
+
+def _im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
+            stage_mask: int) -> np.ndarray:
+    b = np.zeros(spec.out_channels, x.dtype) if bias is None else bias
+    out = np.empty(spec.batched_output_shape, dtype=x.dtype)
+    itemsize, cap = x.dtype.itemsize, get_workspace_cap()
+    pl = plan(spec, itemsize, cap)
+    if pl.identity:  # 1x1 stride 1: no lowering, the image is the column matrix
+        _identity(x, weight, b, spec, out)
+        return out
+    cut = len(pl.tiles) > 1
+    for tile in pl.tiles:
+        if cut:  # the padded input does not fit: this tile's window, padded here
+            window = _window_spec(spec, tile)
+            xw = _window(x, spec, tile, window)
+            ow = np.empty(window.batched_output_shape, dtype=x.dtype)
+        else:
+            window, xw, ow = spec, x, out
+        budget = max(1, cap - _tile_bytes(window, itemsize, cut))
+        _convolve(xw, weight, b, window, ow, budget, stage_mask)
+        if cut:
+            out[tile.n0:tile.n1, :, tile.i0:tile.i1, tile.j0:tile.j1] = ow
+    return out
+
+
+def _identity(x: np.ndarray, weight: np.ndarray, b: np.ndarray, spec: ConvSpec,
+              out: np.ndarray) -> None:
     n_batch, k_out, ho, wo = spec.batched_output_shape
     g, rg = spec.groups, spec.reduction_length
     kg = k_out // g
-    b = np.zeros(k_out, x.dtype) if bias is None else bias
-    out = np.empty(spec.batched_output_shape, dtype=x.dtype)
-    pl = plan(spec, x.dtype.itemsize)
-    if pl.identity:  # 1x1 stride 1: no lowering, the image is the column matrix
-        w2 = weight.reshape(k_out, rg)  # a view: the weight already is this matrix
-        x3 = x.reshape(n_batch, spec.in_channels, ho * wo)
-        out3 = out.reshape(n_batch, k_out, ho * wo)
-        for n in range(n_batch):
-            for grp in range(g):
-                dst = out3[n, grp * kg:(grp + 1) * kg]
-                np.matmul(w2[grp * kg:(grp + 1) * kg], x3[n, grp * rg:(grp + 1) * rg], out=dst)
-                dst += b[grp * kg:(grp + 1) * kg, None]  # NumPy, while dst is in cache
-        return out
+    w2 = weight.reshape(k_out, rg)  # a view: the weight already is this matrix
+    x3 = x.reshape(n_batch, spec.in_channels, ho * wo)
+    out3 = out.reshape(n_batch, k_out, ho * wo)
+    for n in range(n_batch):
+        for grp in range(g):
+            dst = out3[n, grp * kg:(grp + 1) * kg]
+            np.matmul(w2[grp * kg:(grp + 1) * kg], x3[n, grp * rg:(grp + 1) * rg], out=dst)
+            dst += b[grp * kg:(grp + 1) * kg, None]  # NumPy, while dst is in cache
+
+
+def _window(x: np.ndarray, spec: ConvSpec, tile: Tile, window: ConvSpec) -> np.ndarray:
+    """The input under ``tile``'s outputs, zero-padded: rows from ``i0*sh - top`` and
+    columns from ``j0*sw - left`` of the unpadded input, zeros where they fall off it."""
+    y0 = tile.i0 * spec.stride[0] - spec.padding[0]
+    x0 = tile.j0 * spec.stride[1] - spec.padding[2]
+    win = np.zeros((tile.n1 - tile.n0, spec.in_channels, window.height, window.width),
+                   dtype=x.dtype)
+    ya, yb = max(y0, 0), min(y0 + window.height, spec.height)
+    xa, xb = max(x0, 0), min(x0 + window.width, spec.width)
+    if ya < yb and xa < xb:
+        win[:, :, ya - y0:yb - y0, xa - x0:xb - x0] = x[tile.n0:tile.n1, :, ya:yb, xa:xb]
+    return win
+
+
+def _convolve(x: np.ndarray, weight: np.ndarray, b: np.ndarray, spec: ConvSpec,
+              out: np.ndarray, budget: int, stage_mask: int) -> None:
+    """One tile: lower chunk by chunk under ``budget`` bytes, multiply, copy out."""
+    n_batch, k_out, ho, _ = spec.batched_output_shape
+    g, rg = spec.groups, spec.reduction_length
+    kg = k_out // g
     xs = phase_planes(x, spec)
     ws = xs.shape[5]
     off = tap_offsets(spec, xs.shape[4], ws)
     xf = xs.reshape(-1)
     chan_block = (spec.in_channels // g) * xs[0, 0].size  # elements of one group's channels
-    if pl.small_gemm:
-        _small_conv(xf, xs[0].size, chan_block, off, weight.reshape(k_out, rg), b, out, ws,
-                    pl.rows)
-        return out
+    images, rows, _, columns, _ = _chunking(spec, x.dtype.itemsize, budget)
+    if _is_small(spec):
+        with parallel_region():
+            _small_conv(xf, xs[0].size, chan_block, off, weight.reshape(k_out, rg), b, out,
+                        ws, rows)
+        return
     # the bias as one more weight column, times a row of ones in the columns:
     # BLAS adds it inside the GEMM, no pass of its own
     group_rows = rg + 1
     wb = np.empty((k_out, group_rows), dtype=x.dtype)
     wb[:, :rg] = weight.reshape(k_out, rg)
     wb[:, rg] = b
-    cols = np.empty((g * group_rows, pl.columns), dtype=x.dtype)
-    cols.reshape(g, group_rows, pl.columns)[:, rg, :] = 1
-    result = np.empty((kg, pl.columns), dtype=x.dtype)
-    for n0 in range(0, n_batch, pl.images):
-        nb = min(pl.images, n_batch - n0)
-        for i0 in range(0, ho, pl.rows):
-            nr = min(pl.rows, ho - i0)
+    cols = np.empty((g * group_rows, columns), dtype=x.dtype)
+    cols.reshape(g, group_rows, columns)[:, rg, :] = 1
+    result = np.empty((kg, columns), dtype=x.dtype)
+    for n0 in range(0, n_batch, images):
+        nb = min(images, n_batch - n0)
+        for i0 in range(0, ho, rows):
+            nr = min(rows, ho - i0)
             length = nr * ws  # flat positions i*ws + j of these rows, per image
             width = nb * length
-            _lower(xf, cols, xs[0].size, chan_block, off, group_rows, n0, nb, i0 * ws, length)
-            _run_chunk(spec, cols[:, :width], wb, out, n0, nb, i0, nr, ws, result[:, :width])
-    return out
+            if stage_mask & _LOWER:
+                _lower(xf, cols, xs[0].size, chan_block, off, group_rows, n0, nb, i0 * ws,
+                       length)
+            _run_chunk(spec, cols[:, :width], wb, out, n0, nb, i0, nr, ws, result[:, :width],
+                       stage_mask)
 
 
 def _run_chunk(spec: ConvSpec, cols: np.ndarray, wb: np.ndarray, out: np.ndarray, n0: int,
-               nb: int, i0: int, nr: int, ws: int, result: np.ndarray) -> None:
+               nb: int, i0: int, nr: int, ws: int, result: np.ndarray,
+               stage_mask: int = _ALL) -> None:
     """The product of one chunk: images n0..n0+nb, output rows i0..i0+nr of each,
     from their lowered columns (nr*ws per image, the last ws-Wo of each row junk)."""
     kg = spec.out_channels // spec.groups
     group_rows = wb.shape[1]
     for grp in range(spec.groups):
-        np.matmul(wb[grp * kg:(grp + 1) * kg], cols[grp * group_rows:(grp + 1) * group_rows],
-                  out=result)
-        # (kg, images, rows, ws) -> out[images, kg, rows, :Wo]: drop the junk columns
-        out[n0:n0 + nb, grp * kg:(grp + 1) * kg, i0:i0 + nr] = \
-            result.reshape(kg, nb, nr, ws)[..., :spec.out_width].transpose(1, 0, 2, 3)
+        if stage_mask & _GEMM:
+            np.matmul(wb[grp * kg:(grp + 1) * kg],
+                      cols[grp * group_rows:(grp + 1) * group_rows], out=result)
+        if stage_mask & _COPY:
+            # (kg, images, rows, ws) -> out[images, kg, rows, :Wo]: drop the junk columns
+            out[n0:n0 + nb, grp * kg:(grp + 1) * kg, i0:i0 + nr] = \
+                result.reshape(kg, nb, nr, ws)[..., :spec.out_width].transpose(1, 0, 2, 3)
+
+
+def _stages(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
+            transformed_weight: Any) -> Sequence[tuple[str, Callable[[], Any]]]:
+    """The time split for ``convlab bench --split``: each call runs the kernel up to and
+    including its stage (same tiles, chunks and BLAS calls as a real run)."""
+    pl = plan(spec, x.dtype.itemsize)
+    if pl.identity:
+        return [("GEMM (no lowering: 1x1)", lambda: _im2col(x, weight, bias, spec, _ALL))]
+    if pl.small_gemm:
+        return [("lower + multiply, fused (Numba)",
+                 lambda: _im2col(x, weight, bias, spec, _ALL))]
+    steps = [("lower", _LOWER), ("GEMM", _LOWER | _GEMM), ("copy out", _ALL)]
+    return [(name, lambda mask=mask: _im2col(x, weight, bias, spec, mask))
+            for name, mask in steps]
 
 
 @njit(cache=True)

@@ -28,7 +28,7 @@ from .registry import output_with_bias, register
 
 
 @register("naive", description="the seven nested loops under @njit (one core)",
-          rtol=1e-5, auto_rank=100)
+          rtol=1e-5, auto_rank=100, macs_per_s=3e8)
 def conv2d_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                  spec: ConvSpec) -> np.ndarray:
     out = output_with_bias(spec, x.dtype, bias)

@@ -74,6 +74,7 @@ from numba import njit, prange
 
 from ..padding import pad
 from ..shapes import ConvSpec
+from ..threads import parallel_region
 from .registry import register
 
 KB = 4  # output channels per task: accumulators updated per pass
@@ -164,7 +165,8 @@ def conv2d_parallel(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     wo = spec.out_width
     rows = max(1, min(spec.out_height, (TARGET_BLOCK - wo) // ws + 1))
-    _direct(xs.reshape(-1), wr, off, b, out, spec.groups, xs[0, 0].size, ws, rows)
+    with parallel_region():  # see convlab/threads.py: concurrent calls from threads
+        _direct(xs.reshape(-1), wr, off, b, out, spec.groups, xs[0, 0].size, ws, rows)
     return out
 
 

@@ -9,11 +9,13 @@ Algorithm: the definition of cross-correlation, one multiply-add at a time::
 Zero padding is implicit: a tap that falls outside the input is skipped.
 
 Cost: N*K*Hout*Wout*(C/groups)*kh*kw multiply-adds, each one several bytecodes
-and boxed floats: ~10-15 MFLOP/s, about ten thousand times slower than a BLAS
-GEMM.  Memory: the output only.
+and boxed floats: about 3 million multiply-adds (6-7 MFLOP/s) per second on a
+2-core AMD EPYC, some ten thousand times slower than a BLAS GEMM (``convlab
+bench --suite seed --kernels python,naive`` shows both, and the GEMM peak, on
+your machine).  Memory: the output only.
 
 Limits: every spec, but it refuses convolutions of more than
-``MAX_MACS`` multiply-adds, which would take more than a few seconds.
+``MAX_MACS`` multiply-adds, which would take more than a second or two.
 The *same* loops, compiled by Numba, are ``naive.py``.
 """
 
@@ -24,7 +26,8 @@ import numpy as np
 from ..shapes import ConvSpec
 from .registry import output_with_bias, register
 
-MAX_MACS = 5_000_000  # ~ a few seconds at ~1-2 million multiply-adds per second
+MAX_MACS = 5_000_000  # a second or two at MACS_PER_S
+MACS_PER_S = 3e6  # measured: see the module docstring
 
 
 def _small_enough(spec: ConvSpec) -> str | None:
@@ -36,7 +39,7 @@ def _small_enough(spec: ConvSpec) -> str | None:
 
 
 @register("python", description="pure-Python loops (the slow baseline)",
-          supports=_small_enough, rtol=1e-5)
+          supports=_small_enough, rtol=1e-5, macs_per_s=MACS_PER_S)
 def conv2d_python(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                   spec: ConvSpec) -> np.ndarray:
     out = output_with_bias(spec, x.dtype, bias)

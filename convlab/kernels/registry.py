@@ -1,7 +1,9 @@
-"""The kernel registry: every convolution algorithm behind one signature.
+"""The kernel registry: every convolution algorithm behind one explicit contract.
 
-A kernel is a function ``run(x, weight, bias, spec) -> out`` registered with
-:func:`register`.  It receives
+A kernel is registered with :func:`register` and described by a :class:`Kernel`.
+The contract (docs/design.md, "The kernel contract"):
+
+``run(x, weight, bias, spec) -> out`` receives
 
 * ``x``: a C-contiguous batched (N, C, H, W) array of float32 or float64,
 * ``weight``: C-contiguous (K, C/groups, kh, kw), same dtype,
@@ -11,27 +13,46 @@ A kernel is a function ``run(x, weight, bias, spec) -> out`` registered with
 
 and returns a new (N, K, Hout, Wout) array of x's dtype with the bias added.
 It never modifies its inputs and never re-derives a shape: it asks ``spec``.
+The bias is the kernel's job so fast kernels can fuse it into their last pass.
 
-The bias is the kernel's job (not the caller's) so fast kernels can fuse it
-into their last pass over the output instead of making another one.
+Everything else a kernel may provide is a typed, optional field of :class:`Kernel`:
 
-A kernel asked for a spec it cannot do raises :class:`UnsupportedSpecError`
-naming the reason; it never falls back to another kernel silently.
+* ``supports(spec)``: None, or why it cannot run ``spec`` (a teaching lab never falls
+  back silently: asking a kernel for what it cannot do raises
+  :class:`UnsupportedSpecError` with that reason);
+* ``available()``: None, or why it cannot run on this machine
+  (:class:`KernelUnavailableError`);
+* ``transform_weight(weight, spec)``: a weight-only precomputation (Winograd's
+  ``U = G g G^T``).  Such a kernel's ``run`` also accepts
+  ``transformed_weight=`` and then skips that work; ``Conv2d`` keeps the transform
+  between calls (:class:`convlab.functional.WeightCache`);
+* ``stages(x, weight, bias, spec, transformed_weight)``: the time split for the
+  benchmark (``convlab bench --split``): a list of ``(name, call)`` where each
+  ``call()`` runs the kernel *up to and including* that stage, so the harness can
+  time the prefixes and report each stage's increment;
+* ``place(x, weight, bias, spec)``: device kernels only: copy the inputs to the
+  device once and return a :class:`Placed` (a call on the device-resident inputs,
+  how to fetch its output), so transfers stay out of the timed calls;
+* ``workspace(spec, itemsize)``: extra bytes it allocates for ``spec``;
+* ``rtol``: its float32 error budget vs the float64 oracle (see :meth:`Kernel.tolerance`);
+* ``nonfinite``: "exact" when NaN/Inf in the input give the oracle's NaN/Inf
+  pattern, else a sentence saying how they differ (``algo="auto"`` then avoids
+  the kernel for non-finite input: :func:`choose`);
+* ``auto_rank`` / ``auto_when(spec)``: whether and where ``algo="auto"`` picks it;
+* ``macs_per_s``: a rough speed for slow kernels, so the benchmark can skip layers
+  that would take minutes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..shapes import ConvSpec
-
-RunFn = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", ConvSpec], np.ndarray]
-SpecCheck = Callable[[ConvSpec], "str | None"]
 
 
 class UnsupportedSpecError(ValueError):
@@ -40,6 +61,34 @@ class UnsupportedSpecError(ValueError):
 
 class KernelUnavailableError(RuntimeError):
     """A kernel cannot run on this machine (e.g. no GPU and no CUDA simulator)."""
+
+
+class RunFn(Protocol):
+    """``run(x, weight, bias, spec)``; kernels with ``transform_weight`` also take
+    ``transformed_weight=`` (keyword only)."""
+
+    def __call__(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                 spec: ConvSpec, /, **transformed_weight: Any) -> np.ndarray: ...
+
+
+SpecCheck = Callable[[ConvSpec], "str | None"]
+TransformFn = Callable[[np.ndarray, ConvSpec], Any]
+StagesFn = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", ConvSpec, Any],
+                    Sequence[tuple[str, Callable[[], Any]]]]
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A device kernel's inputs, copied to the device once (``Kernel.place``).
+
+    ``call()`` launches the kernel on them and returns its device-resident output;
+    ``fetch(out)`` copies that output back as a NumPy array; ``copy_in_s`` is how long
+    the copies to the device took; ``note`` says how it will run (e.g. its tiles)."""
+
+    call: Callable[[], Any]
+    fetch: Callable[[Any], np.ndarray]
+    copy_in_s: float | None = None  # None: nothing was copied (a CPU kernel)
+    note: str = ""
 
 
 def _always(spec: ConvSpec) -> str | None:
@@ -54,34 +103,66 @@ def _no_workspace(spec: ConvSpec, itemsize: int) -> int:
     return 0
 
 
-# The tolerance a kernel's float32 result must meet vs the float64 oracle, for a
-# reduction of this many products (64 channels x 3 x 3, DESIGN.md section 5).
+# The tolerance a kernel's float32 result must meet vs the float64 oracle is given for
+# a reduction of this many products (64 channels x 3 x 3; docs/design.md, "Numerics")
+# and scaled with the square root of the actual reduction length.
 REFERENCE_REDUCTION = 576
 # float64 rounding is ~2**-29 (1.9e-9) times float32's; keep a 5x margin.
 FLOAT64_FACTOR = 1e-8
 
 
+def reduction_scale(spec: ConvSpec) -> float:
+    """sqrt(reduction / REFERENCE_REDUCTION), never below 1: rounding error of a sum
+    grows like the square root of its length."""
+    return max(1.0, math.sqrt(spec.reduction_length / REFERENCE_REDUCTION))
+
+
+def dtype_scale(dtype: Any) -> float:
+    """1 for float32, FLOAT64_FACTOR for float64."""
+    return FLOAT64_FACTOR if np.dtype(dtype) == np.float64 else 1.0
+
+
 @dataclass(frozen=True)
 class Kernel:
-    """One registered convolution algorithm."""
+    """One registered convolution algorithm (see the module docstring for each field)."""
 
     name: str
     run: RunFn
     description: str
-    supports: SpecCheck = _always  # None = yes, else the reason it cannot
+    supports: SpecCheck = _always
     device: str = "cpu"  # "cpu" | "cuda"
-    # float32 error allowed vs the oracle at REFERENCE_REDUCTION, as a fraction of max|out|
     rtol: float = 1e-5
-    available: Callable[[], str | None] = _here  # None = runs here, else how to get it
-    workspace: Callable[[ConvSpec, int], int] = _no_workspace  # extra bytes it allocates
+    available: Callable[[], str | None] = _here
+    workspace: Callable[[ConvSpec, int], int] = _no_workspace
     auto_rank: int | None = None  # lower = preferred by algo="auto"; None = never picked
-    auto_when: SpecCheck = _always  # None = auto may pick it for this spec, else why not
-    extras: dict[str, Any] = field(default_factory=dict)
+    auto_when: SpecCheck = _always
+    transform_weight: TransformFn | None = None
+    stages: StagesFn | None = None
+    place: Callable[..., Placed] | None = None
+    nonfinite: str = "exact"
+    macs_per_s: float | None = None
 
     def __call__(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                 spec: ConvSpec) -> np.ndarray:
+                 spec: ConvSpec, transformed_weight: Any = None) -> np.ndarray:
+        """Check ``spec``, then :meth:`execute`."""
         self.check(spec)
-        return self.run(x, weight, bias, spec)
+        return self.execute(x, weight, bias, spec, transformed_weight)
+
+    def execute(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                spec: ConvSpec, transformed_weight: Any = None) -> np.ndarray:
+        """Run on arrays and a spec already checked (the transformed weight, if given,
+        must come from this kernel's ``transform_weight``)."""
+        if transformed_weight is None:
+            return self.run(x, weight, bias, spec)
+        return self.run(x, weight, bias, spec, transformed_weight=transformed_weight)
+
+    def why_not(self, spec: ConvSpec) -> str | None:
+        """None if this kernel can run ``spec`` here, else the full reason."""
+        why = self.available()
+        if why is not None:
+            return f"kernel {self.name!r} is not available here: {why}"
+        why = self.supports(spec)
+        return None if why is None else f"{self.name} {why}"
 
     def check(self, spec: ConvSpec) -> None:
         """Raise a clear error if this kernel cannot run ``spec`` here."""
@@ -93,39 +174,31 @@ class Kernel:
             raise UnsupportedSpecError(f"{self.name} {why}")
 
     def tolerance(self, spec: ConvSpec, dtype: Any) -> float:
-        """Allowed error, relative to max|output|, for this spec and dtype.
+        """Allowed error for this spec and dtype, as a fraction of
+        ``max(1, max|oracle output|)`` (what :func:`convlab.reference.compare` checks).
 
-        Rounding error of a sum grows like the square root of its length, so the
-        tolerance is scaled by sqrt(reduction / 576) (never below the base).
-        """
-        scale = max(1.0, math.sqrt(spec.reduction_length / REFERENCE_REDUCTION))
-        tol = self.rtol * scale
-        return tol * FLOAT64_FACTOR if np.dtype(dtype) == np.float64 else tol
+        ``rtol`` holds at REFERENCE_REDUCTION products per output and is scaled by
+        :func:`reduction_scale` (never below ``rtol``) and :func:`dtype_scale`."""
+        return self.rtol * reduction_scale(spec) * dtype_scale(dtype)
 
 
 KERNELS: dict[str, Kernel] = {}
 
 
-def register(
-    name: str,
-    *,
-    description: str,
-    supports: SpecCheck = _always,
-    device: str = "cpu",
-    rtol: float = 1e-5,
-    available: Callable[[], str | None] = _here,
-    workspace: Callable[[ConvSpec, int], int] = _no_workspace,
-    auto_rank: int | None = None,
-    auto_when: SpecCheck = _always,
-    **extras: Any,
-) -> Callable[[RunFn], RunFn]:
-    """Decorator: ``@register("naive", description=...)`` adds a kernel to the registry."""
+def register(name: str, *, description: str, **fields: Any) -> Callable[[RunFn], RunFn]:
+    """Decorator: ``@register("naive", description=..., rtol=...)`` adds a kernel.
+
+    ``fields`` are :class:`Kernel`'s optional fields; anything else is an error."""
+    known = set(Kernel.__dataclass_fields__) - {"name", "run", "description"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(f"register({name!r}): unknown field(s) {', '.join(unknown)}; "
+                        f"a kernel may set {', '.join(sorted(known))}")
 
     def decorate(run: RunFn) -> RunFn:
         if name in KERNELS:
             raise ValueError(f"a kernel named {name!r} is already registered")
-        KERNELS[name] = Kernel(name, run, description, supports, device, rtol, available,
-                               workspace, auto_rank, auto_when, dict(extras))  # fmt: skip
+        KERNELS[name] = Kernel(name, run, description, **fields)
         return run
 
     return decorate
@@ -154,19 +227,35 @@ class Choice:
         return "\n".join(lines)
 
 
-def choose(spec: ConvSpec) -> Choice:
+def choose(spec: ConvSpec, finite: bool = True) -> Choice:
     """The ``algo="auto"`` rule: the best-ranked available kernel that supports ``spec``
     and says it is a good fit for it (``auto_when``).  Ranks come from measurements
-    recorded where each kernel is registered."""
+    recorded where each kernel is registered.  ``finite=False`` (the input holds NaN or
+    Inf) passes over kernels whose non-finite pattern differs from the oracle's."""
     passed: list[tuple[str, str]] = []
     ranked = sorted((k for k in KERNELS.values() if k.auto_rank is not None),
                     key=lambda k: k.auto_rank)  # type: ignore[arg-type,return-value]
     for kern in ranked:
         why = kern.available() or kern.supports(spec) or kern.auto_when(spec)
+        if why is None and not finite and kern.nonfinite != "exact":
+            why = f"the input holds NaN or Inf, and {kern.nonfinite}"
         if why is None:
             return Choice(kern, kern.description, tuple(passed))
         passed.append((kern.name, why))
     raise UnsupportedSpecError(f"no registered kernel can run {spec.describe()}")
+
+
+def resolve(algo: str | Kernel, spec: ConvSpec, finite: bool = True) -> Kernel:
+    """The kernel for ``algo`` (a name, "auto", or a :class:`Kernel` already looked up),
+    checked against ``spec``."""
+    if isinstance(algo, Kernel):
+        algo.check(spec)
+        return algo
+    if algo == "auto":
+        return choose(spec, finite).kernel
+    kernel = get(algo)
+    kernel.check(spec)
+    return kernel
 
 
 def output_with_bias(spec: ConvSpec, dtype: Any, bias: np.ndarray | None) -> np.ndarray:

@@ -69,12 +69,15 @@ only their valid outputs).  Workspace: per thread V, M and scratch blocks
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from ..shapes import ConvSpec
+from ..threads import blas_can_be_limited, parallel_region, single_threaded_blas
 from ._winograd_transforms import at, bt, g
 from .registry import register
 
@@ -101,7 +104,8 @@ def transform_filter(weight: np.ndarray, groups: int, m: int) -> np.ndarray:
     k, cg = weight.shape[:2]
     alpha = m + 2
     u = np.empty((alpha * alpha, k, cg), dtype=weight.dtype)
-    _filter_transform(weight, u, m)
+    with parallel_region():
+        _filter_transform(weight, u, m)
     return u.reshape(alpha * alpha, groups, k // groups, cg)
 
 
@@ -110,7 +114,7 @@ def plan(spec: ConvSpec, m: int, itemsize: int, *, tile_target: int = TILES_PER_
     """Blocking for ``spec``: (tb tiles per job, kb output channels per GEMM call,
     kper output channels per job).  See the module docstring."""
     if single_thread_blas is None:
-        single_thread_blas = _blas_limiter() is not None
+        single_thread_blas = blas_can_be_limited()
     cg = spec.in_channels // spec.groups
     kg = spec.out_channels // spec.groups
     tiles = spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
@@ -129,68 +133,66 @@ def plan(spec: ConvSpec, m: int, itemsize: int, *, tile_target: int = TILES_PER_
     return tb, kb, kper
 
 
-_LIMITER: list = []
-_ONE_AT_A_TIME = threading.Lock()
-_WORKSPACE: dict[tuple[str, np.dtype], np.ndarray] = {}
+# Scratch buffers (V, M blocks, an uncached U) are kept between calls, per Python
+# thread: fresh pages cost a page fault each (~0.1 ms per MiB, measured), and a
+# buffer per thread lets two threads run Winograd at once without sharing memory.
+# Buffers over RETAIN_BYTES are not kept (a one-off huge layer does not pin its
+# memory); release_scratch() frees the calling thread's, and a thread's buffers go
+# when the thread does.
+RETAIN_BYTES = 64 * 2**20
+_scratch = threading.local()
 
 
 def _scratch_memory(use: str, items: int, dtype: np.dtype) -> np.ndarray:
-    """Scratch memory kept between calls (one buffer per use and dtype): the V and M
-    blocks and an uncached U are MiBs, and fresh pages cost a page fault each
-    (~0.1 ms per MiB, measured) on every call."""
-    key = (use, np.dtype(dtype))
-    buf = _WORKSPACE.get(key)
+    """``items`` scratch values of ``dtype`` for ``use``, this thread's, reused."""
+    dtype = np.dtype(dtype)
+    if items * dtype.itemsize > RETAIN_BYTES:
+        return np.empty(items, dtype)
+    buffers: dict[tuple[str, np.dtype], np.ndarray] = _scratch.__dict__.setdefault("bufs", {})
+    buf = buffers.get((use, dtype))
     if buf is None or buf.size < items:
-        buf = _WORKSPACE[key] = np.empty(items, dtype)
+        buf = buffers[(use, dtype)] = np.empty(items, dtype)
     return buf[:items]
 
 
-def _blas_limiter():
-    """threadpoolctl's controller over the BLAS that Numba's ``np.dot`` calls, or None.
-
-    Each Numba thread calls sgemm on its own block, so the BLAS must not start
-    threads of its own: OpenBLAS (pthreads) entered from two threads of an OpenMP
-    team at once warns "Detect OpenMP Loop and this application may hang".
-    With threadpoolctl the BLAS is held to one thread for the duration of a call
-    and the GEMMs can be as big as the blocking likes; without it, each GEMM is
-    kept under OpenBLAS's own single-thread threshold (smaller, ~1.3x slower)."""
-    if not _LIMITER:
-        try:
-            import scipy.linalg.cython_blas  # noqa: F401  (loaded before threadpoolctl looks)
-            from threadpoolctl import ThreadpoolController
-            _LIMITER.append(ThreadpoolController())
-        except ImportError:
-            _LIMITER.append(None)
-    return _LIMITER[0]
+def release_scratch() -> None:
+    """Free the scratch buffers this thread keeps between Winograd calls."""
+    _scratch.__dict__.pop("bufs", None)
 
 
 def winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
-             m: int, prepared: np.ndarray | None = None, stages: int = 7,
+             m: int, transformed_weight: np.ndarray | None = None,
              blocking: tuple[int, int, int] | None = None) -> np.ndarray:
-    """Run F(m x m, 3 x 3) on batched ``x``; ``prepared`` is ``transform_filter``'s U.
+    """Run F(m x m, 3 x 3) on batched ``x``; ``transformed_weight`` is
+    :func:`transform_filter`'s U (computed here when None)."""
+    return _run(x, weight, bias, spec, m, transformed_weight, blocking, _ALL_STAGES)
 
-    ``stages`` (a bit mask: 1 input transform, 2 GEMMs, 4 output transform) is
-    for the benchmark's time split only; anything but 7 gives a wrong answer."""
+
+_ALL_STAGES = 7  # bit mask for _convolve: 1 input transform, 2 GEMMs, 4 output transform
+
+
+def _run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec, m: int,
+         u: np.ndarray | None, blocking: tuple[int, int, int] | None,
+         stage_mask: int) -> np.ndarray:
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     b = np.zeros(spec.out_channels, x.dtype) if bias is None else bias
     tb, kb, kper = plan(spec, m, x.itemsize) if blocking is None else blocking
     threads = numba.get_num_threads()
     per_thread = _items_per_thread(spec, m, tb, kb)
-    limiter = _blas_limiter()
-    with _ONE_AT_A_TIME:  # the workspace and the BLAS thread limit are shared state
-        u = prepared
-        if u is None:
-            alpha2, (k, cg) = (m + 2) ** 2, weight.shape[:2]
-            u = _scratch_memory("U", alpha2 * k * cg, x.dtype).reshape(alpha2, k, cg)
+    if u is None:
+        alpha2, (k, cg) = (m + 2) ** 2, weight.shape[:2]
+        u = _scratch_memory("U", alpha2 * k * cg, x.dtype).reshape(alpha2, k, cg)
+        with parallel_region():
             _filter_transform(weight, u, m)
-            u = u.reshape(alpha2, spec.groups, k // spec.groups, cg)
-        work = _scratch_memory("work", threads * per_thread, x.dtype).reshape(threads, per_thread)
-        args = (x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stages, work)
-        if limiter is None or threads == 1:
+        u = u.reshape(alpha2, spec.groups, k // spec.groups, cg)
+    work = _scratch_memory("work", threads * per_thread, x.dtype).reshape(threads, per_thread)
+    args = (x, u, b, out, m, spec.padding[0], spec.padding[2], tb, kb, kper, stage_mask, work)
+    if threads == 1:  # one Numba thread: its GEMMs may use the BLAS's threads
+        with parallel_region():
             _convolve(*args)
-        else:
-            with limiter.limit(limits=1, user_api="blas"):
-                _convolve(*args)
+    else:  # every Numba thread calls its own sgemm: the BLAS must not add threads
+        with single_threaded_blas(), parallel_region():
+            _convolve(*args)
     return out
 
 
@@ -208,11 +210,26 @@ def _supports(spec: ConvSpec) -> str | None:
     return "needs a 3x3 kernel with stride 1 and dilation 1; got " + ", ".join(what)
 
 
-def _prepare(m: int):
-    def prepare(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+def _transform(m: int) -> Callable[[np.ndarray, ConvSpec], np.ndarray]:
+    def transform_weight(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return transform_filter(weight, spec.groups, m)
-    prepare.__doc__ = f"The F({m}x{m},3x3) filter transform U = G g G^T (cacheable)."
-    return prepare
+    transform_weight.__doc__ = f"The F({m}x{m},3x3) filter transform U = G g G^T (cacheable)."
+    return transform_weight
+
+
+def _stages(m: int) -> Callable[..., Sequence[tuple[str, Callable[[], Any]]]]:
+    """The time split for ``convlab bench --split``: each call runs the pipeline up to
+    and including its stage (the output of a partial run is garbage, never returned
+    to anyone)."""
+    def stages(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
+               transformed_weight: Any) -> Sequence[tuple[str, Callable[[], Any]]]:
+        u = transformed_weight
+        steps = [("input transform", 1), ("GEMMs", 3), ("output transform", 7)]
+        if u is None:  # the filter transform is timed as part of the first stage
+            steps[0] = ("filter + input transform", 1)
+        return [(name, lambda mask=mask: _run(x, weight, bias, spec, m, u, None, mask))
+                for name, mask in steps]
+    return stages
 
 
 def _items_per_thread(spec: ConvSpec, m: int, tb: int, kb: int) -> int:
@@ -259,26 +276,33 @@ def _auto_when_f4(spec: ConvSpec) -> str | None:
     return _few_channels(spec)
 
 
+# Every entry of B^T d B mixes several pixels of a tile (and the transforms subtract):
+# one NaN/Inf pixel reaches outputs that do not depend on it, and Inf becomes NaN.
+NONFINITE = ("its input transform mixes the pixels of a tile, so a NaN or Inf reaches "
+             "outputs that do not depend on it and an Inf comes out as NaN")
+
+
 @register("winograd_f2", description="Winograd F(2x2,3x3): 2.25x fewer multiplies",
-          supports=_supports, rtol=5e-6, workspace=_workspace(2), prepare=_prepare(2),
-          auto_rank=11, auto_when=_few_channels)
-def conv2d_winograd_f2(x, weight, bias, spec, prepared=None):
-    return winograd(x, weight, bias, spec, 2, prepared)
+          supports=_supports, rtol=5e-6, workspace=_workspace(2), transform_weight=_transform(2),
+          stages=_stages(2), nonfinite=NONFINITE, auto_rank=11, auto_when=_few_channels)
+def conv2d_winograd_f2(x, weight, bias, spec, transformed_weight=None):
+    return winograd(x, weight, bias, spec, 2, transformed_weight)
 
 
 @register("winograd_f4", description="Winograd F(4x4,3x3): 4x fewer multiplies",
-          supports=_supports, rtol=5e-5, workspace=_workspace(4), prepare=_prepare(4),
-          auto_rank=10, auto_when=_auto_when_f4)
-def conv2d_winograd_f4(x, weight, bias, spec, prepared=None):
-    return winograd(x, weight, bias, spec, 4, prepared)
+          supports=_supports, rtol=5e-5, workspace=_workspace(4), transform_weight=_transform(4),
+          stages=_stages(4), nonfinite=NONFINITE, auto_rank=10, auto_when=_auto_when_f4)
+def conv2d_winograd_f4(x, weight, bias, spec, transformed_weight=None):
+    return winograd(x, weight, bias, spec, 4, transformed_weight)
 
 
 # F(6,3) is never picked by auto: it was no faster than F(4,3) on any layer measured
 # (its 8x8 tiles waste work on small images, and U is 64/9 times the weight).
 @register("winograd_f6", description="Winograd F(6x6,3x3): 5.1x fewer multiplies",
-          supports=_supports, rtol=2e-4, workspace=_workspace(6), prepare=_prepare(6))
-def conv2d_winograd_f6(x, weight, bias, spec, prepared=None):
-    return winograd(x, weight, bias, spec, 6, prepared)
+          supports=_supports, rtol=2e-4, workspace=_workspace(6), transform_weight=_transform(6),
+          stages=_stages(6), nonfinite=NONFINITE)
+def conv2d_winograd_f6(x, weight, bias, spec, transformed_weight=None):
+    return winograd(x, weight, bias, spec, 6, transformed_weight)
 
 
 # ---------------------------------------------------------------- Numba stages
@@ -304,7 +328,7 @@ def _filter_transform(w, u, m):
 
 
 @njit(parallel=True, cache=True)
-def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages, work):
+def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stage_mask, work):
     n_batch = x.shape[0]
     alpha2, groups, kg, cg = u.shape
     alpha = m + 2
@@ -329,15 +353,15 @@ def _convolve(x, u, bias, out, m, top, left, tb, kb, kper, stages, work):
             k_lo = (job % n_ksplits) * kper
             k_hi = min(kg, k_lo + kper)
             v = v_buf[:alpha2 * cg * nt].reshape((alpha2, cg, nt))
-            if stages & 1:
+            if stage_mask & 1:
                 _input_tiles(x, v, scratch, rows, g * cg, t0, m, top, left, tiles_h, tiles_w)
             for k0 in range(k_lo, k_hi, kb):
                 kk = min(kb, k_hi - k0)
                 mm = m_buf[:alpha2 * kk * nt].reshape((alpha2, kk, nt))
-                if stages & 2:
+                if stage_mask & 2:
                     for a in range(alpha2):
                         np.dot(u[a, g, k0:k0 + kk], v[a], mm[a])
-                if stages & 4:
+                if stage_mask & 4:
                     _output_tiles(mm, scratch, out, bias, g * kg + k0, t0, m, tiles_h, tiles_w)
 
 

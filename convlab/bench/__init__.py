@@ -1,0 +1,78 @@
+"""The benchmark harness: is it right, how fast is it, and compared with what?
+
+Every speed claim in convlab (README, notebooks, kernel docstrings) comes from here,
+through ``convlab bench``.  One idea per module:
+
+========================  ==========================================================
+``suites``                the layers (ResNet, VGG, MobileNet, ...) and their suites
+``contenders``            what is timed: registry kernels through their hooks, PyTorch
+``gpu``                   CUDA-event timing, the cuDNN rivals, the simulator's limits
+``timing``                timers, round-robin samples, guards against a busy machine
+``ceilings``              the machine's ceilings: GEMM peak, memory bandwidth
+``run``                   the run: refuse, gate against the oracle, time, relate
+``records``               what was measured, as JSON and CSV
+``table``                 the report people read
+========================  ==========================================================
+
+A kernel opts into more than its plain call through its registry entry (see
+:mod:`convlab.kernels.registry`): ``place`` (device kernels), ``transform_weight``
+(timed once per layer with ``--weight-cache``), ``stages`` (``--split``: the time
+split by stage), ``macs_per_s`` (slow kernels skip hopeless layers).  The harness
+itself never names a kernel.
+"""
+
+from .ceilings import calibrate, disturbance, measure_bandwidth, measure_peak, no_calibration
+from .contenders import (
+    LADDER,
+    RIVAL,
+    Contender,
+    kernel_contender,
+    known_kernels,
+    resolve_kernels,
+    torch_available,
+    torch_contender,
+)
+from .gpu import CUDNN, GPU_RIVALS, check_device
+from .records import (
+    RECORD_FIELDS,
+    STATUSES,
+    BenchResult,
+    Record,
+    check_writable,
+    load,
+    output_paths,
+)
+from .run import (
+    COLD_CACHE_ENV,
+    GATE_FLOPS,
+    BenchmarkInterrupted,
+    gate_batch,
+    run_benchmark,
+    run_in_fresh_process,
+)
+from .suites import (
+    DEFAULT_BATCH,
+    DILATED,
+    MOBILENET,
+    RESNET,
+    SEED,
+    SUITES,
+    TOY_SUITES,
+    VGG,
+    Layer,
+    suite_layers,
+    suite_names,
+)
+from .table import format_table, format_time, geomean
+from .timing import MIN_SAMPLE_S, NOISY_SPREAD, Timer, wall_timer
+
+__all__ = [
+    "CUDNN", "COLD_CACHE_ENV", "DEFAULT_BATCH", "DILATED", "GATE_FLOPS", "GPU_RIVALS", "LADDER",
+    "MIN_SAMPLE_S", "MOBILENET", "NOISY_SPREAD", "RECORD_FIELDS", "RESNET", "RIVAL", "SEED",
+    "STATUSES", "SUITES", "TOY_SUITES", "VGG", "BenchResult", "BenchmarkInterrupted",
+    "Contender", "Layer", "Record", "Timer", "calibrate", "check_device", "check_writable",
+    "disturbance", "format_table", "format_time", "gate_batch", "geomean", "kernel_contender",
+    "known_kernels", "load", "measure_bandwidth", "measure_peak", "no_calibration",
+    "output_paths", "resolve_kernels", "run_benchmark", "run_in_fresh_process",
+    "suite_layers", "suite_names", "torch_available", "torch_contender", "wall_timer",
+]

@@ -1,0 +1,356 @@
+"""The run: for every layer and contender, refuse honestly, check, then time.
+
+For each (layer, contender) :func:`run_benchmark`
+
+1. **refuses honestly**: a contender that cannot run the layer gets an ``n/a`` record
+   with its reason; one whose *estimated* time per call is over ``max_call_s`` (the
+   pure-Python loops, the CUDA simulator) gets a ``skip`` record with the estimate.
+2. **checks before it times**: it sets the layer up (inputs placed, weight
+   transformed if the run caches it), makes the first call on the full batch, timed
+   on its own (it includes Numba's JIT compile the first time a kernel runs in a
+   process: ``first_use``), and compares the first :func:`gate_batch` images of the
+   result with the float64 oracle (:func:`convlab.reference.compare`, the
+   contender's own tolerance).  So what is checked is exactly what is timed.  A
+   wrong result (or inputs modified in place) gives a ``wrong`` record, never timed.
+3. **times the steady state**: a warm-up call, then round-robin samples
+   (:mod:`convlab.bench.timing`); median and quartiles are kept, GFLOP/s from
+   :meth:`ConvSpec.flops` (direct-convolution FLOPs for every algorithm).  With
+   ``split``, a kernel with a ``stages`` hook also gets its time split by stage.
+4. **compares in the same run**: the machine's ceilings are measured before and after
+   (:mod:`convlab.bench.ceilings`); ratios to torch, cuDNN and the naive kernel come
+   from the same run (:func:`relate`).
+
+Ctrl-C stops the run cleanly: :class:`BenchmarkInterrupted` carries the result of
+the layers finished so far (marked ``partial``).  ``on_layer(result)`` is called after
+every layer, so a caller can save as it goes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from ..functional import prepare
+from ..reference import compare, conv2d_reference
+from ..shapes import ConvSpec
+from . import ceilings as cal
+from .contenders import RIVAL, Contender, estimate, make_contenders, resolve_kernels
+from .gpu import CUDNN, check_device
+from .records import BenchResult, Record
+from .suites import DEFAULT_BATCH, Layer, suite_layers
+from .timing import Timing, repeats_for, sample, summary
+
+# The oracle runs at ~2-4 GFLOP/s: gate on the largest batch that stays under this.
+GATE_FLOPS = 4e8
+# Set (to "1") by `convlab bench --cold-cache` in the child process it starts with an empty
+# NUMBA_CACHE_DIR, so the records say their first calls include a real compile.
+COLD_CACHE_ENV = "CONVLAB_COLD_CACHE"
+
+
+class BenchmarkInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_benchmark`; ``result`` holds the finished layers."""
+
+    def __init__(self, result: BenchResult) -> None:
+        super().__init__(result.partial)
+        self.result = result
+
+
+def gate_batch(spec: ConvSpec) -> int:
+    """The largest batch <= spec.batch whose oracle stays under GATE_FLOPS (at least 1)."""
+    per_item = spec.with_batch(1).flops()
+    return max(1, min(spec.batch, int(GATE_FLOPS // max(per_item, 1))))
+
+
+def run_benchmark(
+    suite: str = "quick",
+    kernel_names: Sequence[str | Contender] | None = None,
+    *,
+    layers: Sequence[Layer] | None = None,
+    only_layers: Sequence[str] | None = None,
+    batch: int | None = None,
+    dtype: str = "float32",
+    repeats: int | None = None,
+    max_call_s: float = 2.0,
+    budget_s: float = 0.5,
+    device: str = "cpu",
+    rival: bool = True,
+    progress: bool = True,
+    seed: int = 0,
+    calibration: dict[str, Any] | None = None,
+    weight_cache: bool = False,
+    split: bool = False,
+    settle: float = 0.0,
+    drop_busy: float | None = None,
+    on_layer: Callable[[BenchResult], None] | None = None,
+) -> BenchResult:
+    """Gate and time every (layer, contender) pair; see the module docstring.
+
+    ``layers`` (explicit :class:`Layer` objects) overrides ``suite``; ``batch`` every
+    layer's batch; ``repeats`` fixes the number of samples (default: adaptive, about
+    ``budget_s`` seconds per pair).  ``calibration`` skips measuring the ceilings
+    (tests, re-runs).  ``weight_cache``: kernels with ``transform_weight`` transform the
+    weight once per layer, as ``Conv2d`` does (default: every call, as
+    ``torch.nn.functional.conv2d`` takes a raw weight).  ``split``: time each stage of
+    kernels with a ``stages`` hook.  ``settle``/``drop_busy``: see
+    :mod:`convlab.bench.timing`.  ``device="cuda"``: see :mod:`convlab.bench.gpu`.
+    """
+    from tqdm.auto import tqdm
+
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    for name, value in (("batch", batch), ("repeats", repeats)):
+        if value is not None and (isinstance(value, bool) or int(value) < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    chosen_layers = tuple(layers) if layers is not None else suite_layers(suite, only_layers)
+    names = resolve_kernels(kernel_names, device, rival)
+    check_device(device, names)
+    np_dtype = np.dtype(dtype)
+    started = time.perf_counter()
+    measure_ceilings = calibration is None and device == "cpu"
+    if calibration is None and device != "cpu":
+        calibration = cal.no_calibration()
+    # disable=None: a bar on a terminal, none in a log file or CI
+    bar = tqdm(total=len(chosen_layers) * len(names) + 2 * measure_ceilings,
+               disable=None if progress else True, unit="run", dynamic_ncols=True, leave=False)
+    import numba
+
+    settings = {
+        "suite": suite if layers is None and not only_layers else "custom",
+        "layers": [la.name for la in chosen_layers],
+        "layer_args": {la.name: asdict(la) for la in chosen_layers},
+        "kernels": [n if isinstance(n, str) else n.name for n in names],
+        "batch": batch, "dtype": dtype, "repeats": repeats,
+        "max_call_s": max_call_s, "budget_s": budget_s, "device": device,
+        "weight_cache": weight_cache, "split": split, "settle": settle,
+        "drop_busy": drop_busy, "threads": numba.get_num_threads(), "seed": seed,
+        "numba_cache": ("cold: a fresh NUMBA_CACHE_DIR, first calls compile"
+                        if os.environ.get(COLD_CACHE_ENV) == "1" else
+                        "as found: a first call may load compiled code from disk"),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    result = BenchResult(_machine(), {}, settings, [])
+    contenders: dict[str, Contender] = {}
+    done = 0
+    try:
+        bar.set_description("calibrating (GEMM peak, bandwidth)")
+        result.calibration = cal.calibrate(np_dtype) if measure_ceilings else dict(
+            calibration or {})
+        bar.update(measure_ceilings)
+        contenders = make_contenders(names, weight_cache)
+        used: set[str] = set()
+        for index, layer in enumerate(chosen_layers):
+            result.records += _run_layer(layer, contenders, used, bar, np_dtype,
+                                         batch, seed + index, repeats, max_call_s, budget_s,
+                                         split, settle, drop_busy)
+            done += 1
+            relate(result.records, result.calibration)
+            settings["elapsed_s"] = round(time.perf_counter() - started, 1)
+            if on_layer is not None:
+                on_layer(result)
+        if measure_ceilings:
+            bar.set_description("calibrating again")
+            result.calibration = cal.merge(result.calibration, cal.calibrate(np_dtype))
+            bar.update(1)
+    except KeyboardInterrupt:
+        layer_names = {la.name for la in chosen_layers[:done]}
+        result.records = [r for r in result.records if r.layer in layer_names]
+        settings["partial"] = (f"interrupted (Ctrl-C) after {done} of {len(chosen_layers)} "
+                               "layers; only those are recorded")
+        settings["elapsed_s"] = round(time.perf_counter() - started, 1)
+        relate(result.records, result.calibration)
+        raise BenchmarkInterrupted(result) from None
+    finally:
+        bar.close()
+        for who in contenders.values():
+            who.close()
+    relate(result.records, result.calibration)
+    settings["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _inputs(layer: Layer, spec: ConvSpec, dtype: Any,
+            seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvSpec]:
+    """Random normal inputs (never zeros or ones: they hide wrong indexing), passed
+    through :func:`convlab.functional.prepare` once, exactly as ``conv2d`` hands them to
+    a kernel; that validation is not part of any timing."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width))
+    w = rng.standard_normal(spec.weight_shape)
+    b = rng.standard_normal(spec.bias_shape)
+    xa, wa, ba, pspec = prepare(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                layer.stride, layer.padding, layer.dilation, layer.groups)
+    assert ba is not None
+    return xa, wa, ba, pspec
+
+
+def _run_layer(layer: Layer, contenders: dict[str, Contender], used: set[str], bar: Any,
+               dtype: np.dtype, batch: int | None, seed: int, repeats: int | None,
+               max_call_s: float, budget_s: float, split: bool, settle: float,
+               drop_busy: float | None) -> list[Record]:
+    spec = layer.spec(batch or layer.batch or DEFAULT_BATCH)
+    x, w, b, spec = _inputs(layer, spec, dtype, seed)
+    gb = gate_batch(spec)
+    oracle = functools.cache(lambda: conv2d_reference(x[:gb], w, b, spec.with_batch(gb)))
+    records: list[Record] = []
+    timed: list[tuple[Record, Timing, Contender]] = []
+    for name, who in contenders.items():
+        bar.set_description(f"{layer.name}: checking {name}")
+        rec = Record(layer.name, layer.describe(), name, who.device, dtype.name, spec.batch,
+                     "n/a", flops=spec.flops(), bytes=spec.bytes_moved(dtype.itemsize),
+                     intensity=spec.arithmetic_intensity(dtype.itemsize), gate_batch=gb)
+        records.append(rec)
+        why = who.why_not(spec)
+        seconds, how = estimate(who, spec)
+        if why is not None:
+            rec.status, rec.reason = "n/a", why
+        elif seconds > max_call_s:
+            rec.status = "skip"
+            rec.reason = (f"too slow here: ~{seconds:.3g} s per call estimated ({how}) > "
+                          f"max_call_s={max_call_s:g}")
+        else:
+            try:
+                timing = _gate(rec, who, spec, x, w, b, oracle, name not in used, repeats,
+                               budget_s)
+            except Exception as exc:  # a crashing contender is a result, not a crash
+                rec.status, rec.reason, timing = "error", f"{type(exc).__name__}: {exc}", None
+            used.add(name)
+            if timing is not None:
+                timed.append((rec, timing, who))
+        bar.update(1)
+    bar.set_description(f"{layer.name}: timing {len(timed)} contenders, interleaved")
+    # a fixed --repeats is kept exactly; adaptive runs re-sample scattered timings
+    sample([t for _, t, _ in timed], settle, drop_busy, resample_noisy=repeats is None)
+    for rec, timing, who in timed:
+        _summarise(rec, timing)
+        if split and rec.status == "ok" and who.stages is not None:
+            bar.set_description(f"{layer.name}: splitting {rec.kernel}'s time")
+            rec.stages_s = _split(who, x, w, b, spec, timing.reps, budget_s, settle)
+    return records
+
+
+def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
+          b: np.ndarray, oracle: Callable[[], np.ndarray], first_use: bool,
+          repeats: int | None, budget_s: float) -> Timing | None:
+    """Set up, make the first call (timed), check it; fills ``rec``.  Returns the
+    :class:`Timing` to sample, or None when the result is wrong (never timed)."""
+    copies = (x.copy(), w.copy(), b.copy())
+    placed = who.setup(x, w, b, spec)
+    rec.first_use, rec.h2d_s, rec.note = first_use, placed.copy_in_s, placed.note
+    start = time.perf_counter()
+    out = placed.call()
+    host = placed.fetch(out)
+    rec.first_call_s = time.perf_counter() - start
+    if placed.copy_in_s is not None:  # on a device: the copy back, timed alone
+        start = time.perf_counter()
+        placed.fetch(out)
+        rec.d2h_s = time.perf_counter() - start
+    gb = rec.gate_batch or 1
+    tol = who.tolerance(spec.with_batch(gb), x.dtype)
+    report = compare(np.asarray(host)[:gb], oracle(), tol)
+    rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, tol
+    if not all(np.array_equal(a, c) for a, c in zip((x, w, b), copies, strict=True)):
+        rec.status, rec.reason = "wrong", "modified its input arrays"
+        return None
+    if not report.ok:
+        rec.status, rec.reason = "wrong", f"failed the oracle check: {report}"
+        return None
+    t_est = who.timer(placed.call, 1)  # the warm-up call, which also sizes the samples
+    number, reps = repeats_for(t_est, budget_s)
+    return Timing(placed.call, who.timer, number, reps if repeats is None else repeats)
+
+
+def _summarise(rec: Record, timing: Timing) -> None:
+    if timing.error is not None:
+        rec.status, rec.reason = "error", timing.error
+        return
+    for key, value in summary(timing.samples).items():
+        setattr(rec, key, value)
+    rec.number, rec.repeats = timing.number, len(timing.samples)
+    rec.noisy, rec.dropped_rounds = timing.noisy, timing.dropped
+    rec.gflops = rec.gflops_at(rec.median_s)
+    # the first call minus a warm one (and its copy back): the JIT compile / cache load
+    rec.compile_s = max(0.0, (rec.first_call_s or 0.0) - (rec.median_s or 0.0)
+                        - (rec.d2h_s or 0.0))
+    rec.status = "ok"
+
+
+def _split(who: Contender, x: np.ndarray, w: np.ndarray, b: np.ndarray, spec: ConvSpec,
+           reps: int, budget_s: float, settle: float) -> dict[str, float]:
+    """Each stage's time: the prefixes (the kernel up to each stage) timed round-robin,
+    then differences of their medians (clipped at 0: noise can make one negative)."""
+    assert who.stages is not None
+    prefixes = list(who.stages(x, w, b, spec))
+    timings = []
+    for _, call in prefixes:
+        t_est = who.timer(call, 1)  # warm-up
+        number, _ = repeats_for(t_est, budget_s)
+        timings.append(Timing(call, who.timer, number, reps))
+    sample(timings, settle, resample_noisy=False)
+    split, before = {}, 0.0
+    for (name, _), timing in zip(prefixes, timings, strict=True):
+        if timing.error is not None:
+            raise RuntimeError(f"stage {name!r} failed: {timing.error}")
+        median = summary(timing.samples)["median_s"]
+        split[name] = max(0.0, median - before)
+        before = max(before, median)
+    return split
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_cached() -> str:
+    from ..system import describe
+
+    return json.dumps(describe(), default=str)
+
+
+def _machine() -> dict[str, Any]:
+    """The machine description (computed once per process: it runs a parallel function)."""
+    return json.loads(_machine_cached())
+
+
+def relate(records: list[Record], calib: dict[str, Any]) -> None:
+    """Fill the ceilings, peak fraction and the ratios vs torch, cuDNN (TF32 off) and
+    naive (cuda_naive for GPU records): same layer, same run."""
+    base = {(r.layer, r.kernel): r.median_s for r in records if r.status == "ok"}
+    for r in records:
+        r.peak_gflops, r.bandwidth_gbs = calib.get("peak_gflops"), calib.get("bandwidth_gbs")
+        if r.status != "ok" or not r.median_s:
+            continue
+        if r.gflops and r.peak_gflops:
+            r.peak_fraction = r.gflops / r.peak_gflops
+        naive = "cuda_naive" if r.device == "cuda" else "naive"
+        for other, attr in ((RIVAL, "vs_torch"), (CUDNN, "vs_cudnn"), (naive, "vs_naive")):
+            t = base.get((r.layer, other))
+            if t:
+                setattr(r, attr, t / r.median_s)
+
+
+def run_in_fresh_process(argv: Sequence[str], cold_cache: bool = True) -> int:
+    """Run ``convlab bench ARGV`` in a new Python process; with ``cold_cache`` its Numba
+    cache is a new empty folder, so each kernel's first call is a real JIT compile.
+    Returns the exit status."""
+    import subprocess
+    import sys
+    import tempfile
+
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="convlab-numba-cache-") as tmp:
+        if cold_cache:
+            env["NUMBA_CACHE_DIR"], env[COLD_CACHE_ENV] = tmp, "1"
+        code = ("import sys; from convlab.cli import main; "
+                "sys.exit(main(['bench', *sys.argv[1:]]))")
+        return subprocess.run([sys.executable, "-c", code, *argv], env=env).returncode
+
+
+def geomean(values: Sequence[float]) -> float:
+    """The geometric mean (the right average of speed ratios)."""
+    return math.exp(sum(math.log(v) for v in values) / len(values))
