@@ -6,7 +6,8 @@ alpha x alpha = (m+2) x (m+2) pixels,
 
     Y = A^T [ (G g G^T) * (B^T d B) ] A          (* is element-wise)
 
-The matrices are those of DESIGN.md section 5; F(6,3) uses the points
+The F(2,3) and F(4,3) matrices are Lavin & Gray's (as in their Table 1 and
+wincnn, the points 0, +-1 and 0, +-1, +-2); F(6,3) uses the points
 0, +-1, +-2, +-1/2 (as NNPACK and wincnn do).  ``tests/test_winograd.py``
 checks the identity above in float64 for each set, and that each written-out
 transform below is exactly its matrix.

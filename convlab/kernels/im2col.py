@@ -383,9 +383,19 @@ def _im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: Co
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     itemsize, cap = x.dtype.itemsize, get_workspace_cap()
     pl = plan(spec, itemsize, cap)
-    if pl.identity:  # 1x1 stride 1: no lowering, the image is the column matrix
-        _identity(x, weight, b, spec, out)
-        return out
+    # NaN/Inf in the input propagate as in every other kernel; NumPy's matmul would
+    # also warn about them ("invalid value encountered"), which no other kernel does
+    with np.errstate(over="ignore", invalid="ignore"):
+        if pl.identity:  # 1x1 stride 1: no lowering, the image is the column matrix
+            _identity(x, weight, b, spec, out)
+        else:
+            _tiles(x, weight, b, spec, out, pl, cap, stage_mask)
+    return out
+
+
+def _tiles(x: np.ndarray, weight: np.ndarray, b: np.ndarray, spec: ConvSpec, out: np.ndarray,
+           pl: Plan, cap: int, stage_mask: int) -> None:
+    itemsize = x.dtype.itemsize
     cut = len(pl.tiles) > 1
     for tile in pl.tiles:
         if cut:  # the padded input does not fit: this tile's window, padded here
@@ -398,7 +408,6 @@ def _im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: Co
         _convolve(xw, weight, b, window, ow, budget, stage_mask)
         if cut:
             out[tile.n0:tile.n1, :, tile.i0:tile.i1, tile.j0:tile.j1] = ow
-    return out
 
 
 def _identity(x: np.ndarray, weight: np.ndarray, b: np.ndarray, spec: ConvSpec,

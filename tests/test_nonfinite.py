@@ -1,0 +1,100 @@
+"""NaN and Inf: each kernel does what its registry entry (``nonfinite``) says, and
+``algo="auto"`` never changes PyTorch's non-finite pattern.
+
+The pattern that counts is *where* the output is NaN, +Inf or -Inf: the float64
+oracle's, which is PyTorch's (a NaN or Inf reaches exactly the windows over it; an
+Inf times a zero weight, or +Inf meeting -Inf, is NaN).  The table in docs/design.md
+("Numerics") and the README list what each kernel does; these tests keep it true.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import convlab
+from convlab import kernels
+from convlab.functional import prepare
+from convlab.reference import conv2d_reference
+
+from helpers import cpu_kernel_names
+
+SHAPE_X, SHAPE_W = (2, 40, 13, 11), (36, 40, 3, 3)
+POISONS = {
+    "+inf inside": ("x", (0, 3, 5, 5), np.inf),
+    "-inf on the edge": ("x", (1, 0, 0, 10), -np.inf),
+    "nan in a corner": ("x", (0, 7, 12, 0), np.nan),
+    "+inf in the weight": ("w", (3, 2, 1, 1), np.inf),
+}
+
+
+def _masks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.isnan(a), np.isposinf(a), np.isneginf(a)
+
+
+def _case(poison: str):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(SHAPE_X).astype(np.float32)
+    w = rng.standard_normal(SHAPE_W).astype(np.float32)
+    b = rng.standard_normal(SHAPE_W[0]).astype(np.float32)
+    where, index, value = POISONS[poison]
+    (x if where == "x" else w)[index] = value
+    xa, wa, ba, spec = prepare(x, w, b, padding=1)
+    return x, w, b, conv2d_reference(xa, wa, ba, spec).reshape(spec.output_shape)
+
+
+def _same_pattern(out: np.ndarray, expected: np.ndarray) -> bool:
+    return all(np.array_equal(a, b) for a, b in zip(_masks(out), _masks(expected),
+                                                    strict=True))
+
+
+@pytest.mark.parametrize("poison", list(POISONS))
+@pytest.mark.parametrize("algo", [n for n in cpu_kernel_names() if n != "python"])
+def test_each_kernel_does_what_its_entry_says(algo, poison):
+    x, w, b, expected = _case(poison)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no RuntimeWarning about the NaN/Inf either
+        out = convlab.conv2d(x, w, b, padding=1, algo=algo)
+    assert np.isfinite(expected).sum() < expected.size  # the poison reached some outputs
+    if kernels.get(algo).nonfinite == "exact":
+        assert _same_pattern(out, expected), f"{algo} changed the NaN/Inf pattern"
+    elif poison == "+inf inside":  # the documented difference does show
+        assert not _same_pattern(out, expected)
+        assert np.isnan(out).sum() > np.isnan(expected).sum()  # Inf comes out as NaN
+
+
+def test_only_winograd_differs():
+    differ = {n for n in cpu_kernel_names() if kernels.get(n).nonfinite != "exact"}
+    assert differ == {"winograd_f2", "winograd_f4", "winograd_f6"}
+
+
+@pytest.mark.parametrize("poison", list(POISONS))
+def test_auto_keeps_pytorchs_pattern(poison):
+    """A wide 3x3 layer (auto's Winograd territory) with one NaN/Inf: auto passes over
+    Winograd, says why, and gives PyTorch's pattern."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 64, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    assert convlab.explain(x, w, padding=1).kernel.name.startswith("winograd")
+    where, index, value = POISONS[poison]
+    (x if where == "x" else w)[index[:1] + (0,) + index[2:]] = value
+    choice = convlab.explain(x, w, padding=1)
+    assert not choice.kernel.name.startswith("winograd")
+    assert any("NaN or Inf" in why for _, why in choice.passed_over), str(choice)
+    xa, wa, _, spec = prepare(x, w, None, padding=1)
+    assert _same_pattern(convlab.conv2d(x, w, padding=1), conv2d_reference(xa, wa, None, spec))
+
+
+def test_float32_overflow_is_documented_per_kernel():
+    """Finite inputs whose products overflow float32: 2 * 3e38 is Inf.  PyTorch and the
+    unfused kernels compute Inf + (-Inf) = NaN; parallel fuses each multiply-add (one
+    rounding, no intermediate Inf) and keeps +Inf; python sums Python floats (float64)
+    and gets the exact 0.  As docs/design.md says."""
+    x = np.array([3e38, -3e38], np.float32).reshape(1, 2, 1, 1)
+    w = np.full((1, 2, 1, 1), 2, np.float32)
+    got = {algo: convlab.conv2d(x, w, algo=algo).item() for algo in
+           ("naive", "im2col", "parallel", "python")}
+    assert np.isnan(got["naive"]) and np.isnan(got["im2col"])
+    assert got["parallel"] == np.inf and got["python"] == 0.0
