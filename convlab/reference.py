@@ -8,8 +8,8 @@ written to be *checkable by eye*, straight from the definition PyTorch uses
                                                * w[k, c, p, q]
 
 with g = k // (K / groups).  The input is padded with :func:`convlab.padding.pad`,
-every (p, q) tap is a strided slice of it, and the channel sum is a tensordot
-in float64.  Cost: kh*kw tensordots of the whole output; fine for tests.
+every (p, q) tap is a strided slice of it, and the channel sum is an einsum
+in float64.  Cost: kh*kw einsums over the whole output; fine for tests.
 
 :func:`compare` is the one place that measures how far a result is from the
 oracle (tests and the benchmark's correctness gate both use it).

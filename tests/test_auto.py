@@ -4,6 +4,7 @@ documented rule (best rank among the eligible), and explain() says which and why
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 
 import convlab
@@ -13,13 +14,9 @@ from convlab.functional import prepare
 from helpers import assert_matches_oracle, conv_cases, random_case
 
 
-def _eligible(spec):
-    """The registry's rule, restated: ranked, available, supports the spec, fits it."""
-    return sorted(
-        (k for k in kernels.KERNELS.values()
-         if k.auto_rank is not None and k.available() is None and k.supports(spec) is None
-         and k.auto_when(spec) is None),
-        key=lambda k: k.auto_rank)  # fmt: skip
+def _why_not(kern, spec):
+    """The reason a kernel gives through its own hooks (None: it would run it)."""
+    return kern.available() or kern.supports(spec) or kern.auto_when(spec)
 
 
 @settings(max_examples=30, deadline=None)
@@ -30,14 +27,13 @@ def test_auto_only_picks_a_kernel_that_supports_the_spec(case):
     spec = prepare(x, w, b, **args)[3]
     choice = convlab.explain(x, w, b, **args)
     kern = choice.kernel
-    assert kern.available() is None and kern.supports(spec) is None
-    assert kern.auto_when(spec) is None
-    assert kern is _eligible(spec)[0]
-    # everything ranked better was passed over, with its reason
+    assert _why_not(kern, spec) is None
+    # everything ranked better was passed over, each with the reason its own hooks give
     better = [k.name for k in kernels.KERNELS.values()
               if k.auto_rank is not None and k.auto_rank < kern.auto_rank]
     assert sorted(name for name, _ in choice.passed_over) == sorted(better)
-    assert all(why for _, why in choice.passed_over)
+    for name, why in choice.passed_over:
+        assert why and why == _why_not(kernels.get(name), spec)
     # and conv2d(algo="auto") runs it: the result meets that kernel's tolerance
     out = assert_matches_oracle(kern.name, x, w, b, **args)
     np.testing.assert_array_equal(convlab.conv2d(x, w, b, algo="auto", **args), out)
@@ -66,3 +62,32 @@ def test_fast_kernels_are_ranked_below_naive():
     ranks = {name: kernels.get(name).auto_rank for name in ("im2col", "parallel", "naive")}
     assert ranks["im2col"] < ranks["parallel"] < ranks["naive"]
     assert ranks["im2col"] >= 20  # room below for Winograd
+
+
+def test_choose_takes_the_best_ranked_kernel_that_accepts(monkeypatch):
+    """The rule on stand-in kernels: ranks decide, a refusal by any hook passes a kernel
+    over (with its words), unranked kernels are never picked, nothing left is an error."""
+    import dataclasses
+
+    base = kernels.get("naive")
+    fakes = {
+        "declines": dataclasses.replace(base, name="declines", auto_rank=1,
+                                        auto_when=lambda s: "too small here"),
+        "absent": dataclasses.replace(base, name="absent", auto_rank=2,
+                                      available=lambda: "no such card"),
+        "second": dataclasses.replace(base, name="second", auto_rank=5),
+        "first": dataclasses.replace(base, name="first", auto_rank=3,
+                                     supports=lambda s: None if s.groups == 1 else "no groups"),
+        "unranked": dataclasses.replace(base, name="unranked", auto_rank=None),
+    }
+    monkeypatch.setattr(kernels.registry, "KERNELS", fakes)
+    spec = convlab.ConvSpec.from_shapes((1, 4, 6, 6), (4, 4, 3, 3))
+    choice = kernels.choose(spec)
+    assert choice.kernel.name == "first"
+    assert choice.passed_over == (("declines", "too small here"), ("absent", "no such card"))
+    grouped = convlab.ConvSpec.from_shapes((1, 4, 6, 6), (4, 2, 3, 3), groups=2)
+    assert kernels.choose(grouped).kernel.name == "second"
+    assert dict(kernels.choose(grouped).passed_over)["first"] == "no groups"
+    monkeypatch.setitem(fakes, "second", dataclasses.replace(fakes["second"], auto_rank=None))
+    with pytest.raises(kernels.UnsupportedSpecError, match="no registered kernel can run"):
+        kernels.choose(grouped)

@@ -121,10 +121,19 @@ def test_padding_modes_do_not_touch_input(rng):
     np.testing.assert_array_equal(x, before)
 
 
-def test_lists_and_torch_tensors_accepted(rng):
+def test_lists_accepted(rng):
     x, w, b = random_case(rng, (1, 2, 5, 6), (3, 2, 2, 2), np.float64)
     np.testing.assert_allclose(convlab.conv2d(x.tolist(), w.tolist(), b.tolist()),
                                oracle(x, w, b), rtol=1e-12)
+
+
+def test_torch_tensors_accepted(rng):
+    torch = pytest.importorskip("torch")
+    x, w, b = random_case(rng, (1, 2, 5, 6), (3, 2, 2, 2), np.float64)
+    xt, wt, bt = (torch.from_numpy(a).requires_grad_(True) for a in (x, w, b))
+    out = convlab.conv2d(xt, wt, bt, padding=1)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, oracle(x, w, b, padding=1), rtol=1e-12)
 
 
 def test_explain_names_choice(rng):

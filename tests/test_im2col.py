@@ -1,10 +1,10 @@
-"""im2col + GEMM: the oracle on a full spec grid and on Hypothesis specs, every
-code path of the chunking plan, the workspace cap, awkward input layouts."""
+"""im2col + GEMM: every code path of the tiling and chunking plan, the workspace cap,
+the textbook column matrix (the spec grid is in test_grid.py, Hypothesis specs in
+test_properties.py)."""
 
 from __future__ import annotations
 
 import itertools
-import zlib
 
 import numpy as np
 import pytest
@@ -17,33 +17,6 @@ from convlab.kernels import im2col as mod
 from helpers import assert_matches_oracle, oracle, random_case
 
 ALGO = "im2col"
-
-# kernel, stride, padding, dilation, groups ("dw" = depthwise) on a (2, 6, 9, 11) input
-GRID = [
-    (k, s, p, d, g)
-    for k, s, p, d, g in itertools.product(
-        [(1, 1), (3, 3), (2, 3)], [1, (2, 1), 3], [0, (1, 2), "same"], [1, (2, 1)],
-        [1, 2, "dw"])
-    if not (p == "same" and s != 1)
-]
-
-
-def _grid_case(rng, kernel, groups, dtype):
-    c = 6
-    g = c if groups == "dw" else groups
-    k_out = {1: 5, 2: 6}.get(g, 2 * c)  # 5: a partial block; dw: channel multiplier 2
-    x, w, b = random_case(rng, (2, c, 9, 11), (k_out, c // g) + kernel, dtype)
-    return x, w, b, g
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kernel,stride,padding,dilation,groups", GRID)
-def test_grid_matches_oracle(kernel, stride, padding, dilation, groups, dtype):
-    seed = zlib.crc32(repr((kernel, stride, padding, dilation, groups)).encode())
-    rng = np.random.default_rng(seed)
-    x, w, b, g = _grid_case(rng, kernel, groups, dtype)
-    assert_matches_oracle(ALGO, x, w, b, stride=stride, padding=padding, dilation=dilation,
-                          groups=g)
 
 
 def _spec(input_shape, weight_shape, **args):

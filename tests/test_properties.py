@@ -1,6 +1,8 @@
 """Hypothesis properties: every CPU kernel equals the oracle; shapes equal ConvSpec's;
 invalid arguments always raise convlab's documented errors, never a Numba error."""
 
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,7 +19,8 @@ from helpers import assert_matches_oracle, conv_cases, cpu_kernel_names
 @given(case=conv_cases())
 def test_kernel_equals_oracle(algo, case):
     input_shape, weight_shape, args, dtype = case
-    rng = np.random.default_rng(abs(hash((input_shape, weight_shape, algo))) % 2**32)
+    # a stable seed (str hashes change per process): a failure reproduces
+    rng = np.random.default_rng(zlib.crc32(repr((input_shape, weight_shape, algo)).encode()))
     x = rng.standard_normal(input_shape).astype(dtype)
     w = rng.standard_normal(weight_shape).astype(dtype)
     b = rng.standard_normal(weight_shape[0]).astype(dtype) if rng.random() < 0.7 else None
