@@ -150,6 +150,14 @@ class WeightCache:
         with self._lock:
             self._entries.clear()
 
+    # A pickled or copied layer carries no transforms: they are rebuilt on first use
+    # (a 256x256 3x3 layer's F(4,3) filter is 16x its weight), and a lock cannot travel.
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
     def __len__(self) -> int:
         return len(self._entries)
 
