@@ -51,6 +51,53 @@ def conv2d_reference(
     return out
 
 
+def conv2d_reference_at(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                        spec: ConvSpec, positions: np.ndarray) -> np.ndarray:
+    """The oracle at a few outputs only: float64 ``out[n, :, i, j]`` for each row
+    (n, i, j) of ``positions``, as a (P, K) array.  Same definition as
+    :func:`conv2d_reference`, at a cost of P * K * reduction multiply-adds: how a check
+    stays cheap beside a fast kernel (the autotuner's gate)."""
+    positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
+    images, row = np.unique(positions[:, 0], return_inverse=True)
+    xb = np.asarray(x, dtype=np.float64).reshape(spec.batch, spec.in_channels, spec.height,
+                                                 spec.width)[images]
+    xp = pad(xb, spec.with_batch(len(images)))
+    w = np.asarray(weight, dtype=np.float64)
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    g, cg, kg = spec.groups, spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    rows = positions[:, 1, None] * sh + np.arange(kh) * dh  # (P, kh)
+    cols = positions[:, 2, None] * sw + np.arange(kw) * dw  # (P, kw)
+    windows = xp[row[:, None, None, None], np.arange(spec.in_channels)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]  # (P, C, kh, kw)
+    out = np.empty((len(positions), spec.out_channels))
+    for grp in range(g):
+        out[:, grp * kg:(grp + 1) * kg] = np.einsum(
+            "pcab,kcab->pk", windows[:, grp * cg:(grp + 1) * cg], w[grp * kg:(grp + 1) * kg])
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64)[None, :]
+    return out
+
+
+def sample_positions(spec: ConvSpec, count: int = 64, seed: int = 0) -> np.ndarray:
+    """(n, i, j) rows to check with :func:`conv2d_reference_at`: in the first and last
+    image, the four corners (where padding and ragged tiles live), points along each
+    edge and random interior points; about ``count`` per image."""
+    rng = np.random.default_rng(seed)
+    ho, wo = spec.out_height, spec.out_width
+    picks = []
+    for n in sorted({0, spec.batch - 1}):
+        corners = [(0, 0), (0, wo - 1), (ho - 1, 0), (ho - 1, wo - 1)]
+        edge = count // 8
+        edges = ([(0, j) for j in rng.integers(0, wo, edge)]
+                 + [(ho - 1, j) for j in rng.integers(0, wo, edge)]
+                 + [(i, 0) for i in rng.integers(0, ho, edge)]
+                 + [(i, wo - 1) for i in rng.integers(0, ho, edge)])
+        inside = list(zip(rng.integers(0, ho, count // 2), rng.integers(0, wo, count // 2),
+                          strict=True))
+        picks += [(n, i, j) for i, j in corners + edges + inside]
+    return np.unique(np.array(picks, dtype=np.int64), axis=0)
+
+
 @dataclass(frozen=True)
 class ErrorReport:
     """How far a result is from the oracle."""

@@ -9,7 +9,8 @@ through ``convlab bench``.  One idea per module:
 ``gpu``                   CUDA-event timing, the cuDNN rivals, the simulator's limits
 ``timing``                timers, round-robin samples, guards against a busy machine
 ``ceilings``              the machine's ceilings: GEMM peak, memory bandwidth
-``run``                   the run: refuse, gate against the oracle, time, relate
+``measure``               one convolution: refuse, gate against the oracle, time
+``run``                   a suite: inputs, ceilings, ratios, interruption
 ``records``               what was measured, as JSON and CSV
 ``table``                 the report people read
 ========================  ==========================================================
@@ -33,6 +34,7 @@ from .contenders import (
     torch_contender,
 )
 from .gpu import CUDNN, GPU_RIVALS, check_device
+from .measure import GATE_FLOPS, Sampling, gate_batch, measure_spec
 from .records import (
     RECORD_FIELDS,
     STATUSES,
@@ -42,14 +44,7 @@ from .records import (
     load,
     output_paths,
 )
-from .run import (
-    COLD_CACHE_ENV,
-    GATE_FLOPS,
-    BenchmarkInterrupted,
-    gate_batch,
-    run_benchmark,
-    run_in_fresh_process,
-)
+from .run import COLD_CACHE_ENV, BenchmarkInterrupted, run_benchmark, run_in_fresh_process
 from .suites import (
     DEFAULT_BATCH,
     DILATED,
@@ -69,10 +64,11 @@ from .timing import MIN_SAMPLE_S, NOISY_SPREAD, Timer, wall_timer
 __all__ = [
     "CUDNN", "COLD_CACHE_ENV", "DEFAULT_BATCH", "DILATED", "GATE_FLOPS", "GPU_RIVALS", "LADDER",
     "MIN_SAMPLE_S", "MOBILENET", "NOISY_SPREAD", "RECORD_FIELDS", "RESNET", "RIVAL", "SEED",
-    "STATUSES", "SUITES", "TOY_SUITES", "VGG", "BenchResult", "BenchmarkInterrupted",
+    "STATUSES", "SUITES", "Sampling", "TOY_SUITES", "VGG", "BenchResult", "BenchmarkInterrupted",
     "Contender", "Layer", "Record", "Timer", "calibrate", "check_device", "check_writable",
     "disturbance", "format_table", "format_time", "gate_batch", "geomean", "kernel_contender",
     "known_kernels", "load", "measure_bandwidth", "measure_peak", "no_calibration",
     "output_paths", "resolve_kernels", "run_benchmark", "run_in_fresh_process",
-    "suite_layers", "suite_names", "torch_available", "torch_contender", "wall_timer",
+    "measure_spec", "suite_layers", "suite_names", "torch_available", "torch_contender",
+    "wall_timer",
 ]

@@ -1,24 +1,12 @@
-"""The run: for every layer and contender, refuse honestly, check, then time.
+"""The run: every layer of a suite, every contender, one result.
 
-For each (layer, contender) :func:`run_benchmark`
-
-1. **refuses honestly**: a contender that cannot run the layer gets an ``n/a`` record
-   with its reason; one whose *estimated* time per call is over ``max_call_s`` (the
-   pure-Python loops, the CUDA simulator) gets a ``skip`` record with the estimate.
-2. **checks before it times**: it sets the layer up (inputs placed, weight
-   transformed if the run caches it), makes the first call on the full batch, timed
-   on its own (it includes Numba's JIT compile the first time a kernel runs in a
-   process: ``first_use``), and compares the first :func:`gate_batch` images of the
-   result with the float64 oracle (:func:`convlab.reference.compare`, the
-   contender's own tolerance).  So what is checked is exactly what is timed.  A
-   wrong result (or inputs modified in place) gives a ``wrong`` record, never timed.
-3. **times the steady state**: a warm-up call, then round-robin samples
-   (:mod:`convlab.bench.timing`); median and quartiles are kept, GFLOP/s from
-   :meth:`ConvSpec.flops` (direct-convolution FLOPs for every algorithm).  With
-   ``split``, a kernel with a ``stages`` hook also gets its time split by stage.
-4. **compares in the same run**: the machine's ceilings are measured before and after
-   (:mod:`convlab.bench.ceilings`); ratios to torch, cuDNN and the naive kernel come
-   from the same run (:func:`relate`).
+:func:`run_benchmark` builds each layer's random inputs (passed through
+:func:`convlab.functional.prepare` once, outside any timing) and has
+:func:`convlab.bench.measure.measure_spec` refuse, check and time every contender on it
+(see there); around that it measures the machine's ceilings before and after
+(:mod:`convlab.bench.ceilings`), relates every record to torch, cuDNN and the naive
+kernel of the same layer and run (:func:`relate`), and stamps the machine and the
+settings on the result.
 
 Ctrl-C stops the run cleanly: :class:`BenchmarkInterrupted` carries the result of
 the layers finished so far (marked ``partial``).  ``on_layer(result)`` is called after
@@ -40,17 +28,14 @@ from typing import Any
 import numpy as np
 
 from ..functional import prepare
-from ..reference import compare, conv2d_reference
 from ..shapes import ConvSpec
 from . import ceilings as cal
-from .contenders import RIVAL, Contender, estimate, make_contenders, resolve_kernels
+from .contenders import RIVAL, Contender, make_contenders, resolve_kernels
 from .gpu import CUDNN, check_device
+from .measure import Sampling, measure_spec
 from .records import BenchResult, Record
 from .suites import DEFAULT_BATCH, Layer, suite_layers
-from .timing import Timing, repeats_for, sample, summary
 
-# The oracle runs at ~2-4 GFLOP/s: gate on the largest batch that stays under this.
-GATE_FLOPS = 4e8
 # Set (to "1") by `convlab bench --cold-cache` in the child process it starts with an empty
 # NUMBA_CACHE_DIR, so the records say their first calls include a real compile.
 COLD_CACHE_ENV = "CONVLAB_COLD_CACHE"
@@ -62,12 +47,6 @@ class BenchmarkInterrupted(KeyboardInterrupt):
     def __init__(self, result: BenchResult) -> None:
         super().__init__(result.partial)
         self.result = result
-
-
-def gate_batch(spec: ConvSpec) -> int:
-    """The largest batch <= spec.batch whose oracle stays under GATE_FLOPS (at least 1)."""
-    per_item = spec.with_batch(1).flops()
-    return max(1, min(spec.batch, int(GATE_FLOPS // max(per_item, 1))))
 
 
 def run_benchmark(
@@ -138,6 +117,7 @@ def run_benchmark(
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     result = BenchResult(_machine(), {}, settings, [])
+    options = Sampling(repeats, budget_s, max_call_s, settle, drop_busy, split)
     contenders: dict[str, Contender] = {}
     done = 0
     try:
@@ -148,9 +128,8 @@ def run_benchmark(
         contenders = make_contenders(names, weight_cache)
         used: set[str] = set()
         for index, layer in enumerate(chosen_layers):
-            result.records += _run_layer(layer, contenders, used, bar, np_dtype,
-                                         batch, seed + index, repeats, max_call_s, budget_s,
-                                         split, settle, drop_busy)
+            result.records += _run_layer(layer, contenders, used, bar, np_dtype, batch,
+                                         seed + index, options)
             done += 1
             relate(result.records, result.calibration)
             settings["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -193,116 +172,11 @@ def _inputs(layer: Layer, spec: ConvSpec, dtype: Any,
 
 
 def _run_layer(layer: Layer, contenders: dict[str, Contender], used: set[str], bar: Any,
-               dtype: np.dtype, batch: int | None, seed: int, repeats: int | None,
-               max_call_s: float, budget_s: float, split: bool, settle: float,
-               drop_busy: float | None) -> list[Record]:
+               dtype: np.dtype, batch: int | None, seed: int, options: Sampling) -> list[Record]:
     spec = layer.spec(batch or layer.batch or DEFAULT_BATCH)
     x, w, b, spec = _inputs(layer, spec, dtype, seed)
-    gb = gate_batch(spec)
-    oracle = functools.cache(lambda: conv2d_reference(x[:gb], w, b, spec.with_batch(gb)))
-    records: list[Record] = []
-    timed: list[tuple[Record, Timing, Contender]] = []
-    for name, who in contenders.items():
-        bar.set_description(f"{layer.name}: checking {name}")
-        rec = Record(layer.name, layer.describe(), name, who.device, dtype.name, spec.batch,
-                     "n/a", flops=spec.flops(), bytes=spec.bytes_moved(dtype.itemsize),
-                     intensity=spec.arithmetic_intensity(dtype.itemsize), gate_batch=gb)
-        records.append(rec)
-        why = who.why_not(spec)
-        seconds, how = estimate(who, spec)
-        if why is not None:
-            rec.status, rec.reason = "n/a", why
-        elif seconds > max_call_s:
-            rec.status = "skip"
-            rec.reason = (f"too slow here: ~{seconds:.3g} s per call estimated ({how}) > "
-                          f"max_call_s={max_call_s:g}")
-        else:
-            try:
-                timing = _gate(rec, who, spec, x, w, b, oracle, name not in used, repeats,
-                               budget_s)
-            except Exception as exc:  # a crashing contender is a result, not a crash
-                rec.status, rec.reason, timing = "error", f"{type(exc).__name__}: {exc}", None
-            used.add(name)
-            if timing is not None:
-                timed.append((rec, timing, who))
-        bar.update(1)
-    bar.set_description(f"{layer.name}: timing {len(timed)} contenders, interleaved")
-    # a fixed --repeats is kept exactly; adaptive runs re-sample scattered timings
-    sample([t for _, t, _ in timed], settle, drop_busy, resample_noisy=repeats is None)
-    for rec, timing, who in timed:
-        _summarise(rec, timing)
-        if split and rec.status == "ok" and who.stages is not None:
-            bar.set_description(f"{layer.name}: splitting {rec.kernel}'s time")
-            rec.stages_s = _split(who, x, w, b, spec, timing.reps, budget_s, settle)
-    return records
-
-
-def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
-          b: np.ndarray, oracle: Callable[[], np.ndarray], first_use: bool,
-          repeats: int | None, budget_s: float) -> Timing | None:
-    """Set up, make the first call (timed), check it; fills ``rec``.  Returns the
-    :class:`Timing` to sample, or None when the result is wrong (never timed)."""
-    copies = (x.copy(), w.copy(), b.copy())
-    placed = who.setup(x, w, b, spec)
-    rec.first_use, rec.h2d_s, rec.note = first_use, placed.copy_in_s, placed.note
-    start = time.perf_counter()
-    out = placed.call()
-    host = placed.fetch(out)
-    rec.first_call_s = time.perf_counter() - start
-    if placed.copy_in_s is not None:  # on a device: the copy back, timed alone
-        start = time.perf_counter()
-        placed.fetch(out)
-        rec.d2h_s = time.perf_counter() - start
-    gb = rec.gate_batch or 1
-    tol = who.tolerance(spec.with_batch(gb), x.dtype)
-    report = compare(np.asarray(host)[:gb], oracle(), tol)
-    rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, tol
-    if not all(np.array_equal(a, c) for a, c in zip((x, w, b), copies, strict=True)):
-        rec.status, rec.reason = "wrong", "modified its input arrays"
-        return None
-    if not report.ok:
-        rec.status, rec.reason = "wrong", f"failed the oracle check: {report}"
-        return None
-    t_est = who.timer(placed.call, 1)  # the warm-up call, which also sizes the samples
-    number, reps = repeats_for(t_est, budget_s)
-    return Timing(placed.call, who.timer, number, reps if repeats is None else repeats)
-
-
-def _summarise(rec: Record, timing: Timing) -> None:
-    if timing.error is not None:
-        rec.status, rec.reason = "error", timing.error
-        return
-    for key, value in summary(timing.samples).items():
-        setattr(rec, key, value)
-    rec.number, rec.repeats = timing.number, len(timing.samples)
-    rec.noisy, rec.dropped_rounds = timing.noisy, timing.dropped
-    rec.gflops = rec.gflops_at(rec.median_s)
-    # the first call minus a warm one (and its copy back): the JIT compile / cache load
-    rec.compile_s = max(0.0, (rec.first_call_s or 0.0) - (rec.median_s or 0.0)
-                        - (rec.d2h_s or 0.0))
-    rec.status = "ok"
-
-
-def _split(who: Contender, x: np.ndarray, w: np.ndarray, b: np.ndarray, spec: ConvSpec,
-           reps: int, budget_s: float, settle: float) -> dict[str, float]:
-    """Each stage's time: the prefixes (the kernel up to each stage) timed round-robin,
-    then differences of their medians (clipped at 0: noise can make one negative)."""
-    assert who.stages is not None
-    prefixes = list(who.stages(x, w, b, spec))
-    timings = []
-    for _, call in prefixes:
-        t_est = who.timer(call, 1)  # warm-up
-        number, _ = repeats_for(t_est, budget_s)
-        timings.append(Timing(call, who.timer, number, reps))
-    sample(timings, settle, resample_noisy=False)
-    split, before = {}, 0.0
-    for (name, _), timing in zip(prefixes, timings, strict=True):
-        if timing.error is not None:
-            raise RuntimeError(f"stage {name!r} failed: {timing.error}")
-        median = summary(timing.samples)["median_s"]
-        split[name] = max(0.0, median - before)
-        before = max(before, median)
-    return split
+    return measure_spec(spec, x, w, b, contenders, layer.name, layer.describe(), used, options,
+                   bar)
 
 
 @functools.lru_cache(maxsize=1)
