@@ -4,6 +4,7 @@
     convlab info
     convlab bench --suite quick --kernels naive,im2col --out r.json --plot r.png
     convlab bench --device cuda --suite resnet
+    convlab tune --suite resnet            (then --show, --clear)
     convlab figures [--out DIR] [--quick]
 
 Bad arguments print one line saying what was wrong and exit with status 2.
@@ -12,6 +13,7 @@ Bad arguments print one line saying what was wrong and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -222,6 +224,52 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from . import bench, kernels, tuning
+    from .bench import format_time
+    from .functional import kernel_spec
+
+    cache = tuning.default_cache()
+    if args.clear:
+        print(f"forgot {cache.clear()} measurements ({cache.path})")
+        return 0
+    if args.show:
+        entries = cache.entries()
+        print(f"{len(entries)} measurements in {cache.path}")
+        for key, entry in sorted(entries.items(), key=lambda kv: kv[1].get("date", "")):
+            k = json.loads(key)
+            times = entry.get("times", {})
+            best = times.get(entry.get("winner"))
+            print(f"  {entry.get('date', '?')[:16]}  spec {k['spec']} {k['dtype']}, "
+                  f"{k['threads']} threads: {entry.get('winner')} {format_time(best)}"
+                  + ("" if k["kernels"] == tuning.kernel_set() else
+                     "  (stale: another convlab version or kernel set)"))
+        return 0
+    from tqdm.auto import tqdm
+
+    layers = bench.suite_layers(args.suite, args.layers)
+    rows = []
+    for layer in tqdm(layers, desc="tuning", unit="layer", disable=None if args.progress
+                      else True, leave=False):
+        spec = kernel_spec(layer.spec(args.batch or layer.batch or bench.DEFAULT_BATCH))
+        rule = kernels.choose(spec).kernel.name
+        tuned = tuning.tune(spec, args.dtype, cache=cache, force=args.force,
+                            repeats=args.repeats)
+        slowest = max(tuned.times.values())
+        rows.append((layer.name, tuned, rule, slowest))
+    print(f"tuned {len(rows)} layers ({args.dtype}; {cache.path}):")
+    print(f"  {'layer':<18}{'fastest':<14}{'time':>10}  {'rule picks':<14}{'its time':>10}"
+          f"  tuning cost")
+    for name, tuned, rule, slowest in rows:
+        mine = tuned.times.get(rule)
+        cost = ("remembered (--force measures again)" if tuned.remembered else
+                f"{tuned.cost_s:.2f} s = {tuned.compile_s:.2f} s compiling + "
+                f"{(tuned.cost_s - tuned.compile_s) / slowest:.1f}x the slowest candidate")
+        print(f"  {name:<18}{tuned.winner:<14}{format_time(tuned.times[tuned.winner]):>10}  "
+              f"{rule:<14}{format_time(mine):>10}  {cost}")
+    return 0
+
+
 def _cmd_figures(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -312,6 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run in a fresh process with an empty Numba cache, so first "
                             "calls show real compile times")
     bench.set_defaults(func=_cmd_bench)
+
+    tune = sub.add_parser("tune", help="measure which kernel is fastest here for each layer "
+                                       "of a suite, and remember it for algo='auto'")
+    tune.add_argument("--suite", type=_suite, default="resnet",
+                      help="the layers to tune (default resnet)")
+    tune.add_argument("--layers", type=_names, metavar="NAME,...", help="only these layers")
+    tune.add_argument("--batch", type=_positive_int,
+                      help="batch for every layer (default 8; the seed layer keeps 64); "
+                           "a measurement holds for its batch only")
+    tune.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    tune.add_argument("--repeats", type=_positive_int, default=5,
+                      help="timed calls per kernel after its checked first call (default 5; "
+                           "algo='tune' inside a program takes 1)")
+    tune.add_argument("--force", action="store_true", help="measure again what is remembered")
+    tune.add_argument("--show", action="store_true", help="list what is remembered")
+    tune.add_argument("--clear", action="store_true", help="forget everything remembered")
+    tune.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="no progress bar")
+    tune.set_defaults(func=_cmd_tune)
 
     figs = sub.add_parser("figures", help="rebuild every figure of the README and notebooks")
     figs.add_argument("--out", default="figures", metavar="DIR",

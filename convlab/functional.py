@@ -169,6 +169,32 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a.view(as_uint), b.view(as_uint)))
 
 
+SELECTORS = ("auto", "tune")
+
+
+def _lookup(algo: Any) -> Kernel | None:
+    """The kernel ``algo`` names, or None for "auto"/"tune" (chosen per spec)."""
+    if not isinstance(algo, str):
+        raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
+    return None if algo in SELECTORS else kernels.get(algo)
+
+
+def _pick(algo: str, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
+          b: np.ndarray | None) -> Kernel:
+    """The kernel "auto" or "tune" runs for these (prepared) arrays."""
+    from . import tuning
+
+    if algo == "tune" and spec.batch > 0:
+        tuned = tuning.tune(spec, x.dtype)
+        kernel = kernels.get(tuned.winner)
+        if kernel.nonfinite == "exact" or _all_finite(x, w, b):
+            return kernel
+    choice = tuning.choose(spec, x.dtype)
+    if choice.kernel.nonfinite != "exact" and not _all_finite(x, w, b):  # ~0.1 ms / 1e6
+        choice = tuning.choose(spec, x.dtype, finite=False)
+    return choice.kernel
+
+
 def _all_finite(*arrays: np.ndarray | None) -> bool:
     return all(a is None or bool(np.isfinite(a).all()) for a in arrays)
 
@@ -182,19 +208,27 @@ def explain(
     dilation: IntOrPair = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    *,
+    dtype: Any = None,
 ) -> Choice:
-    """What ``conv2d(..., algo="auto")`` would run for these arguments, and why.
+    """What ``conv2d(..., algo="auto")`` would run for these arguments, and why: a
+    kernel measured fastest on this machine (:mod:`convlab.tuning`), or the rule.
 
     Arrays or shapes are accepted for ``x`` and ``weight``: a dry run, nothing is
-    computed.  ``print(explain(...))`` lists the kernels passed over too.  Given
-    arrays holding NaN or Inf, the choice is the one ``conv2d`` makes for them.
+    computed (``dtype``: for shapes, float32 unless given).  ``print(explain(...))``
+    lists the kernels passed over too.  Given arrays holding NaN or Inf, the choice is
+    the one ``conv2d`` makes for them.
     """
+    from . import tuning
+
     xs = x if isinstance(x, tuple) else np.shape(x)
     ws = weight if isinstance(weight, tuple) else np.shape(weight)
     spec = kernel_spec(ConvSpec.from_shapes(xs, ws, stride, padding, dilation, groups,
                                             padding_mode))
     arrays = [a for a in (x, weight, bias) if isinstance(a, np.ndarray)]
-    return kernels.choose(spec, finite=_all_finite(*arrays))
+    if dtype is None:
+        dtype = arrays[0].dtype if arrays else np.float32
+    return tuning.choose(spec, dtype, finite=_all_finite(*arrays))
 
 
 def conv2d(
@@ -220,25 +254,24 @@ def conv2d(
             pair, 'valid' or 'same'.
         padding_mode: 'zeros', 'reflect', 'replicate' or 'circular' (what
             ``torch.nn.Conv2d`` takes; the functional torch API has no such argument).
-        algo: a kernel name from ``convlab.kernels.KERNELS``, or "auto" (which passes
-            over kernels that would spread NaN/Inf differently from PyTorch when the
-            input or weight holds any: see ``Kernel.nonfinite``).
+        algo: a kernel name from ``convlab.kernels.KERNELS``; "auto": the kernel measured
+            fastest here if ``convlab.tuning`` remembers one, else the registry's rule
+            (either way passing over kernels that would spread NaN/Inf differently from
+            PyTorch when the input or weight holds any: ``Kernel.nonfinite``); "tune":
+            measure every candidate now if nothing is remembered, then run the fastest.
         cache: a :class:`WeightCache` keeping kernel-specific transforms of ``weight``
             between calls (``Conv2d`` passes its own); None recomputes them.
 
     Returns:
         A new (N, K, Hout, Wout) array ((K, Hout, Wout) for unbatched input) of x's dtype.
     """
-    if not isinstance(algo, str):
-        raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
-    # an unknown name fails before anything else is checked
-    chosen: str | Kernel = algo if algo == "auto" else kernels.get(algo)
+    kernel = _lookup(algo)  # an unknown name fails before anything else is checked
     xa, wa, ba, spec = prepare(x, weight, bias, stride, padding, dilation, groups,
                                padding_mode)
-    finite = True
-    if chosen == "auto" and kernels.choose(spec).kernel.nonfinite != "exact":
-        finite = _all_finite(xa, wa, ba)  # ~0.1 ms per million values
-    kernel = kernels.resolve(chosen, spec, finite)
+    if kernel is None:
+        kernel = _pick(algo, spec, xa, wa, ba)
+    else:
+        kernel.check(spec)
     if spec.batch == 0:
         out = np.empty(spec.batched_output_shape, dtype=xa.dtype)
     else:

@@ -215,14 +215,18 @@ def get(name: str) -> Kernel:
 
 @dataclass(frozen=True)
 class Choice:
-    """What ``algo="auto"`` picked for a spec, and why."""
+    """What ``algo="auto"`` picked for a spec, and why: by the rule (``source="rule"``,
+    the reason is the kernel's description) or by a measurement on this machine
+    (``source="measured"``, see :mod:`convlab.tuning`)."""
 
     kernel: Kernel
     reason: str
     passed_over: tuple[tuple[str, str], ...]  # (kernel name, why not) for better-ranked ones
+    source: str = "rule"
 
     def __str__(self) -> str:
-        lines = [f"auto picks {self.kernel.name!r}: {self.reason}"]
+        how = "by the rule" if self.source == "rule" else "as measured"
+        lines = [f"auto picks {self.kernel.name!r} {how}: {self.reason}"]
         lines += [f"  not {name!r}: {why}" for name, why in self.passed_over]
         return "\n".join(lines)
 

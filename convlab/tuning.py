@@ -1,0 +1,323 @@
+"""Per-machine autotuning: time the kernels on a convolution once, remember the winner.
+
+No fixed rule picks the fastest kernel on every machine: ``algo="auto"``'s rule
+(:func:`convlab.kernels.choose`) was measured on one 2-core box, and a student's
+8-core laptop or an ARM Mac has other caches, other SIMD widths, another BLAS.  So,
+as cuDNN's ``benchmark=True`` and Triton's ``autotune`` do, convlab can measure:
+
+* ``conv2d(..., algo="tune")`` (and ``Conv2d(..., algo="tune")``) times every CPU kernel
+  that supports the convolution (the slow baselines ``python`` and ``naive`` aside)
+  with the benchmark harness (:func:`convlab.bench.measure_spec`: each result checked
+  against the float64 oracle at sampled outputs first, so a wrong kernel can never
+  win; samples taken round-robin), picks the fastest, remembers it and runs it;
+* ``algo="auto"`` uses a remembered winner when there is one and the rule otherwise;
+  ``convlab.explain(...)`` says which ("measured on this machine on 2026-11-29: ...");
+* ``convlab tune --suite resnet`` measures a whole suite ahead of a class;
+  ``convlab tune --show`` lists what is remembered, ``--clear`` forgets it.
+
+What is remembered is keyed by everything that changes the answer: the convolution
+(shapes, hyper-parameters, batch), the dtype, Numba's thread count, the CPU model,
+and convlab's version and kernel set (a new kernel invalidates old measurements; an
+entry naming a kernel that no longer exists is ignored).
+
+The memory is a JSON file in the platform's per-user cache folder (``platformdirs``;
+``$CONVLAB_TUNE_CACHE`` names another file).  A missing file is an empty memory; a
+corrupt one is ignored with one warning and rewritten on the next save; where nothing
+can be written (a read-only home, no home at all) measurements are kept for this
+process only, with one warning.  Several processes may tune at once: each save
+re-reads the file and merges under a lock file (``filelock``), then replaces the file
+atomically, so no process loses another's entries.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .kernels import registry
+from .shapes import ConvSpec
+
+CACHE_ENV = "CONVLAB_TUNE_CACHE"
+# Timed samples per candidate after the gate's (oracle-checked, compiling) call, when
+# tuning happens inside a user's first call: one, so each candidate costs two calls.
+# `convlab tune`, run ahead of time, takes more (--repeats).
+TUNE_REPEATS = 1
+SEED = 1234
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A measured winner for one key."""
+
+    winner: str
+    times: dict[str, float]  # median seconds per call, per kernel that passed the gate
+    date: str
+    cost_s: float = 0.0  # how long the tuning took (compiles included)
+    compile_s: float = 0.0  # of which first calls' JIT compiles / cache loads
+    failed: tuple[str, ...] = ()  # kernels that failed the oracle check or crashed
+    remembered: bool = False  # read from the cache, not measured by this call
+
+    def describe(self) -> str:
+        """One line for people: 'measured on this machine on DATE: 1.9 ms vs ...'."""
+        from .bench import format_time
+
+        others = sorted((t, n) for n, t in self.times.items() if n != self.winner)
+        rest = ", ".join(f"{n} {format_time(t)}" for t, n in others)
+        return (f"measured on this machine on {self.date[:10]}: "
+                f"{format_time(self.times[self.winner])}" + (f" vs {rest}" if rest else ""))
+
+
+def default_path() -> Path:
+    """Where the memory lives: $CONVLAB_TUNE_CACHE, or the user's cache folder."""
+    return _path_for(os.environ.get(CACHE_ENV) or None)
+
+
+@functools.lru_cache(maxsize=8)
+def _path_for(override: str | None) -> Path:
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("convlab", appauthor=False)) / "tuning.json"
+
+
+class TuningCache:
+    """The remembered winners, backed by one JSON file (see the module docstring).
+
+    Thread-safe; the file is re-read when another process has changed it."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._memory_only: dict[str, dict[str, Any]] = {}  # what could not be saved
+        self._stamp: tuple[int, int] | None = None
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ reading
+    def _warn_once(self, what: str, message: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _read_file(self) -> dict[str, dict[str, Any]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            self._warn_once("read", f"convlab tuning cache {self.path} unreadable ({exc}); "
+                            "measuring again")
+            return {}
+        try:
+            data = json.loads(text)
+            entries = data["entries"]
+            if not isinstance(entries, dict):
+                raise TypeError("entries is not an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._warn_once("corrupt", f"convlab tuning cache {self.path} is corrupt ({exc}); "
+                            "ignoring it (it is rewritten on the next save)")
+            return {}
+        return {k: v for k, v in entries.items() if isinstance(v, dict)}
+
+    def _refresh(self) -> None:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._entries = self._read_file()
+            self._stamp = stamp
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._refresh()
+            return self._memory_only.get(key) or self._entries.get(key)
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            self._refresh()
+            return {**self._entries, **self._memory_only}
+
+    # ------------------------------------------------------------------ writing
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        """Remember ``entry``; saved to the file unless it cannot be written."""
+        with self._lock:
+            try:
+                self._save({key: entry})
+            except OSError as exc:
+                self._memory_only[key] = entry
+                self._warn_once("write", f"cannot save convlab's tuning cache to {self.path} "
+                                f"({exc}); measurements are kept for this process only "
+                                f"(set {CACHE_ENV} to a writable file to keep them)")
+
+    def _save(self, new: dict[str, dict[str, Any]]) -> None:
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock", timeout=30):
+            merged = {**self._read_file(), **new}  # another process may have written
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tuning.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    json.dump({"format": 1, "entries": merged}, fh, indent=1, sort_keys=True)
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        self._entries, self._stamp = merged, None
+
+    def clear(self) -> int:
+        """Forget everything (the file is removed); returns how many entries there were."""
+        with self._lock:
+            self._refresh()
+            count = len(self._entries) + len(self._memory_only)
+            self._memory_only.clear()
+            self._entries = {}
+            for path in (self.path, Path(str(self.path) + ".lock")):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            self._stamp = None
+            return count
+
+
+_default: TuningCache | None = None
+_default_lock = threading.Lock()
+
+
+def default_cache() -> TuningCache:
+    """The process's cache of :func:`default_path` (made on first use; a new one if
+    $CONVLAB_TUNE_CACHE changed since)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.path != default_path():
+            _default = TuningCache()
+        return _default
+
+
+def kernel_set() -> str:
+    """A short fingerprint of convlab's version and its forward kernels."""
+    return _kernel_set(tuple(sorted(registry.KERNELS)))
+
+
+@functools.lru_cache(maxsize=8)
+def _kernel_set(names: tuple[str, ...]) -> str:
+    from . import __version__
+
+    return hashlib.sha1(f"{__version__}:{','.join(names)}".encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu() -> str:
+    from .system import cpu_name
+
+    return f"{cpu_name()} ({platform.machine()})"
+
+
+def key_for(spec: ConvSpec, dtype: Any) -> str:
+    """The memory's key for ``spec`` (as kernels see it) in ``dtype`` on this machine."""
+    import numba
+
+    parts = {
+        "kernels": kernel_set(),
+        "spec": [spec.batch, spec.in_channels, spec.height, spec.width, spec.out_channels,
+                 *spec.kernel_size, *spec.stride, *spec.padding, *spec.dilation, spec.groups],
+        "dtype": np.dtype(dtype).name,
+        "threads": numba.get_num_threads(),
+        "cpu": _cpu(),
+    }
+    return json.dumps(parts, sort_keys=True)
+
+
+def candidates(spec: ConvSpec) -> list[registry.Kernel]:
+    """The kernels tuning times: CPU, runnable here, supporting ``spec``, not the slow
+    baselines (a kernel with a ``macs_per_s`` estimate)."""
+    return [k for k in registry.KERNELS.values()
+            if k.device == "cpu" and k.macs_per_s is None and k.why_not(spec) is None]
+
+
+def lookup(spec: ConvSpec, dtype: Any, cache: TuningCache | None = None) -> Tuned | None:
+    """The remembered winner for ``spec`` here, or None (none, or one naming a kernel
+    that no longer exists or no longer supports the spec)."""
+    entry = (cache or default_cache()).get(key_for(spec, dtype))
+    if entry is None:
+        return None
+    kern = registry.KERNELS.get(entry.get("winner", ""))
+    if kern is None or kern.why_not(spec) is not None:
+        return None
+    try:
+        return Tuned(entry["winner"], dict(entry["times"]), entry["date"],
+                     float(entry.get("cost_s", 0.0)), float(entry.get("compile_s", 0.0)),
+                     tuple(entry.get("failed", ())), remembered=True)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None = None,
+         force: bool = False, repeats: int = TUNE_REPEATS) -> Tuned:
+    """The fastest kernel for ``spec`` in ``dtype`` here: remembered, or measured now
+    (``repeats`` timed calls per candidate after its checked first call) and then
+    remembered.  ``force`` measures again."""
+    import time
+
+    from . import bench
+
+    cache = cache or default_cache()
+    if not force:
+        known = lookup(spec, dtype, cache)
+        if known is not None:
+            return known
+    kernels = candidates(spec)
+    if not kernels:
+        raise registry.UnsupportedSpecError(f"no kernel to tune for {spec.describe()}")
+    start = time.perf_counter()
+    rng = np.random.default_rng(SEED)
+    dt = np.dtype(dtype)
+    x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(dt)
+    w = rng.standard_normal(spec.weight_shape).astype(dt)
+    b = rng.standard_normal(spec.bias_shape).astype(dt)
+    contenders = {k.name: bench.kernel_contender(k) for k in kernels}
+    options = bench.Sampling(repeats=repeats, warmup=False, sampled_check=True,
+                             max_call_s=float("inf"))
+    records = bench.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
+                                 options)
+    times = {r.kernel: r.median_s for r in records if r.status == "ok" and r.median_s}
+    failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
+    if not times:
+        raise RuntimeError(f"every kernel failed while tuning {spec.describe()}: "
+                           + "; ".join(failed))
+    tuned = Tuned(min(times, key=times.__getitem__), times,
+                  _dt.datetime.now().isoformat(timespec="seconds"),
+                  time.perf_counter() - start,
+                  sum(r.compile_s or 0.0 for r in records if r.status == "ok"), failed)
+    cache.put(key_for(spec, dtype), {"winner": tuned.winner, "times": tuned.times,
+                                     "date": tuned.date, "cost_s": tuned.cost_s,
+                                     "compile_s": tuned.compile_s,
+                                     "failed": list(tuned.failed)})
+    return tuned
+
+
+def choose(spec: ConvSpec, dtype: Any, finite: bool = True) -> registry.Choice:
+    """``algo="auto"``: a remembered winner when there is one (and the input is finite
+    or the winner keeps the oracle's NaN/Inf pattern), else the registry's rule."""
+    known = lookup(spec, dtype)
+    if known is not None:
+        kern = registry.KERNELS[known.winner]
+        if finite or kern.nonfinite == "exact":
+            return registry.Choice(kern, known.describe(), (), source="measured")
+    return registry.choose(spec, finite)
