@@ -45,12 +45,15 @@ def test_explain_names_the_kernel_and_the_reason():
     assert choice.kernel.name == "im2col"
     assert choice.reason == choice.kernel.description
     assert str(choice).startswith("auto picks 'im2col'")
-    # depthwise: im2col declines and says why (its GEMM would be 1 x 9); parallel runs it
-    choice = convlab.explain((8, 32, 28, 28), (32, 1, 3, 3), padding=1, groups=32)
+    # grouped, thin: im2col declines and says why (its GEMM would be 16 x 144); parallel
+    choice = convlab.explain((8, 32, 28, 28), (32, 16, 3, 3), padding=1, groups=2)
     assert choice.kernel.name == "parallel"
     reasons = dict(choice.passed_over)
-    assert "1 x 9" in reasons["im2col"]
+    assert "16 x 144" in reasons["im2col"]
     assert "not 'im2col'" in str(choice)
+    # depthwise: the depthwise kernel (the general ones waste its memory-bound work)
+    choice = convlab.explain((8, 32, 28, 28), (32, 1, 3, 3), padding=1, groups=32)
+    assert choice.kernel.name == "depthwise"
     # 64 output channels: a thin GEMM, the direct kernel
     choice = convlab.explain((8, 64, 30, 30), (64, 64, 5, 5), stride=2)
     assert choice.kernel.name == "parallel" and "64 x 1600" in dict(choice.passed_over)["im2col"]

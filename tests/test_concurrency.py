@@ -136,9 +136,14 @@ def test_every_cpu_kernel_from_threads_with_weight_edits(algo):
     crash, and after the edits the oracle's answer (grouped and strided, so every
     kernel takes its less common paths)."""
     rng = np.random.default_rng(1)
-    stride = (2, 1) if kernels.get(algo).supports(
-        convlab.ConvSpec.create((2, 8, 9, 7), 12, 3, (2, 1), 1, groups=2)) is None else 1
-    layer = convlab.Conv2d(8, 12, 3, stride=stride, padding=1, groups=2, algo=algo, seed=3)
+    kern = kernels.get(algo)
+    groups = 2 if kern.supports(convlab.ConvSpec.create((2, 8, 9, 7), 12, 3, groups=2)) is None \
+        else 8  # a depthwise-only kernel: a depthwise layer, channel multiplier 2
+    out_channels = 12 if groups == 2 else 16
+    stride = (2, 1) if kern.supports(convlab.ConvSpec.create(
+        (2, 8, 9, 7), out_channels, 3, (2, 1), 1, groups=groups)) is None else 1
+    layer = convlab.Conv2d(8, out_channels, 3, stride=stride, padding=1, groups=groups,
+                           algo=algo, seed=3)
     x = rng.standard_normal((2, 8, 9, 7)).astype(np.float32)
     weights = [rng.standard_normal(layer.weight.shape).astype(np.float32) for _ in range(2)]
     errors = _hammer(layer, x, weights, edits=20)

@@ -1,0 +1,129 @@
+"""Depthwise convolution: each input channel convolved with its own few filters.
+
+Depthwise layers (``groups == in_channels``, MobileNet's and EfficientNet's workhorse)
+give each input channel ``m`` filters of its own (the *channel multiplier*,
+``m = out_channels / in_channels``, usually 1)::
+
+    out[n, c*m + j, i, jo] = bias[c*m + j]
+                             + sum_{p, q} x[n, c, i*sh + p*dh - top, jo*sw + q*dw - left]
+                                          * w[c*m + j, 0, p, q]
+
+Only ``kh*kw`` (9) multiply-adds per output: there is no channel sum to share work
+across.  That makes the layer **memory-bound**: the arithmetic is cheap next to
+reading the input and writing the output once.  So the general kernels' tricks are
+the wrong ones here:
+
+* im2col copies every input value ``kh*kw`` times into its column matrix (a 9x
+  blow-up of a layer whose cost *is* its memory traffic), then runs a 1 x 9 GEMM per
+  channel, far too small for BLAS to reach speed;
+* ``parallel`` pads the input into a copy (one more pass over memory), splits strided
+  inputs into phase planes (another), and blocks 4 output channels per pass, of which
+  a depthwise layer has one or two per group (the rest computes zeros);
+* Winograd saves multiplies, which are not what this layer spends its time on.
+
+This kernel reads the input once and writes the output once:
+
+1. **No padded copy.**  For each filter column ``q`` the output columns whose tap
+   falls inside the input form one range ``[lo, hi)``, computed up front, so the inner
+   loop has no bounds test and padding costs nothing; rows outside the input are
+   skipped whole.
+2. **Strided rows, made contiguous in cache.**  With a column stride ``sw > 1`` one
+   input plane (one image, one channel: ~50 KB at 112x112, L2-resident) is split into
+   ``sw`` phases per task, so each tap reads consecutive addresses for consecutive
+   outputs and the loop vectorises.
+3. **The multiplier's channels from one load.**  Each input row segment is used for
+   all ``m`` filters of its channel while it is in L1.
+4. **One task per (image, channel)**: ``prange`` over independent outputs, each summed
+   by one thread in a fixed order (bit-identical run to run); accumulators (one output
+   row per filter) stay in L1 and are written once.
+
+Cost: N*C*m*Ho*Wo*kh*kw multiply-adds, the input read once and the output written
+once from memory (plus the per-task phase split when ``sw > 1``, in cache).  Limits:
+depthwise only (``groups == in_channels``, any multiplier, kernel size, stride,
+dilation and padding); float32 and float64.  ``fastmath={"contract"}``: multiply-adds
+are fused (FMA), the sum order is not changed.
+
+``algo="auto"`` picks it for every depthwise layer (rank 12, ahead of im2col and
+parallel, which do not suit it: see above).  Source: Howard et al. 2017, "MobileNets"
+(arXiv 1704.04861) for the layer; the loop structure is the classic direct
+depthwise kernel of mobile inference libraries (e.g. XNNPACK's dwconv).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..shapes import ConvSpec
+from ..threads import parallel_region
+from .registry import register
+
+
+def _supports(spec: ConvSpec) -> str | None:
+    if spec.groups == spec.in_channels:
+        return None
+    return (f"needs a depthwise convolution (groups == in_channels); got groups "
+            f"{spec.groups} for {spec.in_channels} input channels")
+
+
+@register("depthwise", description="depthwise: one pass over the input, no padded copy",
+          supports=_supports, rtol=1e-5, auto_rank=12)
+def conv2d_depthwise(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                     spec: ConvSpec) -> np.ndarray:
+    out = np.empty(spec.batched_output_shape, dtype=x.dtype)
+    b = np.zeros(spec.out_channels, x.dtype) if bias is None else bias
+    (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.padding
+    with parallel_region():  # see convlab/threads.py: concurrent calls from threads
+        _depthwise(x, weight, b, out, sh, sw, top, left, dh, dw)
+    return out
+
+
+@njit(parallel=True, fastmath={"contract"}, cache=True)
+def _depthwise(x, w, bias, out, sh, sw, top, left, dh, dw):
+    n_batch, c_in, height, width = x.shape
+    k_out, _, kh, kw = w.shape
+    m = k_out // c_in  # the channel multiplier
+    ho, wo = out.shape[2], out.shape[3]
+    wph = (width + sw - 1) // sw  # width of one column phase
+    # per filter column q: its phase b, offset a (input column = sw*(jo + a) + b) and the
+    # output columns [lo, hi) whose tap lands inside the input
+    phase = np.empty(kw, np.int64)
+    shift = np.empty(kw, np.int64)
+    lo = np.empty(kw, np.int64)
+    hi = np.empty(kw, np.int64)
+    for q in range(kw):
+        o = q * dw - left
+        b = o % sw  # Python's modulo: 0 <= b < sw even for negative o
+        a = (o - b) // sw
+        phase[q], shift[q] = b, a
+        lo[q] = max(0, -a)
+        hi[q] = max(lo[q], min(wo, (width - b + sw - 1) // sw - a))
+    for t in prange(n_batch * c_in):  # one task per (image, channel): no two share an output
+        n = t // c_in
+        c = t % c_in
+        plane = x[n, c]
+        if sw > 1:  # column phases of this plane, in cache: strided taps become contiguous
+            ph = np.zeros((sw, height, wph), dtype=x.dtype)
+            for y in range(height):
+                for xx in range(width):
+                    ph[xx % sw, y, xx // sw] = plane[y, xx]
+        else:
+            ph = plane.reshape((1, height, width))
+        acc = np.empty((m, wo), dtype=out.dtype)
+        for i in range(ho):
+            for j in range(m):
+                acc[j, :] = bias[c * m + j]
+            for p in range(kh):
+                y = i * sh + p * dh - top
+                if y < 0 or y >= height:
+                    continue  # a row of zero padding: nothing to add
+                for q in range(kw):
+                    row = ph[phase[q], y]
+                    a = shift[q]
+                    for j in range(m):  # the same input row segment for all m filters
+                        wv = w[c * m + j, 0, p, q]
+                        aj = acc[j]
+                        for jo in range(lo[q], hi[q]):
+                            aj[jo] += wv * row[jo + a]
+            for j in range(m):
+                out[n, c * m + j, i, :] = acc[j]
