@@ -316,10 +316,12 @@ def test_suites_are_valid_and_named_uniquely():
     assert set(bench.SUITES) >= {"seed", "resnet", "vgg", "mobilenet", "dilated", "quick", "all"}
     names = [la.name for la in bench.SUITES["all"]]
     assert len(names) == len(set(names))
+    every = {}
     for suite, layers in bench.SUITES.items():
         assert layers, suite
         for layer in layers:
-            assert layer.name in names
+            assert every.setdefault(layer.name, layer) == layer  # one name, one layer
+            assert bench.suite_layers("quick", [layer.name]) == (layer,)
             spec = layer.spec(layer.batch or bench.DEFAULT_BATCH)
             assert spec.out_height >= 1 and spec.out_width >= 1
     seed = bench.SUITES["seed"][0].spec(64)

@@ -89,6 +89,18 @@ DILATED = (
 )
 
 
+# 3x3 stride-1 layers across channels and image sizes, batch 1 and (for the small images,
+# where tiles are few) batch 8: the measurements behind Winograd's place in the auto rule
+# (kernels/winograd.py: AUTO_MIN_CHANNELS, AUTO_MIN_TILES_F4).
+SWEEP_3X3 = tuple(
+    Layer(f"sweep_{c}x{hw}_n{n}", c, (hw, hw), c, 3, padding=1, batch=n,
+          note=f"3x3 {c}->{c} at {hw}x{hw}, batch {n}")
+    for n, sizes in ((1, (7, 14, 28, 56)), (8, (7, 14)))
+    for hw in sizes
+    for c in (8, 16, 32, 64, 128, 256)
+)
+
+
 def _unique(layers: Iterable[Layer]) -> tuple[Layer, ...]:
     seen: dict[str, Layer] = {}
     for layer in layers:
@@ -104,6 +116,7 @@ SUITES: dict[str, tuple[Layer, ...]] = {
     "dilated": DILATED,
     # ~1 minute on 2 cores for the default kernels: one layer of each kind
     "quick": (SEED, RESNET[2], MOBILENET[0], MOBILENET[2], DILATED[1]),
+    "sweep3x3": SWEEP_3X3,
     "all": _unique((SEED,) + RESNET + VGG + MOBILENET + DILATED),
 }
 
@@ -133,8 +146,8 @@ def suite_layers(suite: str, only: Sequence[str] | None = None) -> tuple[Layer, 
         raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(suite_names())}")
     layers = SUITES[suite] if suite in SUITES else TOY_SUITES[suite]
     if only:
-        toys = (la for toy in TOY_SUITES.values() for la in toy)
-        by_name = {layer.name: layer for layer in (*SUITES["all"], *toys)}
+        by_name = {layer.name: layer for suite_ in (*SUITES.values(), *TOY_SUITES.values())
+                   for layer in suite_}
         unknown = [n for n in only if n not in by_name]
         if unknown:
             raise ValueError(f"unknown layer {unknown[0]!r}; layers: {', '.join(by_name)}")
