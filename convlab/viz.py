@@ -16,7 +16,9 @@ Two layers, so tests can check the pictures without looking at pixels:
   reads the roles back ("tap" = a real input cell under the window).
 
 Coordinates are (row, column) in the *input's* frame: padding cells have a row
-or column below 0 or past the edge.
+or column below 0 or past the edge.  Everything counts from 0, as NumPy and PyTorch
+do: rows, columns, weights (``w00`` is ``w[0, 0]``), outputs and frames (frame 0
+computes output (0, 0)).
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def _is_input(spec: ConvSpec, cell: Cell) -> bool:
 
 
 def frames(spec: ConvSpec) -> list[Cell]:
-    """Output positions in the order the window visits them (frame k+1 is item k)."""
+    """Output positions in the order the window visits them: frame k is item k, and
+    output number k in the pictures (counted from 0, row by row)."""
     return [(i, j) for i in range(spec.out_height) for j in range(spec.out_width)]
 
 
@@ -221,7 +224,8 @@ class _InputGrid:
     """The padded input grid, drawn once and repainted for each window position (so an
     animation only recolours cells): taps dark (lighter in the padding), labelled with
     the weight they multiply; the window's dilated outline in red; where the next
-    stride step puts it, dashed grey."""
+    stride step puts it, dashed grey.  The two outlines are tagged ``window:y,x`` and
+    ``next-window:y,x`` with the input cell at their top-left corner."""
 
     def __init__(self, ax: Axes, spec: ConvSpec, numbers: bool) -> None:
         self.spec, self.numbers = spec, numbers
@@ -254,19 +258,21 @@ class _InputGrid:
             rect.set_gid(f"{role}:{y},{x}")
             if label is not None:
                 label.set_text(f"w{pq[0]}{pq[1]}" if pq else ("" if real else "0"))
-        for box, w in zip(self.boxes, (next_win, win), strict=True):
+        for box, role, w in zip(self.boxes, ("next-window", "window"), (next_win, win),
+                                strict=True):
             box.set_visible(w is not None)
+            box.set_gid(f"{role}:{w.origin[0]},{w.origin[1]}" if w is not None else role)
             if w is not None:
                 (y0, x0), (eh, ew) = w.origin, w.extent
                 box.set_bounds(x0 + self.offset[1], y0 + self.offset[0], ew, eh)
 
 
 class _OutputGrid:
-    """The output grid, numbered in the order the window visits it."""
+    """The output grid, numbered from 0 in the order the window visits it."""
 
     def __init__(self, ax: Axes, spec: ConvSpec, numbers: bool) -> None:
         self.cells = {(i, j): _cell(ax, i, j, "output", (i, j), OUTPUT,
-                                    str(k + 1) if numbers else "")
+                                    str(k) if numbers else "")
                       for k, (i, j) in enumerate(frames(spec))}
         _frame_axes(ax, spec.out_height, spec.out_width,
                     f"output {spec.out_height}x{spec.out_width}")
@@ -278,11 +284,30 @@ class _OutputGrid:
             rect.set_gid(f"{'output-selected' if sel else 'output'}:{i},{j}")
 
 
-def _next_window(spec: ConvSpec, i: int, j: int) -> Window | None:
-    """The window one stride to the right (or the next row's first): the stride, drawn."""
-    if j + 1 < spec.out_width:
-        return window(spec, i, j + 1)
-    return window(spec, i + 1, 0) if i + 1 < spec.out_height else None
+NextStep = Cell | str | None
+
+
+def _next_window(spec: ConvSpec, i: int, j: int, step: NextStep = "frame") -> Window | None:
+    """The window of the output drawn dashed after output (i, j): the stride, drawn.
+
+    ``"frame"``: the next output in frame order (one stride to the right, or the next
+    row's first); ``"right"``: (i, j+1); ``"down"``: (i+1, j), one stride down the rows;
+    an (row, col) pair: that output; None: none.  None too when the step leaves the output.
+    """
+    if step is None:
+        return None
+    if step == "frame":
+        if j + 1 < spec.out_width:
+            return window(spec, i, j + 1)
+        return window(spec, i + 1, 0) if i + 1 < spec.out_height else None
+    if isinstance(step, str):
+        moves = {"right": (i, j + 1), "down": (i + 1, j)}
+        if step not in moves:
+            raise ValueError(f"next_step must be 'frame', 'right', 'down', an output (i, j) "
+                             f"or None; got {step!r}")
+        ni, nj = moves[step]
+        return window(spec, ni, nj) if ni < spec.out_height and nj < spec.out_width else None
+    return window(spec, *step)
 
 
 def _conv_axes(spec: ConvSpec, fig: Figure | None) -> tuple[Figure, Axes, Axes]:
@@ -296,12 +321,14 @@ def _conv_axes(spec: ConvSpec, fig: Figure | None) -> tuple[Figure, Axes, Axes]:
 
 # ======================================================================= pictures
 def draw_conv(spec: ConvSpec, output: Cell | None = (0, 0), *, numbers: bool = True,
-              fig: Figure | None = None) -> Figure:
-    """Input (with padding), the window for ``output`` (with dilation gaps, and the
-    next stride step dashed) and the output grid with cells numbered in frame order."""
+              next_step: NextStep = "frame", fig: Figure | None = None) -> Figure:
+    """Input (with padding), the window for ``output`` (with dilation gaps), the window
+    of the ``next_step`` dashed, and the output grid with cells numbered from 0 in frame
+    order.  ``next_step`` is "frame" (the next output the window visits), "right",
+    "down" (one stride down the rows: shows a vertical stride), an output (i, j), or None."""
     fig, ax_in, ax_out = _conv_axes(spec, fig)
     win = window(spec, *output) if output is not None else None
-    nxt = _next_window(spec, *output) if output is not None else None
+    nxt = _next_window(spec, *output, next_step) if output is not None else None
     _InputGrid(ax_in, spec, numbers).paint(win, nxt)
     _OutputGrid(ax_out, spec, numbers).paint(output)
     fig.suptitle(_label(spec), fontsize=9)
@@ -317,7 +344,8 @@ def draw_receptive_field(spec: ConvSpec, i: int, j: int,
 
 
 def draw_frames(spec: ConvSpec, *, max_frames: int = 24, cols: int = 4) -> Figure:
-    """Numbered small multiples of the sliding window: frame k is output number k."""
+    """Numbered small multiples of the sliding window: frame k is output number k
+    (both counted from 0)."""
     todo = frames(spec)[:max_frames]
     rows = math.ceil(len(todo) / cols)
     cols = min(cols, len(todo))
@@ -330,7 +358,7 @@ def draw_frames(spec: ConvSpec, *, max_frames: int = 24, cols: int = 4) -> Figur
             ax.axis("off")
             continue
         _InputGrid(ax, spec, numbers=False).paint(window(spec, *todo[k]))
-        ax.set_title(f"{k + 1}: output {todo[k]}", fontsize=8)
+        ax.set_title(f"{k}: output {todo[k]}", fontsize=8)
     more = len(frames(spec)) - len(todo)
     fig.suptitle(_label(spec) + (f"  (first {len(todo)} frames, {more} more)" if more else ""),
                  fontsize=9)
@@ -348,7 +376,7 @@ def animate_conv(spec: ConvSpec, *, interval: int = 600, numbers: bool = True) -
         i, j = order[k]
         grid_in.paint(window(spec, i, j), _next_window(spec, i, j))
         grid_out.paint((i, j))
-        fig.suptitle(f"frame {k + 1}/{len(order)}: output ({i}, {j})\n{_label(spec)}",
+        fig.suptitle(f"frame {k} of 0-{len(order) - 1}: output ({i}, {j})\n{_label(spec)}",
                      fontsize=9)
         return []
 

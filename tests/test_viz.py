@@ -79,13 +79,52 @@ def test_a_big_stride_skips_inputs():
     assert viz.readers(spec, 0, 2) == {(0, 0), (0, 1)}
 
 
-def test_frames_are_numbered_in_output_order():
+def _texts_by_cell(fig, role):
+    """The label drawn in each ``role`` cell, by its (row, col)."""
+    found = {}
+    for ax in fig.axes:
+        for patch in ax.patches:
+            name, _, where = (patch.get_gid() or "").partition(":")
+            if name == role and where:
+                x, y = patch.get_x() + 0.5, patch.get_y() + 0.5
+                label = [t.get_text() for t in ax.texts if t.get_position() == (x, y)]
+                found[tuple(int(v) for v in where.split(","))] = label[0] if label else ""
+    return found
+
+
+def test_frames_are_numbered_from_0_in_output_order():
+    # 0-based, as NumPy and PyTorch: frame 0 is output (0, 0), the weights are w00..w22
     assert viz.frames(SPEC)[:3] == [(0, 0), (0, 1), (0, 2)]
     assert len(viz.frames(SPEC)) == SPEC.out_height * SPEC.out_width
     fig = viz.draw_frames(SPEC, max_frames=5, cols=3)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == [f"{k + 1}: output {o}" for k, o in enumerate(viz.frames(SPEC)[:5])]
+    assert titles == [f"{k}: output {o}" for k, o in enumerate(viz.frames(SPEC)[:5])]
+    assert titles[0] == "0: output (0, 0)"
     assert "9 more" in fig._suptitle.get_text()
+    fig = viz.draw_conv(SPEC, (1, 2))
+    numbers = {**_texts_by_cell(fig, "output"), **_texts_by_cell(fig, "output-selected")}
+    assert numbers == {o: str(k) for k, o in enumerate(viz.frames(SPEC))}
+    taps = _texts_by_cell(fig, "tap")
+    assert taps[viz.window(SPEC, 1, 2).origin] == "w00"  # tap (0, 0) reads the origin
+
+
+def test_the_dashed_box_draws_the_stride_asked_for():
+    spec = viz.grid_spec((7, 7), 3, stride=(2, 1), padding=1)
+    # default: the next frame, one column to the right (stride 1 across)
+    fig = viz.draw_conv(spec, (0, 1))
+    assert viz.drawn_cells(fig, "window") == {(-1, 0)}
+    assert viz.drawn_cells(fig, "next-window") == {(-1, 1)}
+    # "down": the next row of outputs, two input rows lower (stride 2 down the rows)
+    fig = viz.draw_conv(spec, (0, 1), next_step="down")
+    assert viz.drawn_cells(fig, "next-window") == {(1, 0)}
+    fig = viz.draw_conv(spec, (0, 1), next_step=(2, 3))
+    assert viz.drawn_cells(fig, "next-window") == {(3, 2)}
+    last = (spec.out_height - 1, spec.out_width - 1)
+    for step in ("frame", "down", "right", None):
+        fig = viz.draw_conv(spec, last, next_step=step)  # off the output: no dashed box
+        assert viz.drawn_cells(fig, "next-window") == set()
+    with pytest.raises(ValueError, match="next_step must be"):
+        viz.draw_conv(spec, (0, 0), next_step="up")
 
 
 def test_animation_saves_a_gif(tmp_path):
@@ -93,7 +132,10 @@ def test_animation_saves_a_gif(tmp_path):
 
     spec = viz.grid_spec((3, 4), 2, stride=(1, 2))  # 2x2 outputs: 4 frames
     anim = viz.animate_conv(spec, interval=100)
+    title = anim._fig._suptitle.get_text
+    assert title().startswith("frame 0 of 0-3: output (0, 0)")  # frames count from 0
     path = viz.save_gif(anim, tmp_path / "conv.gif", fps=4)
+    assert title().startswith("frame 3 of 0-3: output (1, 1)")  # the last one drawn
     assert path.read_bytes()[:6] == b"GIF89a"
     with Image.open(path) as gif:
         assert gif.n_frames == 4
