@@ -131,9 +131,11 @@ def get_workspace_cap() -> int:
 
 
 @contextlib.contextmanager
-def workspace_cap(nbytes: int) -> Iterator[int]:
+def workspace_cap(nbytes: int | None) -> Iterator[int]:
     """``with workspace_cap(2**20): conv2d(..., algo="im2col")`` runs under a 1 MiB cap
-    (in this thread or task only; blocks nest)."""
+    (in this thread or task only; blocks nest); ``None`` is the default cap."""
+    if nbytes is None:
+        nbytes = DEFAULT_WORKSPACE_CAP
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
         raise ValueError(f"workspace cap must be a positive number of bytes, got {nbytes!r}")
     entry = (object(), int(nbytes))
