@@ -193,11 +193,15 @@ def all_commands() -> list[Shown]:
 
 def unique(found: list[Shown]) -> list[Shown]:
     """One test per distinct command; its ``where`` lists every place that shows it."""
-    places: dict[tuple[str, tuple[str, ...] | None], list[str]] = {}
+    places: dict[tuple, list[Shown]] = {}
     for shown in found:
-        places.setdefault((shown.text, shown.output), []).append(shown.where)
-    return [Shown(", ".join(wheres), text, output)
-            for (text, output), wheres in places.items()]
+        try:  # the same words, whatever the spacing or the comment after them
+            words: tuple[str, ...] | str = tuple(shlex.split(shown.text, comments=True))
+        except ValueError:
+            words = shown.text
+        places.setdefault((words, shown.output), []).append(shown)
+    return [Shown(", ".join(s.where for s in same), same[0].text, same[0].output)
+            for same in places.values()]
 
 
 COMMANDS = unique(all_commands())
