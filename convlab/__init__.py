@@ -11,6 +11,11 @@ Conv2d(5, 2, kernel_size=(3, 3), stride=(1, 1))
 (64, 2, 8, 10)
 """
 
+# First: the kernels are compiled with cache=True, and Numba refuses to define them when it
+# has nowhere to write its cache (a read-only install); _numba_cache gives it a place.
+from . import _numba_cache  # noqa: F401  (imported for its effect, before the kernels)
+
+# isort: split
 from . import kernels
 from .functional import conv2d, explain
 from .kernels import KERNELS

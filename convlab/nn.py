@@ -6,18 +6,26 @@ works out to U(-1/sqrt(fan_in), +1/sqrt(fan_in)) with fan_in = in/groups*kh*kw,
 and the bias drawn from the same range.  (Same distribution, not the same
 numbers: torch's generator is its own.  To reproduce a torch layer exactly,
 ``load_state_dict(torch_layer.state_dict())``.)
+
+The layer keeps derived forms of its weight between calls (a :class:`WeightCache`: e.g.
+Winograd's transformed filter, up to 16 times the weight). They are rebuilt on demand,
+so pickling or deep-copying a layer leaves them out: the copy holds its parameters and
+hyper-parameters only.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .functional import SUPPORTED_DTYPES, WeightCache, conv2d
-from .shapes import ConvArgs, IntOrPair, PaddingArg, check_channels
+from .kernels.registry import UnsupportedSpecError
+from .shapes import ConvArgs, ConvSpec, IntOrPair, PaddingArg, check_channels
 
 
 class Conv2d:
@@ -44,13 +52,19 @@ class Conv2d:
         seed: int | np.random.Generator | None = None,
         algo: str = "auto",
     ) -> None:
-        # torch checks groups first, then channel divisibility, then the rest
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+        # torch checks groups first, then channel divisibility, then the rest; like torch,
+        # any integer type goes where an int does (np.int64 from a config or a shape)
+        if (isinstance(groups, bool) or not isinstance(groups, numbers.Integral)
+                or groups <= 0):
             raise ValueError("groups must be a positive integer")
         check_channels(in_channels, out_channels, groups)
         args = ConvArgs.create(kernel_size, stride, padding, dilation, groups, padding_mode)
         if np.dtype(dtype) not in SUPPORTED_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+        if not isinstance(algo, str):
+            raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
+        if algo != "auto":
+            _check_algo(kernels.get(algo), int(in_channels), int(out_channels), args)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = args.kernel_size
@@ -61,9 +75,9 @@ class Conv2d:
         self.padding_mode = args.padding_mode
         self.dtype = np.dtype(dtype)
         self.algo = algo
-        self.weight = np.empty((out_channels, in_channels // groups) + self.kernel_size,
-                               dtype=self.dtype)
-        self.bias = np.empty(out_channels, dtype=self.dtype) if bias else None
+        self.weight = np.empty((self.out_channels, self.in_channels // self.groups)
+                               + self.kernel_size, dtype=self.dtype)
+        self.bias = np.empty(self.out_channels, dtype=self.dtype) if bias else None
         self._weight_cache = WeightCache()  # e.g. Winograd's transformed filter
         self.reset_parameters(seed)
 
@@ -83,6 +97,17 @@ class Conv2d:
                       self.groups, self.padding_mode, algo=self.algo, cache=self._weight_cache)
 
     __call__ = forward
+
+    # ------------------------------------------------------------ copies
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle and ``copy.deepcopy`` keep: everything but the weight cache."""
+        state = self.__dict__.copy()
+        del state["_weight_cache"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._weight_cache = WeightCache()  # refilled by the first forward
 
     # ------------------------------------------------------------ parameters
     def parameters(self) -> list[np.ndarray]:
@@ -112,10 +137,11 @@ class Conv2d:
         for key in own:
             if key not in state_dict:
                 continue
-            value = state_dict[key]
-            if hasattr(value, "detach"):  # a torch tensor
-                value = value.detach().cpu().numpy()
-            arr = np.asarray(value)
+            try:
+                arr = np.asarray(_from_torch(state_dict[key], key))
+            except TypeError as exc:
+                problems.append(str(exc))
+                continue
             if arr.shape != own[key].shape:
                 problems.append(f"size mismatch for {key}: copying a param with shape "
                                 f"{arr.shape} from checkpoint, the shape in current model "
@@ -155,3 +181,55 @@ class Conv2d:
 
     def __repr__(self) -> str:
         return f"Conv2d({self.extra_repr()})"
+
+
+def _from_torch(value: Any, key: str) -> Any:
+    """A torch tensor as a NumPy array; anything else unchanged.
+
+    NumPy has no bfloat16 (nor float8): such tensors go through float32, which holds each
+    of their values exactly; torch's own ``load_state_dict`` casts them the same way.
+    """
+    if not (hasattr(value, "detach") and hasattr(value, "numpy")):
+        return value
+    tensor = value.detach().cpu()
+    try:
+        return tensor.numpy()
+    except TypeError:
+        if tensor.is_floating_point():
+            return tensor.float().numpy()
+        raise TypeError(
+            f"{key}: a torch tensor of dtype {tensor.dtype}, which NumPy cannot hold; Conv2d "
+            f"loads real floating-point or integer values: convert it first, e.g. "
+            f"state_dict['{key}'].real.float()") from None
+
+
+def _check_algo(kernel: kernels.Kernel, in_channels: int, out_channels: int,
+                args: ConvArgs) -> None:
+    """Refuse, at construction, a kernel that cannot run this layer on any input.
+
+    ``kernel.supports`` is asked about the smallest input the layer accepts (batch 1, the
+    fewest rows and columns that leave a 1x1 output and fit the padding mode). The limits
+    kernels have are either independent of the input (Winograd's 3x3, stride 1) or grow
+    with it (pure Python's work cap, CUDA's grid), so a refusal there holds for every
+    input, and a layer that some input could run is never refused. Whether the kernel can
+    run on this machine (a GPU) is left to the first forward: a layer may be built on one
+    machine and run on another.
+    """
+    top, bottom, left, right = args.explicit_padding()
+    size = []
+    for k, d, lo, hi in ((args.kernel_size[0], args.dilation[0], top, bottom),
+                         (args.kernel_size[1], args.dilation[1], left, right)):
+        n = max(1, d * (k - 1) + 1 - lo - hi)
+        if args.padding_mode == "reflect":
+            n = max(n, lo + 1, hi + 1)
+        elif args.padding_mode == "circular":
+            n = max(n, lo, hi)
+        size.append(n)
+    weight = (out_channels, in_channels // args.groups) + args.kernel_size
+    spec = ConvSpec.from_shapes((1, in_channels, *size), weight, args.stride, args.padding,
+                                args.dilation, args.groups, args.padding_mode)
+    if spec.padding_mode != "zeros":
+        spec = spec.explicitly_padded()  # what conv2d hands the kernel
+    why = kernel.supports(spec)
+    if why is not None:
+        raise UnsupportedSpecError(f"{kernel.name} {why}")

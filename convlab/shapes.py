@@ -141,6 +141,26 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
+def _input_dims(input_shape: Sequence[int]) -> tuple[int, ...]:
+    """The input's sizes as ints: 3 or 4 of them, none negative."""
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) not in (3, 4):
+        raise ValueError(
+            "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input "
+            f"of size: {_shape_str(input_shape)}"
+        )
+    _no_negative(input_shape, "input")
+    return input_shape
+
+
+def _no_negative(shape: tuple[int, ...], name: str) -> None:
+    # torch cannot even build such a tensor ("Trying to create tensor with negative dimension")
+    for size in shape:
+        if size < 0:
+            raise ValueError(f"negative dimension {size} in {name} of size {_shape_str(shape)}: "
+                             "sizes must be >= 0")
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """Everything about one convolution's sizes: built once, asked by everyone.
@@ -175,27 +195,29 @@ class ConvSpec:
         padding_mode: str = "zeros",
     ) -> ConvSpec:
         """Spec for an input of ``input_shape`` and a weight of ``weight_shape``."""
-        input_shape = tuple(int(s) for s in input_shape)
+        input_shape = _input_dims(input_shape)
         weight_shape = tuple(int(s) for s in weight_shape)
-        if len(input_shape) not in (3, 4):
-            raise ValueError(
-                "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input "
-                f"of size: {_shape_str(input_shape)}"
-            )
         if len(weight_shape) != 4:
             raise ValueError(
                 "Expected 4-dimensional weight (out_channels, in_channels/groups, kh, kw) "
                 f"for conv2d, but got weight of size {_shape_str(weight_shape)}"
             )
+        _no_negative(weight_shape, "weight")
         batched = len(input_shape) == 4
         full_in = input_shape if batched else (1,) + input_shape
         n, c, h, w = full_in
         k, cg, kh, kw = weight_shape
         args = ConvArgs.create((kh, kw), stride, padding, dilation, groups, padding_mode)
         g = args.groups
-        if k < 1:
+        if args.padding_mode in ("reflect", "replicate") and 0 in full_in[1:]:
+            # torch pads with F.pad before convolving, and F.pad refuses these
             raise ValueError(
-                f"Given groups={g}, expected weight to be at least 1 at dimension 0, but got "
+                "Expected 3D or 4D (batch mode) tensor with possibly 0 batch size and other "
+                f"non-zero dimensions for input, but got: {_shape_str(full_in)}"
+            )
+        if k < g:
+            raise ValueError(
+                f"Given groups={g}, expected weight to be at least {g} at dimension 0, but got "
                 f"weight of size {_shape_str(weight_shape)} instead"
             )
         if k % g:
@@ -203,7 +225,7 @@ class ConvSpec:
                 f"Given groups={g}, expected weight to be divisible by {g} at dimension 0, "
                 f"but got weight of size {_shape_str(weight_shape)} instead"
             )
-        if cg < 1 or c != cg * g:
+        if c != cg * g:  # zero channels on both sides is valid, as in torch
             raise ValueError(
                 f"Given groups={g}, weight of size {_shape_str(weight_shape)}, expected "
                 f"input{_shape_str(full_in)} to have {cg * g} channels, but got {c} "
@@ -217,6 +239,11 @@ class ConvSpec:
                 f"Calculated padded input size per channel: ({h + top + bottom} x "
                 f"{w + left + right}). Kernel size: ({eff_h} x {eff_w}). Kernel size can't "
                 "be greater than actual input size"
+            )
+        if n and c and not (h and w):
+            raise ValueError(
+                "Only zero batch or zero channel inputs are supported, but got input shape: "
+                f"{_shape_str(full_in)}"
             )
         if args.padding_mode == "reflect":
             # torch checks the last dimension first, then the height.
@@ -250,14 +277,10 @@ class ConvSpec:
     ) -> ConvSpec:
         """Spec from layer hyper-parameters, as ``torch.nn.Conv2d`` takes them."""
         args = ConvArgs.create(kernel_size, stride, padding, dilation, groups, padding_mode)
-        input_shape = tuple(int(s) for s in input_shape)
-        if len(input_shape) not in (3, 4):
-            raise ValueError(
-                "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input "
-                f"of size: {_shape_str(input_shape)}"
-            )
+        input_shape = _input_dims(input_shape)
         in_channels = input_shape[-3]
-        check_channels(in_channels, out_channels, args.groups)
+        # torch.nn.Conv2d(0, ...) is a valid layer: its output has no elements
+        check_channels(in_channels, out_channels, args.groups, zero_in_ok=True)
         weight = (out_channels, in_channels // args.groups) + args.kernel_size
         return cls.from_shapes(input_shape, weight, stride, padding, dilation, groups, padding_mode)
 
@@ -281,12 +304,16 @@ class ConvSpec:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        full = (self.batch, self.out_channels, self.out_height, self.out_width)
+        full = self.batched_output_shape
         return full if self.batched else full[1:]
 
     @property
     def batched_output_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.out_channels, self.out_height, self.out_width)
+        # An input with zero channels gives an output with zero channels, whatever the
+        # weight's out_channels: what torch returns (its empty-input shortcut multiplies
+        # the empty input by the weight), so convlab returns it too.
+        channels = self.out_channels if self.in_channels else 0
+        return (self.batch, channels, self.out_height, self.out_width)
 
     @property
     def weight_shape(self) -> tuple[int, int, int, int]:
@@ -319,10 +346,13 @@ class ConvSpec:
         return kout * cg * kh * kw + (kout if bias else 0)
 
     # ---------------------------------------------------------------- cost
+    def output_elements(self) -> int:
+        n, k, ho, wo = self.batched_output_shape
+        return n * k * ho * wo
+
     def macs(self) -> int:
         """Multiply-accumulates of direct convolution (bias not counted)."""
-        return (self.batch * self.out_channels * self.out_height * self.out_width
-                * self.reduction_length)  # fmt: skip
+        return self.output_elements() * self.reduction_length
 
     def flops(self) -> int:
         """2 * N * K * (C/groups) * kh * kw * Hout * Wout, the convention every
@@ -333,7 +363,7 @@ class ConvSpec:
         """Compulsory memory traffic: read input and weight once, write output once."""
         elems = (self.batch * self.in_channels * self.height * self.width
                  + self.out_channels * self.reduction_length
-                 + self.batch * self.out_channels * self.out_height * self.out_width)  # fmt: skip
+                 + self.output_elements())  # fmt: skip
         return elems * itemsize
 
     def arithmetic_intensity(self, itemsize: int = 4) -> float:
@@ -359,10 +389,16 @@ class ConvSpec:
         )
 
 
-def check_channels(in_channels: int, out_channels: int, groups: int) -> None:
+def check_channels(in_channels: int, out_channels: int, groups: int, *,
+                   zero_in_ok: bool = False) -> None:
+    """Channel counts of a layer: positive integers (``in_channels`` may be 0 when
+    ``zero_in_ok``) divisible by ``groups``, checked in torch's order."""
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if value < 0 or (value == 0 and not (zero_in_ok and name == "in_channels")):
+            least = "a non-negative" if zero_in_ok and name == "in_channels" else "a positive"
+            raise ValueError(f"{name} must be {least} integer, got {value!r}")
     if in_channels % groups:
         raise ValueError("in_channels must be divisible by groups")
     if out_channels % groups:

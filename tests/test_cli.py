@@ -38,6 +38,15 @@ def test_shape_even_kernel_same_padding(capsys):
     (["--input", "1,5,10,12", "--out-channels", "2"], "required"),
     (["--input", "1,6,10,12", "--out-channels", "2", "--kernel-size", "3", "--groups", "4"],
      "in_channels must be divisible by groups"),
+    # negative sizes used to print output (-5, 2, 6, 6) and "FLOPs -19,440", exit 0
+    (["--input=-5,3,8,8", "--out-channels", "2", "--kernel-size", "3"],
+     "negative dimension -5 in input of size [-5, 3, 8, 8]"),
+    (["--input", "1,3,-8,8", "--out-channels", "2", "--kernel-size", "3", "--padding", "10"],
+     "negative dimension -8"),
+    (["--input", "1,3,8,8", "--out-channels=-2", "--kernel-size", "3"],
+     "out_channels must be a positive integer, got -2"),
+    (["--input", "1,3,0,8", "--out-channels", "2", "--kernel-size", "3", "--padding", "2"],
+     "Only zero batch or zero channel inputs are supported, but got input shape: [1, 3, 0, 8]"),
 ])
 def test_shape_bad_arguments_one_line_exit_2(capsys, argv, needle):
     try:
@@ -48,6 +57,15 @@ def test_shape_bad_arguments_one_line_exit_2(capsys, argv, needle):
     err = capsys.readouterr().err
     assert needle in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_shape_zero_channels_as_torch(capsys):
+    # torch.nn.Conv2d(0, 3, 3) on a (1, 0, 6, 6) input returns shape (1, 0, 4, 4)
+    assert main(["shape", "--input", "1,0,6,6", "--out-channels", "3", "--kernel-size", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "output           (1, 0, 4, 4)" in out
+    assert "weight           (3, 0, 3, 3)" in out
+    assert "FLOPs            0 " in out
 
 
 def test_info_lists_kernels(capsys):

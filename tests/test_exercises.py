@@ -16,8 +16,10 @@ from convlab.exercises.winograd import _counted
 
 
 def verdict(exercise, fn, capsys) -> tuple[bool, str, str]:
-    ok = exercise.check(fn)
-    return ok, exercise.last_status, capsys.readouterr().out
+    # check() returns None, so a notebook cell ending in it shows the message alone
+    assert exercise.check(fn) is None
+    status = exercise.last_status
+    return status == "correct", status, capsys.readouterr().out
 
 
 def assert_rejected(exercise, fn, capsys, *words: str) -> str:
@@ -87,11 +89,13 @@ def test_a_crash_is_reported_not_raised(capsys):
         return size / 0
 
     out = assert_rejected(ex.output_size, broken, capsys, "ZeroDivisionError", "case 1")
-    assert "hint()" in out
+    # the student's own function is called output_size too: name the call that works
+    assert out.rstrip().endswith("(Stuck? Call ex.output_size.hint().)"), out
 
 
 def test_not_a_function(capsys):
-    assert_rejected(ex.output_size, 42, capsys, "needs your function")
+    assert_rejected(ex.output_size, 42, capsys, "needs your function, got an int")
+    assert_rejected(ex.output_size, "f", capsys, "needs your function, got a str")
 
 
 # ------------------------------------------------------------------ output_size
@@ -159,7 +163,8 @@ def _loops(flip=False, swap_stride=False, dilation=True, one_side=False, ceil=Fa
 
 
 def test_loops_helper_is_right_when_unbroken(capsys):
-    assert ex.conv_loops.check(_loops())  # so each rejection below is the knob's doing
+    ex.conv_loops.check(_loops())  # so each rejection below is the knob's doing
+    assert ex.conv_loops.last_status == "correct", capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong, words", [
@@ -207,7 +212,8 @@ def _cols(transpose=False, pqc=False, swap_stride=False, dilation=True, one_side
 
 
 def test_cols_helper_is_right_when_unbroken():
-    assert ex.im2col.check(_cols())
+    ex.im2col.check(_cols())
+    assert ex.im2col.last_status == "correct"
 
 
 @pytest.mark.parametrize("wrong, words", [
@@ -339,6 +345,48 @@ def test_prange_stub_is_not_attempted(capsys):
     assert verdict(ex.prange_kernel, _prange_stub, capsys)[:2] == (False, "not attempted")
 
 
+def _typed_at_the_prompt(source: str, name: str):
+    """``source`` compiled as the interactive prompt does: file "<stdin>", so Python keeps
+    no source for inspect to read."""
+    namespace = {"np": np, "njit": njit, "prange": prange}
+    exec(compile(source, "<stdin>", "exec"), namespace)
+    return namespace[name]
+
+
+PROMPT_SOLUTION = """
+@njit(parallel=True)
+def conv_prange(x, w):
+    n_b, c_in, h, wd = x.shape
+    k_out, _, kh, kw = w.shape
+    out = np.empty((n_b, k_out, h - kh + 1, wd - kw + 1))
+    for nk in prange(n_b * k_out):
+        n, k = nk // k_out, nk % k_out
+        for i in range(h - kh + 1):
+            for j in range(wd - kw + 1):
+                acc = 0.0
+                for c in range(c_in):
+                    for p in range(kh):
+                        for q in range(kw):
+                            acc += x[n, c, i + p, j + q] * w[k, c, p, q]
+                out[n, k, i, j] = acc
+    return out
+"""
+
+
+def test_prange_function_typed_at_the_prompt(capsys):
+    """It used to crash with OSError: could not get source code."""
+    fn = _typed_at_the_prompt(PROMPT_SOLUTION, "conv_prange")
+    ok, status, out = verdict(ex.prange_kernel, fn, capsys)
+    assert ok and out.startswith("Correct (prange_kernel): right values"), out
+    assert "Not checked" in out and "typed at the >>> prompt" in out
+    flipped = PROMPT_SOLUTION.replace("w[k, c, p, q]", "w[k, c, kh - 1 - p, kw - 1 - q]")
+    assert_rejected(ex.prange_kernel, _typed_at_the_prompt(flipped, "conv_prange"), capsys,
+                    "flipped")
+    serial = PROMPT_SOLUTION.replace("prange(n_b * k_out)", "range(n_b * k_out)")
+    assert_rejected(ex.prange_kernel, _typed_at_the_prompt(serial, "conv_prange"), capsys,
+                    "no `for ... in prange(...)` loop")
+
+
 RACE_FREE = """
 def f(x, out, tmp):
     for a in prange(4):
@@ -446,4 +494,5 @@ def test_cuda_stub_is_not_attempted(stub, capsys):
 def test_cuda_accepts_source_text(capsys):
     from convlab.exercises.core import source_of
 
-    assert ex.cuda_kernel.check(source_of(ex.cuda_kernel.solution(show=False)))
+    ex.cuda_kernel.check(source_of(ex.cuda_kernel.solution(show=False)))
+    assert ex.cuda_kernel.last_status == "correct"

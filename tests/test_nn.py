@@ -136,3 +136,122 @@ def test_algo_attribute_is_used():
     layer.algo = "nope"
     with pytest.raises(ValueError, match="unknown algo 'nope'"):
         layer(x)
+
+
+def test_numpy_integers_go_where_ints_do():
+    # torch.nn.Conv2d and convlab.conv2d take them; Conv2d refused groups=np.int64(2)
+    layer = Conv2d(np.int64(4), np.int32(8), np.int64(3), stride=np.int64(2),
+                   padding=np.int16(1), dilation=np.uint8(1), groups=np.int64(2), seed=0)
+    assert repr(layer) == ("Conv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), "
+                           "groups=2)")  # torch 2.13's repr of Conv2d(4, 8, 3, 2, 1, groups=2)
+    assert layer.weight.shape == (8, 2, 3, 3)
+    assert type(layer.groups) is int and type(layer.in_channels) is int
+    x = np.random.default_rng(2).standard_normal((2, 4, 7, 9)).astype(np.float32)
+    np.testing.assert_allclose(layer(x), oracle(x, layer.weight, layer.bias, stride=2, padding=1,
+                                                groups=2), rtol=1e-5, atol=1e-5)
+
+
+def _forward_error(x, w, **args):
+    with pytest.raises((ValueError, TypeError)) as info:
+        convlab.conv2d(x, w, **args)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("args,algo", [
+    (dict(in_channels=5, out_channels=5, kernel_size=3), "bogus"),
+    (dict(in_channels=5, out_channels=5, kernel_size=5), "winograd_f4"),
+    (dict(in_channels=4, out_channels=4, kernel_size=3, stride=2), "winograd_f2"),
+    (dict(in_channels=4, out_channels=4, kernel_size=3, dilation=2, padding=2), "winograd_f6"),
+    # pure Python's work cap, exceeded even by a 1x1 output of a batch of one
+    (dict(in_channels=512, out_channels=512, kernel_size=11), "python"),
+])
+def test_algo_that_can_never_run_fails_in_the_constructor(args, algo):
+    """Same message as conv2d gives at the first forward (used to be accepted)."""
+    with pytest.raises((ValueError, TypeError)) as info:
+        Conv2d(**args, algo=algo)
+    k = args["kernel_size"]
+    x = np.zeros((1, args["in_channels"], 11, 11), np.float32)  # the smallest python takes
+    w = np.zeros((args["out_channels"], args["in_channels"], k, k), np.float32)
+    conv_args = {key: args[key] for key in ("stride", "padding", "dilation") if key in args}
+    assert _forward_error(x, w, algo=algo, **conv_args) in str(info.value)
+    with pytest.raises(TypeError, match="algo must be a kernel name"):
+        Conv2d(3, 3, 3, algo=3)
+
+
+@pytest.mark.parametrize("args,algo", [
+    (dict(kernel_size=3, padding=1, padding_mode="reflect"), "winograd_f4"),
+    (dict(kernel_size=(3, 3), padding="same", padding_mode="circular"), "winograd_f2"),
+    (dict(kernel_size=7, stride=3, dilation=2), "python"),  # small enough on small inputs
+    (dict(kernel_size=3, groups=2), "cuda_tiled"),  # whether a GPU is here: at forward
+])
+def test_algo_that_can_run_on_some_input_is_accepted(args, algo):
+    layer = Conv2d(4, 6, **args, algo=algo, seed=0)
+    if algo == "python":  # and it does run, on a small input
+        x = np.random.default_rng(0).standard_normal((1, 4, 13, 14)).astype(np.float32)
+        np.testing.assert_allclose(layer(x), oracle(x, layer.weight, layer.bias, stride=3,
+                                                    dilation=2), rtol=1e-5, atol=1e-5)
+
+
+def _winograd_layer():
+    layer = Conv2d(256, 256, 3, padding=1, algo="winograd_f4", seed=0)
+    x = np.random.default_rng(0).standard_normal((1, 256, 6, 7)).astype(np.float32)
+    return layer, x
+
+
+def test_pickle_leaves_the_weight_cache_out():
+    import pickle
+
+    layer, x = _winograd_layer()
+    before = len(pickle.dumps(layer))
+    expected = layer(x)  # fills the cache with the transformed filter (4x the weight)
+    data = pickle.dumps(layer)
+    assert len(data) < before + 4096, (before, len(data))  # used to be ~5x bigger
+    copy = pickle.loads(data)
+    np.testing.assert_array_equal(copy.weight, layer.weight)
+    np.testing.assert_array_equal(copy(x), expected)  # the cache refills on demand
+    assert repr(copy) == repr(layer) and copy.algo == "winograd_f4"
+
+
+def test_deepcopy_leaves_the_weight_cache_out():
+    import copy
+    import tracemalloc
+
+    layer, x = _winograd_layer()
+    expected = layer(x)
+    tracemalloc.start()
+    try:
+        twin = copy.deepcopy(layer)
+        allocated = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the parameters (2.4 MB), not the cached transform as well (9.4 MB more)
+    assert allocated < 2 * layer.weight.nbytes, (allocated, layer.weight.nbytes)
+    twin.weight[...] *= 2  # the copy is independent and recomputes its own transform
+    np.testing.assert_array_equal(layer(x), expected)
+    np.testing.assert_allclose(twin(x) - twin.bias[:, None, None],
+                               2 * (expected - layer.bias[:, None, None]),
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_bfloat16_state_dict_loads_as_torch_loads_it():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    source = torch.nn.Conv2d(3, 4, 3)
+    state = {k: v.to(torch.bfloat16) for k, v in source.state_dict().items()}
+    layer = Conv2d(3, 4, 3)
+    layer.load_state_dict(state)  # torch casts to the parameter's dtype; so does convlab
+    source.load_state_dict(state)
+    np.testing.assert_array_equal(layer.weight, source.weight.detach().numpy())
+    np.testing.assert_array_equal(layer.bias, source.bias.detach().numpy())
+    assert layer.weight.dtype == np.float32
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_torch_dtype_numpy_cannot_hold_gets_a_clear_message():
+    torch = pytest.importorskip("torch")
+    layer = Conv2d(3, 4, 3)
+    state = {"weight": torch.zeros((4, 3, 3, 3), dtype=torch.complex32),
+             "bias": torch.zeros(4)}
+    with pytest.raises(ValueError, match=r"weight: a torch tensor of dtype torch.complex32, "
+                                         r"which NumPy cannot hold.*convert it first"):
+        layer.load_state_dict(state)

@@ -5,12 +5,14 @@
 ...     raise NotImplementedError
 >>> ex.output_size.check(output_size)      # doctest: +ELLIPSIS
 Not attempted yet (output_size): ...
-False
+>>> ex.output_size.last_status
+'not attempted'
 
-Each exercise has ``check(fn)`` (prints the verdict, returns True/False),
-``hint()``, ``solution()`` (prints the reference source and returns it as a
-callable) and ``last_status``.  ``print(exercise)`` shows the task.  The
-notebooks in ``notebooks/exercises/`` hand them out.
+Each exercise has ``check(fn)`` (prints the verdict and returns None, so a notebook
+cell shows the message alone), ``last_status`` (the verdict: "correct", "incorrect",
+"not attempted", or None before the first check), ``hint()`` and ``solution()``
+(prints the reference source and returns it as a callable).  ``print(exercise)``
+shows the task.  The notebooks in ``notebooks/exercises/`` hand them out.
 
 =================  ==========================================================
 ``output_size``    fn(size, kernel, stride, padding, dilation) -> int

@@ -11,8 +11,9 @@ In the style of Kaggle's learntools: a student writes a function, passes it to
 * **Not attempted** -- ``fn`` is None, still raises ``NotImplementedError``, or
   returns None / ``...`` on the first case.
 
-``check`` returns True or False and remembers it in ``last_status``
-("correct", "incorrect", "not attempted") so notebooks and tests can read it.
+``check`` prints the verdict and returns None, so a check cell shows the message and
+nothing after it; the verdict is kept in ``last_status`` ("correct", "incorrect",
+"not attempted") for notebooks, tests and scripts to read.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def call(fn: Any, args: dict[str, Any], where: str, first: bool) -> Any:
     if fn is None:
         raise NotAttempted("you passed None; define your function and pass it to check()")
     if not callable(fn):
-        raise Incorrect(f"check() needs your function, got a {type(fn).__name__}")
+        kind = type(fn).__name__
+        raise Incorrect(f"check() needs your function, got {article(kind)} {kind}: pass the "
+                        "name you defined with def, without calling it")
     copies = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
     try:
         with warnings.catch_warnings():
@@ -72,6 +75,11 @@ def call(fn: Any, args: dict[str, Any], where: str, first: bool) -> Any:
             raise Incorrect(f"{where}: your function changed its input {name!r} in place; "
                             "work on a copy (np.pad, for example, returns a new array)")
     return result
+
+
+def article(word: str) -> str:
+    """'a' or 'an' before ``word`` (by its first letter: good enough for type names)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def short(text: str, lines: int = 12) -> str:
@@ -109,7 +117,11 @@ def compare_arrays(got: Any, expected: np.ndarray, where: str,
 
 
 def source_of(fn: Callable[..., Any]) -> str:
-    """The source of a plain, ``@njit`` or ``@cuda.jit`` function."""
+    """The source of a plain, ``@njit`` or ``@cuda.jit`` function.
+
+    Raises OSError when Python kept none: a function typed at the interactive prompt
+    (its file is ``<stdin>``) or built by ``exec``.
+    """
     for attr in ("py_func", "fn", "__wrapped__"):
         inner = getattr(fn, attr, None)
         if callable(inner):
@@ -131,21 +143,26 @@ class Exercise:
         self.last_status: str | None = None
 
     # --------------------------------------------------------------- public
-    def check(self, fn: Any) -> bool:
-        """Run every case; print the verdict; return True only if all passed."""
+    def check(self, fn: Any) -> None:
+        """Run every case and print the verdict; ``last_status`` keeps it.
+
+        Returns None on purpose: a notebook cell ending in ``check(...)`` shows the
+        message alone, not the message followed by ``False``.
+        """
         try:
-            self._check(fn)
+            note = self._check(fn)
         except NotAttempted as why:
             self.last_status = "not attempted"
             print(f"Not attempted yet ({self.name}): {why}")
-            return False
+            return
         except Incorrect as why:
             self.last_status = "incorrect"
-            print(f"Incorrect ({self.name}): {why}\n(Stuck? Call {self.name}.hint().)")
-            return False
+            # the notebooks and the README import the exercises as `ex`; the student's
+            # own function often has the exercise's name, so name the real call
+            print(f"Incorrect ({self.name}): {why}\n(Stuck? Call ex.{self.name}.hint().)")
+            return
         self.last_status = "correct"
-        print(f"Correct ({self.name}): {self.praise}")
-        return True
+        print(f"Correct ({self.name}): {note or self.praise}")
 
     def hint(self) -> None:
         print(f"Hint ({self.name}): {self.hint_text}")
@@ -164,7 +181,10 @@ class Exercise:
         return f"{self.title}\n\n{self.task}"
 
     # --------------------------------------------------------------- to implement
-    def _check(self, fn: Any) -> None:
+    def _check(self, fn: Any) -> str | None:
+        """Raise NotAttempted or Incorrect, or return None (the verdict is "Correct" with
+        :attr:`praise`) or a text said instead of the praise (e.g. what could not be
+        checked)."""
         raise NotImplementedError
 
     def _solution(self) -> Callable[..., Any]:
