@@ -79,6 +79,7 @@ import numpy as np
 MAX_THREADS = 4096  # ~1 ms per simulated thread: a few seconds per launch
 MAX_EVENTS = 2_000_000  # 24 bytes each while running
 TIMEOUT_S = 300.0
+SWITCH_INTERVAL_S = 0.0005  # the GIL switch interval while tracing (see trace())
 
 READ, WRITE, ATOMIC = 0, 1, 2
 KINDS = ("read", "write", "atomic")
@@ -521,6 +522,11 @@ def trace(kernel: Any, griddim: Any, blockdim: Any, *args: Any,
                 rec.finished.append(st)
 
     start = time.perf_counter()
+    # The simulator's block manager polls its threads in a busy loop, holding the GIL for
+    # a whole switch interval (5 ms by default) while threads released from a barrier
+    # wait: a shorter interval halves the time of a barrier-heavy kernel (cuda_tiled).
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
     with kernel_mod._push_kernel_context(module), _swapped_globals(fn, module):
         try:
             for gz_ in range(grid[2]):
@@ -531,6 +537,8 @@ def trace(kernel: Any, griddim: Any, blockdim: Any, *args: Any,
         except BaseException:
             _wait_for_threads(rec)  # the block's other threads are told to abort: let them
             raise
+        finally:
+            sys.setswitchinterval(interval)
     for dev, host in copy_back:
         dev.copy_to_device(host)
     return Trace(rec, fn.__name__, time.perf_counter() - start)

@@ -285,7 +285,7 @@ def test_device_functions_and_correct_shared_kernels_are_clean():
 # ------------------------------------------------------------------ convlab's kernels
 # (input shape, weight shape, conv args): stride, dilation, ragged tiles, groups, padding
 SPECS = {
-    "ragged": ((1, 3, 7, 10), (5, 3, 3, 2), dict(padding=1)),
+    "ragged": ((1, 3, 5, 6), (5, 3, 3, 2), dict(padding=1)),
     "stride": ((1, 2, 9, 11), (3, 2, 3, 3), dict(stride=(2, 3), padding=(1, 2))),
     "dilation": ((1, 3, 9, 8), (4, 3, 2, 3), dict(dilation=(3, 2), padding=(2, 0))),
     "groups": ((1, 6, 6, 7), (9, 2, 3, 3), dict(groups=3, padding=1)),
@@ -370,42 +370,44 @@ def test_inputs_are_untouched_and_no_bias_works():
 
 
 # ------------------------------------------------------------------ pictures
+# (they share one pair of traces: the small layer `convlab figures` draws, traced once)
 def test_thread_reads_picture_is_the_receptive_field():
     import matplotlib
 
     matplotlib.use("Agg")
-    from convlab.cuda_viz import draw_thread_reads, drawn
+    from convlab.cuda_viz import _example_traces, draw_thread_reads, drawn
 
-    spec = _spec("stride")
-    t, _ = trace_spec(spec, "cuda_naive")
-    # thread 3 of block 1 (32-thread blocks) computes output element 35, j fastest
-    fig = draw_thread_reads(t, block=(1, 0, 0), thread=(3, 0, 0))
-    n, k, i, j = np.unravel_index(35, spec.batched_output_shape)
+    spec, naive, _ = _example_traces()
+    # thread 0 of block 1 (32-thread blocks) computes output element 32, j fastest
+    fig = draw_thread_reads(naive, block=(1, 0, 0), thread=(0, 0, 0))
+    n, k, i, j = np.unravel_index(32, spec.batched_output_shape)
     (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.padding
     window = {(0, c, i * sh + p * dh - top, j * sw + q * dw - left)
-              for c in range(2) for p in range(3) for q in range(3)}
-    inside = {cell for cell in window if 0 <= cell[2] < 9 and 0 <= cell[3] < 11}
+              for c in range(spec.in_channels) for p in range(3) for q in range(3)}
+    inside = {cell for cell in window if 0 <= cell[2] < spec.height and 0 <= cell[3] <
+              spec.width}
     assert len(inside) < len(window)  # the window hangs into the padding: those aren't read
     assert drawn(fig, "read") == inside
     assert drawn(fig, "written") == {(n, k, i, j)}
-    assert drawn(fig, "thread-chosen") == {(1, 3)}
-    assert len(drawn(fig, "thread")) == t.n_blocks * 32 - 1
+    assert drawn(fig, "thread-chosen") == {(1, 0)}
+    assert len(drawn(fig, "thread")) == naive.n_blocks * 32 - 1
 
 
 def test_staging_picture_is_the_block_patch():
     import matplotlib
 
     matplotlib.use("Agg")
-    from convlab.cuda_viz import block_footprint, draw_staging, drawn, tiled_block
+    from convlab.cuda_viz import _example_traces, block_footprint, draw_staging, drawn, tiled_block
 
-    spec, cfg = _spec("ragged"), ck.SIM_CONFIG
-    t, _ = trace_spec(spec, "cuda_tiled")
+    spec, _, tiled = _example_traces()
+    cfg = ck.SIM_CONFIG
     ph, pw = cfg.patch(spec)
-    fig = draw_staging(t, tiled_block(spec, cfg, (1, 2)), shape=(cfg.ck, ph, pw))
-    fp = block_footprint(spec, cfg, (1, 2))
+    fig = draw_staging(tiled, tiled_block(spec, cfg, (0, 2)), shape=(cfg.ck, ph, pw))
+    fp = block_footprint(spec, cfg, (0, 2))
     (r0, r1), (c0, c1) = fp["in_rows"], fp["in_cols"]
-    inside = {(y, x) for y in range(max(r0, 0), min(r1, 7)) for x in range(max(c0, 0),
-                                                                          min(c1, 10))}
+    inside = {(y, x) for y in range(max(r0, 0), min(r1, spec.height))
+              for x in range(max(c0, 0), min(c1, spec.width))}
+    assert r0 < 0 and c1 > spec.width  # the patch hangs over the padding and the edge
     assert drawn(fig, "fed") == {(0, c, y, x) for c in range(cfg.ck) for y, x in inside}
     staged = {(c, y - r0, x - c0) for c in range(cfg.ck) for y, x in inside}
     assert drawn(fig, "staged") == staged
@@ -418,16 +420,16 @@ def test_heatmaps_show_the_traced_counts():
     import matplotlib
 
     matplotlib.use("Agg")
-    from convlab.cuda_viz import draw_read_heatmaps, drawn, read_counts
+    from convlab.cuda_viz import _example_traces, draw_read_heatmaps, drawn, read_counts
 
-    spec = _spec("valid")
-    traces = {algo: trace_spec(spec, algo)[0] for algo in ("cuda_naive", "cuda_tiled")}
-    fig = draw_read_heatmaps(traces)
-    naive = read_counts(traces["cuda_naive"])
+    spec, naive_t, tiled_t = _example_traces()
+    fig = draw_read_heatmaps({"cuda_naive": naive_t, "cuda_tiled": tiled_t})
+    naive = read_counts(naive_t)
     assert naive.sum() == expected_reads(spec, "cuda_naive")["input"]
-    assert naive[0, 0] == 4 * 4 * 1 and naive[3, 3] == 4 * 4 * 9  # K * C * windows over it
-    tiled = read_counts(traces["cuda_tiled"])
-    assert tiled.sum() < naive.sum() / 10
+    # K * C * the windows over the cell: 4 at a corner (padding 1), 9 inside
+    assert naive[0, 0] == 4 * 2 * 4 and naive[4, 5] == 4 * 2 * 9
+    tiled = read_counts(tiled_t)
+    assert tiled.sum() == expected_reads(spec, "cuda_tiled")["input"] < naive.sum() / 10
     for n in np.unique(naive):
         cells = {(r, c) for r, c in zip(*np.nonzero(naive == n))}
         assert cells <= drawn(fig, f"count-{n}")

@@ -484,7 +484,7 @@ def test_cuda_rejects_a_race(capsys):
 
 
 # ------------------------------------------------------------------ cuda_tiled
-def _tiled(first_sync=True, second_sync=True, stage=6, shared=6, row_shift=0,
+def _tiled(first_sync=True, stage=6, shared=6, row_shift=0,
            early_return=False, weights_shared=True):
     """The solution's source with one knob turned: each knob is a classic mistake."""
     from convlab.exercises.core import source_of
@@ -493,8 +493,6 @@ def _tiled(first_sync=True, second_sync=True, stage=6, shared=6, row_shift=0,
     edits = []
     if not first_sync:
         edits.append(("        cuda.syncthreads()  # 2.", "        pass  # 2."))
-    if not second_sync:
-        edits.append(("        cuda.syncthreads()  # 4.", "        pass  # 4."))
     if stage != 6:
         edits.append(("for e in range(t, 36, 16):", f"for e in range(t, {stage * stage}, 16):"))
         edits.append(("py, px = e // 6, e % 6", f"py, px = e // {stage}, e % {stage}"))
@@ -517,28 +515,26 @@ def _tiled(first_sync=True, second_sync=True, stage=6, shared=6, row_shift=0,
 def test_tiled_helper_is_right_when_unbroken(capsys):
     ok, _, out = verdict(ex.cuda_tiled, _tiled(), capsys)
     assert ok, out  # so each rejection below is the knob's doing
-    # case 1: x (3, 9, 14) -> out (2, 7, 12), 6 tiles per channel. Per (k, c): the 6x6
-    # patches clipped to x (rows 6 + 5, columns 6 + 6 + 6) and 9 weights per block
-    x_reads, w_reads = 2 * 3 * (6 + 5) * 18, 2 * 3 * 6 * 9
-    assert f"case 1: {(x_reads + w_reads) / 168:.2f} global reads per output" in out, out
-    assert f"naive's 54: {2 * 2 * 3 * 9 * 84 / (x_reads + w_reads):.1f}x fewer" in out, out
+    # case 1: x (2, 7, 10) -> out (2, 5, 8): 2x2 tiles per output channel. Per (k, c): the
+    # 6x6 patches clipped to x (rows 6 + 3, columns 6 + 6) and 9 weights per block
+    x_reads, w_reads = 2 * 2 * (6 + 3) * (6 + 6), 2 * 2 * 4 * 9
+    assert f"case 1: {(x_reads + w_reads) / 80:.2f} global reads per output" in out, out
+    assert f"naive's 36: {2 * 2 * 9 * 80 / (x_reads + w_reads):.1f}x fewer" in out, out
 
 
 @pytest.mark.parametrize("kwargs, words", [
     (dict(first_sync=False), ["race:", "writes patch[", "in the same barrier phase 0",
                               "a cuda.syncthreads() is missing"]),
-    (dict(second_sync=False), ["race:", "in the same barrier phase 1",
-                               "a cuda.syncthreads() is missing"]),
     (dict(stage=5), ["uninitialised:", "reads patch[", "halo off by one"]),
     (dict(stage=5, shared=5), ["out-of-bounds:", "outside patch's shape (5, 5)", "halo of 2"]),
     (dict(row_shift=1), ["out-of-bounds:", "reads x[", "halo off by one"]),
     (dict(early_return=True), ["divergent-barrier:", "passed 0 syncthreads",
                                "skip only the store"]),
-    # case 1: x reads as in the solution, 2*3*(6+5)*18 = 1,188; w: the 324 staged plus
-    # 9 per channel by each of the 12 blocks' 16 threads, 12*16*3*9 = 5,184; naive 9,072
-    (dict(weights_shared=False), ["right values", "read 6,696 numbers", "(x 1,188, w 5,508)",
-                                  "1.4x fewer", "the task asks for 3x"]),
-], ids=["no-sync-before-sum", "no-sync-after-sum", "halo-short", "patch-too-small",
+    # case 1: x reads as in the solution, 2*2*9*12 = 432; w: the 144 staged plus 9 per
+    # channel by each of the 8 blocks' 16 threads, 8*16*2*9 = 2,304; naive 2*2*9*80 = 2,880
+    (dict(weights_shared=False), ["right values", "read 2,880 numbers", "(x 432, w 2,448)",
+                                  "1.0x fewer", "the task asks for 3x"]),
+], ids=["no-sync-before-sum", "halo-short", "patch-too-small",
         "halo-shifted", "early-return", "weights-from-global"])
 def test_tiled_rejects(kwargs, words, capsys):
     assert_rejected(ex.cuda_tiled, _tiled(**kwargs), capsys, *words)

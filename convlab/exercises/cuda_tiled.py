@@ -29,8 +29,9 @@ from .cuda import THREADS, _kernel_source, first_finding, reads_per_output, run_
 from .loops import oracle
 
 FEWER = 3  # at least this many times fewer global reads than the naive kernel
-# (x shape (C, H, W), w shape (K, C, 3, 3)): non-square outputs with ragged edge tiles
-TILED_CASES = [((3, 9, 14), (2, 3, 3, 3)), ((2, 7, 6), (3, 2, 3, 3))]
+# (x shape (C, H, W), w shape (K, C, 3, 3)): non-square outputs (2, 5, 8) and (3, 4, 5),
+# the first with a ragged last row of tiles, the second a ragged last column
+TILED_CASES = [((2, 7, 10), (2, 2, 3, 3)), ((2, 6, 7), (3, 2, 3, 3))]
 
 
 def launch_tiles(out_shape: tuple[int, ...]) -> dict[str, Any]:
