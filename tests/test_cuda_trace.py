@@ -491,3 +491,12 @@ def test_trace_cases_on_the_simulator():
     summary = re.search(r"(\d+) passed", proc.stdout)
     assert summary and int(summary.group(1)) >= 4, tail
     assert "failed" not in proc.stdout and "skipped" not in proc.stdout, tail
+
+
+def test_docstring_example():
+    import doctest
+
+    from convlab import cuda_trace
+
+    failures, tried = doctest.testmod(cuda_trace, verbose=False)
+    assert failures == 0 and tried >= 6
