@@ -7,6 +7,8 @@
 3. Draws the conv-arithmetic pictures with :mod:`convlab.viz` when that module
    exists (imported lazily; if it is missing, or lacks a function, the picture is
    skipped with a printed note rather than failing the rest).
+4. Draws the traced CUDA pictures of :func:`convlab.cuda_viz.example_figures` (a
+   small layer on the CUDA simulator; no GPU needed).
 
 The committed ``figures/`` folder is this command's output; ``bench.json`` in it
 says on which machine the numbers were measured.
@@ -112,6 +114,19 @@ def build_viz(out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
     return written
 
 
+def build_cuda(out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """The traced CUDA pictures (:func:`convlab.cuda_viz.example_figures`)."""
+    from .cuda_viz import example_figures
+
+    written = []
+    for name, (what, draw) in example_figures().items():
+        path = Path(out_dir) / name
+        draw().savefig(path, dpi=DPI)
+        written.append(path)
+        log(f"wrote {path}  ({what})")
+    return written
+
+
 def build_bench_plots(result: bench.BenchResult | str | os.PathLike, out_dir: Path,
                       log: Callable[[str], None] = print) -> list[Path]:
     """The benchmark plots from saved records (no timing)."""
@@ -152,7 +167,7 @@ def build(out_dir: str | os.PathLike = "figures", *, quick: bool = False,
     written = [json_path, json_path.with_suffix(".csv")]
     written += build_bench_plots(json_path, out, log)
     if viz:
-        written += build_viz(out, log)
+        written += build_viz(out, log) + build_cuda(out, log)
     written.append(write_index(out, written, bench.load(json_path), quick))
     return written
 
@@ -163,6 +178,9 @@ def write_index(out: Path, written: list[Path], result: bench.BenchResult,
     were measured (so a reader of the README can tell whose machine it was)."""
     what = {name: desc for name, (desc, _) in BENCH_FIGURES.items()}
     what |= {name: desc for name, desc, _ in _viz_figures()}
+    from .cuda_viz import example_figures
+
+    what |= {name: desc for name, (desc, _) in example_figures().items()}
     what |= {"bench.json": "the benchmark records every plot is drawn from",
              "bench.csv": "the same records, one row per (layer, kernel)"}
     c, st = result.calibration, result.settings

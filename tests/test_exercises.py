@@ -32,9 +32,10 @@ def assert_rejected(exercise, fn, capsys, *words: str) -> str:
 
 
 # ------------------------------------------------------------------ every exercise
-def test_all_lists_the_seven():
+def test_all_lists_the_eight():
     assert [e.name for e in ex.ALL] == ["output_size", "same_padding", "conv_loops", "im2col",
-                                        "winograd_1d", "prange_kernel", "cuda_kernel"]
+                                        "winograd_1d", "prange_kernel", "cuda_kernel",
+                                        "cuda_tiled"]
 
 
 @pytest.mark.parametrize("exercise", ex.ALL, ids=lambda e: e.name)
@@ -496,3 +497,103 @@ def test_cuda_accepts_source_text(capsys):
 
     ex.cuda_kernel.check(source_of(ex.cuda_kernel.solution(show=False)))
     assert ex.cuda_kernel.last_status == "correct"
+
+
+def test_cuda_reports_traffic_and_names_the_thread(capsys):
+    ok, _, out = verdict(ex.cuda_kernel, ex.cuda_kernel.solution(show=False), capsys)
+    assert ok, out
+    # 2 loads per multiply-add, C*kh*kw = 2*3*2 = 12 multiply-adds per output in case 1
+    assert "global reads per output, case 1: 24.0 (x 12.0, w 12.0;" in out, out
+    out = assert_rejected(ex.cuda_kernel, _cuda_unguarded, capsys, "out-of-bounds", "guard")
+    # case 1's output (2, 4, 8) is whole 4x4 blocks: no spare thread.  Case 2's (3, 6, 4)
+    # is not: thread (0, 2) of block (0, 1) sits at i = 4*1 + 2 = 6, past the 6 rows; its
+    # taps p = 0 read row 6 of x (inside), p = 1 row 7 of a 7-row input (outside)
+    assert "case 2/2" in out and "thread (0, 2, 0) of block (0, 1, 0) reads x[0, 7, 0], " \
+           "outside x's shape (1, 7, 6)" in out, out
+
+
+@cuda.jit
+def _cuda_every_thread_writes_row_0(x, w, out):
+    j, i = cuda.grid(2)
+    if i < out.shape[1] and j < out.shape[2]:
+        for k in range(out.shape[0]):
+            acc = 0.0
+            for c in range(w.shape[1]):
+                for p in range(w.shape[2]):
+                    for q in range(w.shape[3]):
+                        acc += x[c, i + p, j + q] * w[k, c, p, q]
+            out[k, i, j] = acc
+            out[k, 0, j] = acc  # every row's thread also writes row 0: a race
+
+
+def test_cuda_rejects_a_race(capsys):
+    assert_rejected(ex.cuda_kernel, _cuda_every_thread_writes_row_0, capsys, "race:",
+                    "writes out[0, 0, 0] and thread (0, 1, 0) of block (0, 0, 0) writes it "
+                    "too, in the same barrier phase 0")
+
+
+# ------------------------------------------------------------------ cuda_tiled
+def _tiled(first_sync=True, stage=6, shared=6, row_shift=0,
+           early_return=False, weights_shared=True):
+    """The solution's source with one knob turned: each knob is a classic mistake."""
+    from convlab.exercises.core import source_of
+
+    src = source_of(ex.cuda_tiled.solution(show=False))
+    edits = []
+    if not first_sync:
+        edits.append(("        cuda.syncthreads()  # 2.", "        pass  # 2."))
+    if stage != 6:
+        edits.append(("for e in range(t, 36, 16):", f"for e in range(t, {stage * stage}, 16):"))
+        edits.append(("py, px = e // 6, e % 6", f"py, px = e // {stage}, e % {stage}"))
+    if shared != 6:
+        edits.append(("cuda.shared.array((6, 6)", f"cuda.shared.array(({shared}, {shared})"))
+    if row_shift:
+        edits.append(("v = x[c, i0 + py, j0 + px]", f"v = x[c, i0 + py + {row_shift}, j0 + px]"))
+    if early_return:
+        edits.append(("    acc = 0.0\n", "    acc = 0.0\n    if i0 + ty >= out.shape[1] or "
+                      "j0 + tx >= out.shape[2]:\n        return\n"))
+    if not weights_shared:
+        edits.append(("acc += patch[ty + p, tx + q] * w_s[p, q]",
+                      "acc += patch[ty + p, tx + q] * w[k, c, p, q]"))
+    for old, new in edits:
+        assert old in src, old
+        src = src.replace(old, new)
+    return src
+
+
+def test_tiled_helper_is_right_when_unbroken(capsys):
+    ok, _, out = verdict(ex.cuda_tiled, _tiled(), capsys)
+    assert ok, out  # so each rejection below is the knob's doing
+    # case 1: x (2, 7, 10) -> out (2, 5, 8): 2x2 tiles per output channel. Per (k, c): the
+    # 6x6 patches clipped to x (rows 6 + 3, columns 6 + 6) and 9 weights per block
+    x_reads, w_reads = 2 * 2 * (6 + 3) * (6 + 6), 2 * 2 * 4 * 9
+    assert f"case 1: {(x_reads + w_reads) / 80:.2f} global reads per output" in out, out
+    assert f"naive's 36: {2 * 2 * 9 * 80 / (x_reads + w_reads):.1f}x fewer" in out, out
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(first_sync=False), ["race:", "writes patch[", "in the same barrier phase 0",
+                              "a cuda.syncthreads() is missing"]),
+    (dict(stage=5), ["uninitialised:", "reads patch[", "halo off by one"]),
+    (dict(stage=5, shared=5), ["out-of-bounds:", "outside patch's shape (5, 5)", "halo of 2"]),
+    (dict(row_shift=1), ["out-of-bounds:", "reads x[", "halo off by one"]),
+    (dict(early_return=True), ["divergent-barrier:", "passed 0 syncthreads",
+                               "skip only the store"]),
+    # case 1: x reads as in the solution, 2*2*9*12 = 432; w: the 144 staged plus 9 per
+    # channel by each of the 8 blocks' 16 threads, 8*16*2*9 = 2,304; naive 2*2*9*80 = 2,880
+    (dict(weights_shared=False), ["right values", "read 2,880 numbers", "(x 432, w 2,448)",
+                                  "1.0x fewer", "the task asks for 3x"]),
+], ids=["no-sync-before-sum", "halo-short", "patch-too-small",
+        "halo-shifted", "early-return", "weights-from-global"])
+def test_tiled_rejects(kwargs, words, capsys):
+    assert_rejected(ex.cuda_tiled, _tiled(**kwargs), capsys, *words)
+
+
+def test_tiled_rejects_the_naive_kernel(capsys):
+    assert_rejected(ex.cuda_tiled, ex.cuda_kernel.solution(show=False), capsys, "race:",
+                    "from another block", "one thread per output")
+
+
+@pytest.mark.parametrize("stub", [_cuda_stub, _cuda_raises], ids=["pass", "raises"])
+def test_tiled_stub_is_not_attempted(stub, capsys):
+    assert verdict(ex.cuda_tiled, stub, capsys)[:2] == (False, "not attempted")

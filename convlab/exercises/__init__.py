@@ -22,6 +22,7 @@ shows the task.  The notebooks in ``notebooks/exercises/`` hand them out.
 ``winograd_1d``    fn(d, g) -> [y0, y1] with 4 multiplies
 ``prange_kernel``  @njit(parallel=True) fn(x, w) -> out, race-free
 ``cuda_kernel``    @cuda.jit fn(x, w, out), checked on the CUDA simulator
+``cuda_tiled``     @cuda.jit fn(x, w, out) with shared-memory tiles, traffic checked
 =================  ==========================================================
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 from .arithmetic import OutputSize, SamePadding
 from .core import Exercise, Incorrect, NotAttempted
 from .cuda import CudaKernel
+from .cuda_tiled import CudaTiled
 from .loops import ConvLoops, Im2col
 from .parallel import PrangeKernel
 from .winograd import Winograd1D
@@ -41,9 +43,10 @@ im2col = Im2col()
 winograd_1d = Winograd1D()
 prange_kernel = PrangeKernel()
 cuda_kernel = CudaKernel()
+cuda_tiled = CudaTiled()
 
 ALL: list[Exercise] = [output_size, same_padding, conv_loops, im2col, winograd_1d,
-                       prange_kernel, cuda_kernel]
+                       prange_kernel, cuda_kernel, cuda_tiled]
 
 __all__ = ["ALL", "Exercise", "Incorrect", "NotAttempted", "conv_loops", "cuda_kernel",
-           "im2col", "output_size", "prange_kernel", "same_padding", "winograd_1d"]
+           "cuda_tiled", "im2col", "output_size", "prange_kernel", "same_padding", "winograd_1d"]

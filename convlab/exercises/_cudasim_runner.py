@@ -1,29 +1,54 @@
-"""Run a student's numba.cuda kernel on the CUDA simulator, in a fresh process.
+"""Run a student's numba.cuda kernel on the CUDA simulator, traced, in a fresh process.
 
 Started by :mod:`convlab.exercises.cuda` as ``python _cudasim_runner.py WORKDIR`` with
-``NUMBA_ENABLE_CUDASIM=1`` in the environment: the simulator must be chosen before
-Numba is imported, which the student's notebook did long ago.  This file imports
-nothing from convlab (so none of its own CUDA code loads here).
+``NUMBA_ENABLE_CUDASIM=1`` in the environment: the student's notebook imported Numba
+long ago, and a kernel that loops forever must not hang the notebook (the parent
+process kills this one after a timeout).  Each launch runs through
+:func:`convlab.cuda_trace.trace`, which records every memory access, so the checker
+gets the kernel's traffic and its findings (out-of-bounds, races, uninitialised
+shared memory, divergent barriers) with the output.
 
 WORKDIR holds ``kernel.py`` (the source), ``job.json`` (kernel name and one launch
 per case) and ``inputs.npz`` (x0, w0, x1, w1, ...).  Written back: ``outputs.npz``
-(out0, out1, ...) and ``result.json`` ({"ok": true} or the first error).
+(out0, out1, ...) and ``result.json`` ({"ok": true, "traces": [...]} or the first
+error).
 """
 
 import json
+import linecache
 import math
 import os
 import sys
 import traceback
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+SOURCE_NAME = "<your kernel>"
+
+
+def _summary(t) -> dict:
+    """What the checker needs from a trace, as JSON."""
+    counts = {name: {k: c[k] for k in ("space", "reads", "writes", "atomics",
+                                       "distinct_read")}
+              for name, c in t.counts().items()}
+    reads = t.per_thread("global", "read")
+    return {"counts": counts, "findings": [f.as_dict() for f in t.findings],
+            "threads": int(reads.size), "max_thread_reads": int(reads.max()),
+            "barriers": int(t.barriers_per_thread().max())}
+
 
 def main(workdir: Path) -> None:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         raise SystemExit("NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported")
+    # run as a script, this folder is first on sys.path, where its modules (cuda.py,
+    # core.py, ...) would shadow others; the convlab that started us comes first instead
+    sys.path[:] = [str(HERE.parent.parent)] + [p for p in sys.path
+                                               if p and Path(p).resolve() != HERE]
     import numba
     import numpy as np
     from numba import cuda
+
+    from convlab.cuda_trace import trace
 
     job = json.loads((workdir / "job.json").read_text())
     inputs = np.load(workdir / "inputs.npz")
@@ -38,25 +63,27 @@ def main(workdir: Path) -> None:
                  "__name__": "student_kernel"}
     try:
         source = (workdir / "kernel.py").read_text()
-        exec(compile(source, "<your kernel>", "exec"), namespace)
+        # so tracebacks and the tracer's shared-array names can read the source
+        linecache.cache[SOURCE_NAME] = (len(source), None, source.splitlines(True),
+                                        SOURCE_NAME)
+        exec(compile(source, SOURCE_NAME, "exec"), namespace)
         kernel = namespace[job["name"]]
-        if not hasattr(kernel, "__getitem__"):  # a plain function: make it a kernel
-            kernel = cuda.jit(kernel)
     except BaseException as err:  # noqa: BLE001 - everything goes back to the checker
         fail("define", err)
         return
-    outputs = {}
+    outputs, traces = {}, []
     for n, case in enumerate(job["cases"]):
         out = np.full(case["out_shape"], np.nan)
         try:
-            kernel[tuple(case["blocks"]), tuple(case["threads"])](inputs[f"x{n}"],
-                                                                  inputs[f"w{n}"], out)
+            t = trace(kernel, tuple(case["blocks"]), tuple(case["threads"]), inputs[f"x{n}"],
+                      inputs[f"w{n}"], out, timeout_s=job.get("timeout_s", 120))
         except BaseException as err:  # noqa: BLE001
             fail("run", err, n)
             return
         outputs[f"out{n}"] = out
+        traces.append(_summary(t))
     np.savez(workdir / "outputs.npz", **outputs)
-    (workdir / "result.json").write_text(json.dumps({"ok": True}))
+    (workdir / "result.json").write_text(json.dumps({"ok": True, "traces": traces}))
 
 
 if __name__ == "__main__":

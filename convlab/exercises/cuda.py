@@ -11,6 +11,10 @@ runs one Python thread per CUDA thread.
 The launch: blocks of 4 x 4 threads; thread (x, y) = ``cuda.grid(2)`` computes
 output column ``j = x`` and row ``i = y`` for every output channel; the grid is
 rounded up to whole blocks, so some threads fall outside the output.
+
+The run is *traced* (:mod:`convlab.cuda_trace`): every memory access is recorded
+with its thread, so the check names the thread and the index of an out-of-bounds
+access or a race, and reports the kernel's traffic: global reads per output.
 """
 
 from __future__ import annotations
@@ -38,17 +42,24 @@ CUDA_CASES = [((2, 6, 9), (2, 2, 3, 2)), ((1, 7, 6), (3, 1, 2, 3))]
 TIMEOUT_S = 300
 
 
+def launch_2d(out_shape: tuple[int, ...]) -> dict[str, Any]:
+    """One 4x4-thread block per 4x4 output pixels (x along columns, y along rows)."""
+    return {"out_shape": list(out_shape), "threads": list(THREADS),
+            "blocks": [math.ceil(out_shape[2] / THREADS[0]),
+                       math.ceil(out_shape[1] / THREADS[1])]}
+
+
 def run_on_simulator(source: str, name: str, cases: list[tuple[np.ndarray, np.ndarray]],
-                     out_shapes: list[tuple[int, ...]]) -> tuple[dict, list[np.ndarray]]:
-    """Launch kernel ``name`` from ``source`` on each case in a simulator process.
-    Returns the runner's result dict and the outputs (NaN where nothing was written)."""
+                     launches: list[dict[str, Any]]) -> tuple[dict, list[np.ndarray]]:
+    """Launch kernel ``name`` from ``source`` on each case (``launches``: out_shape,
+    blocks, threads) in a simulator process, traced.  Returns the runner's result dict
+    (with one trace summary per case under ``traces``) and the outputs (NaN where
+    nothing was written)."""
     with tempfile.TemporaryDirectory(prefix="convlab-cudasim-") as tmp:
         work = Path(tmp)
         (work / "kernel.py").write_text(source)
-        launches = [{"out_shape": list(s), "threads": list(THREADS),
-                     "blocks": [math.ceil(s[2] / THREADS[0]), math.ceil(s[1] / THREADS[1])]}
-                    for s in out_shapes]
-        (work / "job.json").write_text(json.dumps({"name": name, "cases": launches}))
+        (work / "job.json").write_text(json.dumps({"name": name, "cases": launches,
+                                                   "timeout_s": TIMEOUT_S - 30}))
         np.savez(work / "inputs.npz", **{f"{a}{n}": arr for n, (x, w) in enumerate(cases)
                                          for a, arr in (("x", x), ("w", w))})
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
@@ -68,6 +79,27 @@ def run_on_simulator(source: str, name: str, cases: list[tuple[np.ndarray, np.nd
             with np.load(work / "outputs.npz") as data:
                 outs = [data[f"out{n}"] for n in range(len(cases))]
         return result, outs
+
+
+FINDING_ORDER = ("out-of-bounds", "divergent-barrier", "race", "uninitialised")
+
+
+def first_finding(traces: list[dict]) -> tuple[int, dict] | None:
+    """(case, finding) of the most serious finding of any case: out-of-bounds first
+    (it crashes a GPU), then a divergent barrier, a race, uninitialised memory."""
+    found = [(FINDING_ORDER.index(f["kind"]), n, f) for n, t in enumerate(traces)
+             for f in t["findings"]]
+    if not found:
+        return None
+    _, n, f = min(found, key=lambda r: (r[0], r[1]))
+    return n, f
+
+
+def reads_per_output(summary: dict, out_size: int, arrays: tuple[str, ...]) -> dict[str, float]:
+    """Global reads of each traced array per output element, and their total."""
+    counts = summary["counts"]
+    per = {a: counts[a]["reads"] / out_size for a in arrays if a in counts}
+    return {**per, "total": sum(per.values())}
 
 
 def _kernel_source(fn: Any) -> tuple[str, str]:
@@ -99,6 +131,13 @@ class CudaKernel(Exercise):
                  "into a local `acc` and store out[k, i, j] = acc.")
     praise = "a real GPU runs the same kernel, thousands of threads at once."
 
+    def check(self, fn: Any) -> None:
+        """The verdict, then (when correct) the kernel's global-memory traffic."""
+        self.traffic = ""
+        super().check(fn)
+        if self.last_status == "correct" and self.traffic:
+            print(self.traffic)
+
     def _check(self, fn: Any) -> None:
         if fn is None:
             raise NotAttempted("you passed None; define your kernel and pass it to check()")
@@ -106,7 +145,8 @@ class CudaKernel(Exercise):
         rng = np.random.default_rng(15)
         cases = [(rng.standard_normal(xs), rng.standard_normal(ws)) for xs, ws in CUDA_CASES]
         expected = [oracle(x[None], w, 1, 0, 1)[0] for x, w in cases]
-        result, outs = run_on_simulator(source, name, cases, [e.shape for e in expected])
+        result, outs = run_on_simulator(source, name, cases,
+                                        [launch_2d(e.shape) for e in expected])
         if not result["ok"]:
             if result["not_implemented"]:
                 raise NotAttempted("your kernel still raises NotImplementedError")
@@ -114,16 +154,18 @@ class CudaKernel(Exercise):
             where = (f"case {case + 1}/{len(cases)}, x {CUDA_CASES[case][0]}, w "
                      f"{CUDA_CASES[case][1]}" if case is not None else "your kernel")
             advice = ""
-            if "index" in result["message"].lower() and "out of" in result["message"].lower():
-                advice = (" (a thread outside the output wrote or read past the end: guard "
-                          "with `if i < out.shape[1] and j < out.shape[2]:`, and check that "
-                          "x runs along columns j, y along rows i)")
             if result["type"] == "NameError":
                 advice = (" (the kernel runs in a fresh process with only cuda, np, math and "
                           "numba: keep everything it needs inside it)")
             raise Incorrect(f"{where}: {result['message']}{advice}")
-        if all(np.isnan(o).all() for o in outs):
+        if all(np.isnan(o).all() for o in outs) and not any(
+                t["findings"] for t in result["traces"]):
             raise NotAttempted("your kernel wrote no output at all")
+        found = first_finding(result["traces"])
+        if found is not None:
+            n, f = found
+            where = f"case {n + 1}/{len(cases)}, x {CUDA_CASES[n][0]}, w {CUDA_CASES[n][1]}"
+            raise Incorrect(f"{where}: {f['kind']}: {f['message']}{_advice(f)}")
         for n, (got, want) in enumerate(zip(outs, expected, strict=True)):
             where = f"case {n + 1}/{len(cases)}, x {CUDA_CASES[n][0]}, w {CUDA_CASES[n][1]}"
             if np.isnan(got).any():
@@ -134,6 +176,33 @@ class CudaKernel(Exercise):
             compare_arrays(got, want, where, [
                 ("you flipped the kernel (Conv2d is a cross-correlation)",
                  lambda x=x, w=w: oracle(x[None], w[:, :, ::-1, ::-1], 1, 0, 1)[0])])
+        self.traffic = _traffic(result["traces"], expected)
 
     def _solution(self) -> Any:
         return solutions.conv_kernel
+
+
+def _advice(f: dict) -> str:
+    """What a finding on the naive kernel usually means."""
+    if f["kind"] == "out-of-bounds":
+        return (" (a thread outside the output read or wrote past the end: guard with "
+                "`if i < out.shape[1] and j < out.shape[2]:`, and check that x runs along "
+                "columns j, y along rows i)")
+    if f["kind"] == "race":
+        return (" (each output needs exactly one thread: j from the x index, i from the y "
+                "index, and the thread loops over k)")
+    return ""
+
+
+def _traffic(traces: list[dict], expected: list[np.ndarray]) -> str:
+    """Global reads per output, measured on each case."""
+    parts = []
+    for n, (t, e) in enumerate(zip(traces, expected, strict=True)):
+        per = reads_per_output(t, e.size, ("x", "w"))
+        kh, kw = CUDA_CASES[n][1][2:]
+        parts.append(f"case {n + 1}: {per['total']:.1f} (x {per.get('x', 0):.1f}, w "
+                     f"{per.get('w', 0):.1f}; C*kh*kw = {CUDA_CASES[n][1][1] * kh * kw} "
+                     "multiply-adds per output)")
+    return ("Traffic, traced on the simulator: global reads per output, " + "; ".join(parts)
+            + ". Every multiply-add loads both its operands from global memory: "
+            "ex.cuda_tiled asks for a kernel that stages them in shared memory.")
