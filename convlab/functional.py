@@ -184,7 +184,7 @@ def _pick(algo: str, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
     """The kernel "auto" or "tune" runs for these (prepared) arrays."""
     from . import tuning
 
-    if algo == "tune" and spec.batch > 0:
+    if algo == "tune" and spec.output_elements() > 0:
         tuned = tuning.tune(spec, x.dtype)
         kernel = kernels.get(tuned.winner)
         if kernel.nonfinite == "exact" or _all_finite(x, w, b):
@@ -272,7 +272,7 @@ def conv2d(
         kernel = _pick(algo, spec, xa, wa, ba)
     else:
         kernel.check(spec)
-    if spec.batch == 0:
+    if spec.output_elements() == 0:  # a batch or channels of 0: torch's empty output
         out = np.empty(spec.batched_output_shape, dtype=xa.dtype)
     else:
         transformed = None if cache is None else cache.get(kernel, wa, spec)

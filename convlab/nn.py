@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .functional import SUPPORTED_DTYPES, WeightCache, conv2d
+from .functional import SELECTORS, SUPPORTED_DTYPES, WeightCache, conv2d
 from .kernels.registry import UnsupportedSpecError
 from .shapes import ConvArgs, ConvSpec, IntOrPair, PaddingArg, check_channels
 
@@ -63,7 +63,7 @@ class Conv2d:
             raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         if not isinstance(algo, str):
             raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
-        if algo != "auto":
+        if algo not in SELECTORS:  # "auto" and "tune" choose per input
             _check_algo(kernels.get(algo), int(in_channels), int(out_channels), args)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -99,16 +99,6 @@ class Conv2d:
     __call__ = forward
 
     # ------------------------------------------------------------ copies
-    def __getstate__(self) -> dict[str, Any]:
-        """What pickle and ``copy.deepcopy`` keep: everything but the weight cache."""
-        state = self.__dict__.copy()
-        del state["_weight_cache"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._weight_cache = WeightCache()  # refilled by the first forward
-
     # ------------------------------------------------------------ parameters
     def parameters(self) -> list[np.ndarray]:
         return [self.weight] + ([self.bias] if self.bias is not None else [])
