@@ -24,9 +24,11 @@ program                                  what the test does
                                          (``--device cuda``: the CUDA simulator and the toy
                                          layer ``tiny_3x3`` when there is no GPU) and loses
                                          ``--cold-cache``; ``figures`` without ``--from`` draws
-                                         from the committed figures/bench.json; every
-                                         ``--out``/``--plot`` goes to a temporary folder. Exit
-                                         status 0, and the shown output if any.
+                                         from the committed figures/bench.json; ``tune``
+                                         measures the seed layer once (into the tests' private
+                                         tuning memory); every ``--out``/``--plot`` goes to a
+                                         temporary folder. Exit status 0, and the shown output
+                                         if any.
 ``pytest ...``, ``python -m pytest``     ``pytest --collect-only`` with the same arguments:
                                          it must collect tests without an error (the suite
                                          itself is what runs this file).
@@ -73,10 +75,7 @@ TIMEOUT_S = 600
 
 # Commands known to be broken and being fixed elsewhere: strict, so the day one is fixed
 # this test fails until its line here is removed.
-KNOWN_BROKEN = {
-    "convlab bench --suite resnet --kernels parallel im2col winograd_f4 torch":
-        "notebook 08's text gives --kernels space-separated names; being fixed with issue 17",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -323,6 +322,9 @@ def _convlab(argv: list[str], env: dict[str, str], ctx: Context, shown: Shown) -
         if args.source is None:
             run += ["--from", "figures/bench.json"]
         run = _without(run, "--out") + ["--out", str(ctx.tmp / "figures")]
+    elif args.command == "tune" and not (args.show or args.clear):
+        run = _without(_without(_without(run, "--layers"), "--repeats"), "--suite")
+        run += ["--layers", "seed", "--repeats", "1", "--no-progress"]
     proc = _run([sys.executable, "-m", "convlab.cli", *run], env)
     ctx.log.append(f"convlab {' '.join(run)}")
     assert proc.returncode == 0, (f"`convlab {' '.join(run)}` exited {proc.returncode}:\n"
