@@ -57,16 +57,13 @@ def on_simulator() -> bool:
     return ck.cuda_unavailable() is None and ck.is_simulator()
 
 
-def cuda_timer() -> Timer:
-    """CUDA events around ``number`` back-to-back launches (the wall clock on the
-    simulator, which runs synchronously and whose events time nothing)."""
-    if _cuda_status().cuda_unavailable() is not None or on_simulator():
-        return wall_timer
+def event_timer(make_event: Callable[[], Any]) -> Timer:
+    """A timer from CUDA events (numba's or torch's: both ``record()``,
+    ``synchronize()`` and ``elapsed_time(later)`` in ms): one event before ``number``
+    back-to-back launches, one after, wait for the last, read the time between."""
 
     def timer(call: Callable[[], Any], number: int) -> float:
-        from numba import cuda
-
-        start, stop = cuda.event(timing=True), cuda.event(timing=True)
+        start, stop = make_event(), make_event()
         start.record()
         for _ in range(number):
             call()
@@ -75,6 +72,16 @@ def cuda_timer() -> Timer:
         return start.elapsed_time(stop) * 1e-3
 
     return timer
+
+
+def cuda_timer() -> Timer:
+    """numba's CUDA events (the wall clock on the simulator, which runs synchronously
+    and whose events time nothing)."""
+    if _cuda_status().cuda_unavailable() is not None or on_simulator():
+        return wall_timer
+    from numba import cuda
+
+    return event_timer(lambda: cuda.event(timing=True))
 
 
 def simulator_estimate() -> Callable[[ConvSpec], tuple[float, str]] | None:
@@ -159,17 +166,9 @@ def torch_gpu_contender(name: str) -> Contender:
             tol *= TF32_TOLERANCE_FACTOR
         return tol
 
-    def timer(call: Callable[[], Any], number: int) -> float:
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(number):
-            call()
-        stop.record()
-        stop.synchronize()
-        return start.elapsed_time(stop) * 1e-3
-
     return Contender(name, "cuda", f"{desc} (torch {torch.__version__})", lambda spec: None,
-                     tolerance, setup, timer)
+                     tolerance, setup,
+                     event_timer(lambda: torch.cuda.Event(enable_timing=True)))
 
 
 def check_device(device: str, names: Sequence[Any]) -> None:

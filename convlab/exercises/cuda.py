@@ -131,14 +131,7 @@ class CudaKernel(Exercise):
                  "into a local `acc` and store out[k, i, j] = acc.")
     praise = "a real GPU runs the same kernel, thousands of threads at once."
 
-    def check(self, fn: Any) -> None:
-        """The verdict, then (when correct) the kernel's global-memory traffic."""
-        self.traffic = ""
-        super().check(fn)
-        if self.last_status == "correct" and self.traffic:
-            print(self.traffic)
-
-    def _check(self, fn: Any) -> None:
+    def _check(self, fn: Any) -> str:
         if fn is None:
             raise NotAttempted("you passed None; define your kernel and pass it to check()")
         source, name = _kernel_source(fn)
@@ -176,7 +169,8 @@ class CudaKernel(Exercise):
             compare_arrays(got, want, where, [
                 ("you flipped the kernel (Conv2d is a cross-correlation)",
                  lambda x=x, w=w: oracle(x[None], w[:, :, ::-1, ::-1], 1, 0, 1)[0])])
-        self.traffic = _traffic(result["traces"], expected)
+        # the verdict's note: the praise, then what the tracer measured
+        return f"{self.praise}\n{_traffic(result['traces'], expected)}"
 
     def _solution(self) -> Any:
         return solutions.conv_kernel

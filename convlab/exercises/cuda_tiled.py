@@ -122,14 +122,7 @@ class CudaTiled(Exercise):
                  "`if i < out.shape[1] and j < out.shape[2]` guard goes around the store only.")
     praise = "each block reads its patch once, instead of 9 times per output channel."
 
-    def check(self, fn: Any) -> None:
-        """The verdict, then (when correct) the measured traffic against naive's."""
-        self.traffic = ""
-        super().check(fn)
-        if self.last_status == "correct" and self.traffic:
-            print(self.traffic)
-
-    def _check(self, fn: Any) -> None:
+    def _check(self, fn: Any) -> str:
         if fn is None:
             raise NotAttempted("you passed None; define your kernel and pass it to check()")
         source, name = _kernel_source(fn)
@@ -184,7 +177,8 @@ class CudaTiled(Exercise):
                          f"{per.get('x', 0):.2f}, w {per.get('w', 0):.2f}) against naive's "
                          f"{naive / e.size:.0f}: {naive / got_reads:.1f}x fewer; "
                          f"{shared / e.size:.0f} shared-memory reads per output")
-        self.traffic = "Traffic, traced on the simulator: " + "; ".join(lines) + "."
+        # the verdict's note: the praise, then what the tracer measured
+        return f"{self.praise}\nTraffic, traced on the simulator: {'; '.join(lines)}."
 
     def _solution(self) -> Any:
         return conv_tiled_kernel
