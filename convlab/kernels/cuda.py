@@ -78,6 +78,11 @@ from .registry import Placed, UnsupportedSpecError, register
 THREADS_NAIVE = 256  # threads per block of cuda_naive on a GPU (32 on the simulator)
 SHARED_LIMIT = 48 * 1024  # bytes of static shared memory one block may declare
 MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
+# Warps a multiprocessor should hold of cuda_tiled (of 32 on sm_75, 64 on sm_80/sm_90): the
+# tiles are chosen so the grid has that many per SM, and the registers capped so they fit
+# (convlab/occupancy.py says why; `convlab info --cuda-static` shows what the toolchain made).
+MIN_WARPS_PER_SM = 16
+MAX_THREADS = 512  # threads per block choose_config allows: bigger blocks wait longer at barriers
 
 
 # ----------------------------------------------------------------- availability
@@ -174,10 +179,13 @@ def _pow2_at_least(n: int, cap: int) -> int:
     return p
 
 
-# (tk, rk, rp) from the most register blocking to the least: the first that
-# still gives every multiprocessor a block (and >= 64 threads a block) wins.
-BLOCKINGS = ((64, 8, 4), (32, 8, 4), (32, 4, 4), (16, 4, 4), (16, 4, 2), (16, 2, 2),
-             (8, 2, 2), (8, 2, 1))
+# (tk, rk, rp): output channels per block, and channels x pixels per thread; the most
+# multiply-adds per shared-memory load first (rk*rp of them per rk + rp loads), then
+# bigger channel tiles (every block re-reads its input patch: fewer blocks, fewer reads).
+BLOCKINGS = tuple(sorted(
+    ((tk, rk, rp) for tk in (64, 32, 16, 8) for rk in (8, 4, 2, 1) for rp in (4, 2, 1)
+     if rk <= tk),
+    key=lambda b: (-b[1] * b[2], b[1] + b[2], -b[0])))
 
 
 def pixel_tile(out_height: int, out_width: int) -> tuple[int, int]:
@@ -195,33 +203,59 @@ def pixel_tile(out_height: int, out_width: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def registers_needed(cfg: TileConfig, spec: ConvSpec, itemsize: int) -> int:
+    """Registers per thread ``cuda_tiled`` needs without spilling, roughly: ~64 for
+    indices and addresses (Numba computes in 64 bits), two per accumulator word, and 56
+    more for a 1x1 kernel (whose one-tap staging loops the compiler unrolls further).
+    Calibrated on ptxas's reports; ``convlab info --cuda-static`` checks it."""
+    taps = spec.kernel_size[0] * spec.kernel_size[1]
+    return 64 + 2 * cfg.rk * cfg.rp * (itemsize // 4) + (56 if taps == 1 else 0)
+
+
+def resident_warps(cfg: TileConfig, spec: ConvSpec, sms: int) -> float:
+    """Warps per multiprocessor when the whole grid is spread over ``sms`` of them."""
+    return math.prod(cfg.grid(spec)) * math.ceil(cfg.threads / 32) / sms
+
+
 def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132) -> TileConfig:
     """The tile configuration ``cuda_tiled`` uses on a GPU with ``sms`` multiprocessors.
 
-    Rules of thumb (scripts/gpu_check.py sweeps alternatives on a real card):
+    Rules of thumb (``convlab info --cuda-static`` shows what the compiler made of them;
+    scripts/gpu_check.py times alternatives on a real card):
 
     * pixel tile: :func:`pixel_tile` (ResNet's 56, 28, 14, 7 are multiples of 7,
       so th = 7 or 14 fits them exactly);
-    * register blocking: the first of :data:`BLOCKINGS` (most outputs per thread
-      first: 8 channels x 4 pixels = 32 accumulators) that still makes at least
-      one block per multiprocessor, so none idles on a small layer;
+    * register blocking: the first of :data:`BLOCKINGS` (most outputs per thread first)
+      whose grid still gives every multiprocessor :data:`MIN_WARPS_PER_SM` warps (so
+      memory latency is hidden) and whose accumulators fit the registers left per thread
+      when that many warps share a multiprocessor (:func:`registers_needed`,
+      :func:`convlab.occupancy.register_cap`); a layer too small for any gets the
+      blocking with the most warps;
     * ck: 8 input channels per step (fewer when the group has fewer, or when
       shared memory would overflow).
     """
+    from ..occupancy import register_cap
+
     kg, cg = spec.out_channels // spec.groups, spec.in_channels // spec.groups
     th, tw = pixel_tile(spec.out_height, spec.out_width)
     ck = max(1, min(8, cg))
-    cfg = None
+    # (fits its registers, warps) of the best so far: the first that fits and fills
+    # the GPU wins; else the one that fits with the most warps; else the least short
+    best: tuple[tuple[int, float], TileConfig] | None = None
     for tk, rk, rp in BLOCKINGS:
         tk = min(tk, _pow2_at_least(kg, 64))  # few channels per group: a smaller tile
-        rk = min(rk, tk)
-        while rp > 1 and (tk // rk) * (th * tw // rp) < 64:
-            rp //= 2
-        cfg = TileConfig(tk, rk, th, tw, rp, ck)
-        gx, gy, gz = cfg.grid(spec)
-        if gx * gy * gz >= sms and cfg.threads >= 64:
+        cand = TileConfig(tk, min(rk, tk), th, tw, rp, ck)
+        if not 64 <= cand.threads <= MAX_THREADS or (th * tw) % rp:
+            continue
+        spare = min(0, register_cap(cand.threads, MIN_WARPS_PER_SM)
+                    - registers_needed(cand, spec, itemsize))
+        warps = resident_warps(cand, spec, sms)
+        if spare == 0 and warps >= MIN_WARPS_PER_SM:
+            best = ((spare, warps), cand)
             break
-    assert cfg is not None
+        if best is None or (spare, warps) > best[0]:
+            best = ((spare, warps), cand)
+    cfg = best[1] if best is not None else TileConfig(8, 1, th, tw, 1, ck)
     while cfg.problem(spec, itemsize) and cfg.ck > 1:
         cfg = cfg._replace(ck=cfg.ck // 2)
     while cfg.problem(spec, itemsize) and cfg.tk > 8:
