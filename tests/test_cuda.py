@@ -199,3 +199,82 @@ def test_picture_draws():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_a_gpu_without_its_compiler_is_missing_with_how_to_fix(monkeypatch):
+    """A driver that answers but no libNVVM: every launch would fail to compile, so the
+    status says what is missing and how to get it (it used to say 'gpu')."""
+    from numba import cuda
+    from numba.cuda.cudadrv import libs, nvvm
+
+    from convlab import system
+
+    if ".simulator" in getattr(cuda.jit, "__module__", ""):
+        pytest.skip("the simulator is on in this process")
+
+    class Device:
+        name = b"NVIDIA Stand-in"
+
+    def no_nvvm(*args, **kwargs):
+        raise OSError("libnvvm.so: cannot open shared object file")
+
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "get_current_device", lambda: Device())
+    monkeypatch.setattr(nvvm, "NVVM", no_nvvm)
+    status = system.cuda_status()
+    assert status.startswith("missing: a CUDA GPU (NVIDIA Stand-in) and its driver are here")
+    assert "libNVVM cannot be loaded (OSError: libnvvm.so" in status
+    assert "convlab[cuda]" in status and "CUDA_HOME" in status
+    monkeypatch.setattr(nvvm, "NVVM", lambda: object())
+    monkeypatch.setattr(libs, "get_libdevice", lambda: __file__)
+    assert system.cuda_status() == "gpu: NVIDIA Stand-in"
+    monkeypatch.setattr(libs, "get_libdevice", lambda: "/nonexistent/libdevice.10.bc")
+    assert "libdevice" in system.cuda_status()
+
+
+def test_kernels_are_built_with_launch_bounds_for_16_warps():
+    """On a GPU (not the simulator) the tiled kernel's jit options cap its registers so
+    MIN_WARPS_PER_SM warps fit: launch bounds with numba-cuda, max_registers otherwise."""
+    from numba import cuda
+
+    from convlab.kernels import _cuda_device as dev
+    from convlab.occupancy import min_blocks, register_cap
+
+    if ".simulator" in getattr(cuda.jit, "__module__", ""):
+        assert dev.jit_options(224) == {}
+        return
+    for threads in (112, 224, 256, 448, 512):
+        opts = dev.jit_options(threads)
+        assert opts in ({"launch_bounds": (threads, min_blocks(threads, 16))},
+                        {"max_registers": register_cap(threads, 16)})
+    assert min_blocks(224, 16) == 3 and min_blocks(512, 16) == 1
+
+
+def test_ptxas_report_is_parsed():
+    from convlab.cuda_static import parse_ptxas
+
+    log = ("ptxas info    : 0 bytes gmem\n"
+           "ptxas info    : Function properties for _Z5tiled\n"
+           "ptxas         .     112 bytes stack frame, 108 bytes spill stores, "
+           "556 bytes spill loads\n"
+           "ptxas info    : Used 80 registers, used 1 barriers, 112 bytes cumulative stack "
+           "size, 23840 bytes smem\n")
+    res = parse_ptxas(log)
+    assert (res.registers, res.spill_stores, res.spill_loads, res.stack, res.smem) == (
+        80, 108, 556, 112, 23840)
+    with pytest.raises(ValueError, match="Used N registers"):
+        parse_ptxas("ptxas fatal   : Unresolved extern function 'numba_attempt_nocopy_reshape'")
+
+
+def test_cuda_static_without_the_compiler_is_one_line(monkeypatch, capsys):
+    from convlab import cuda_static
+    from convlab.cli import main
+
+    monkeypatch.setattr(cuda_static, "toolchain_missing",
+                        lambda: f"the numba-cuda package is not installed; "
+                                f"{cuda_static.TOOLCHAIN_HINT}")
+    assert main(["info", "--cuda-static"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'convlab[cuda]'" in lines[0]
