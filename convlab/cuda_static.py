@@ -198,7 +198,7 @@ def variants(gpu: GpuModel, layers: Sequence[Any] | None = None,
             out.append(Variant("cuda_naive", layer.name, dtype, None, ck.THREADS_NAIVE,
                                math.ceil(total / ck.THREADS_NAIVE), {}, naive.py_func,
                                _argtypes(dtype, 6)))
-            cfg = ck.choose_config(spec, itemsize, gpu.sms)
+            cfg = ck.choose_config(spec, itemsize, gpu.sms, gpu.smem_per_sm)
             if cfg.problem(spec, itemsize):
                 continue  # the dispatcher refuses it too, with the reason
             (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation

@@ -35,6 +35,15 @@ ResNet's 64@56 layer the input+weight loads drop from 1.85e9 (naive) to about
 wait; they just don't store), because a barrier that some threads skip is
 undefined behaviour on a real GPU (the simulator does not catch it).
 
+How big a tile?  More outputs per thread means more reuse per load, but more
+registers per thread, and fewer threads in all.  A multiprocessor hides the latency
+of memory by switching between the warps it holds, so ``choose_config`` takes the
+most register blocking that still gives every multiprocessor ``MIN_WARPS_PER_SM``
+(16) warps, and the kernel is compiled with launch bounds that make ptxas fit
+its registers to them (:mod:`convlab.occupancy` has the arithmetic;
+``convlab info --cuda-static`` shows what the compiler made of every variant, no GPU
+needed).
+
 Both kernels fuse the bias (the accumulator starts at it), do zero padding
 in-kernel (taps outside the input read 0; other padding modes arrive padded by
 ``convlab.conv2d``) and handle every stride, dilation, group count and ragged
@@ -82,6 +91,7 @@ MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
 # tiles are chosen so the grid has that many per SM, and the registers capped so they fit
 # (convlab/occupancy.py says why; `convlab info --cuda-static` shows what the toolchain made).
 MIN_WARPS_PER_SM = 16
+SMEM_RESERVED = 1024  # bytes of shared memory the system keeps per block (sm_80 on)
 MAX_THREADS = 512  # threads per block choose_config allows: bigger blocks wait longer at barriers
 
 
@@ -114,6 +124,19 @@ def _multiprocessors() -> int:
     from numba import cuda
 
     return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_per_sm() -> int | None:
+    """Bytes of shared memory per multiprocessor of the current GPU (None: unknown)."""
+    if is_simulator():
+        return None
+    from numba import cuda
+
+    try:
+        return int(cuda.get_current_device().MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)
+    except Exception:  # an attribute this driver does not report: no shared-memory rule
+        return None
 
 
 # ----------------------------------------------------------------- tile configuration
@@ -217,8 +240,10 @@ def resident_warps(cfg: TileConfig, spec: ConvSpec, sms: int) -> float:
     return math.prod(cfg.grid(spec)) * math.ceil(cfg.threads / 32) / sms
 
 
-def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132) -> TileConfig:
-    """The tile configuration ``cuda_tiled`` uses on a GPU with ``sms`` multiprocessors.
+def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132,
+                  smem_per_sm: int | None = None) -> TileConfig:
+    """The tile configuration ``cuda_tiled`` uses on a GPU with ``sms`` multiprocessors
+    (and ``smem_per_sm`` bytes of shared memory each, when known).
 
     Rules of thumb (``convlab info --cuda-static`` shows what the compiler made of them;
     scripts/gpu_check.py times alternatives on a real card):
@@ -229,12 +254,13 @@ def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132) -> TileConf
       whose grid still gives every multiprocessor :data:`MIN_WARPS_PER_SM` warps (so
       memory latency is hidden) and whose accumulators fit the registers left per thread
       when that many warps share a multiprocessor (:func:`registers_needed`,
-      :func:`convlab.occupancy.register_cap`); a layer too small for any gets the
+      :func:`convlab.occupancy.register_cap`), as do their tiles in shared memory
+      (given ``smem_per_sm``: a T4 has 64 KB); a layer too small for any gets the
       blocking with the most warps;
     * ck: 8 input channels per step (fewer when the group has fewer, or when
       shared memory would overflow).
     """
-    from ..occupancy import register_cap
+    from ..occupancy import min_blocks, register_cap
 
     kg, cg = spec.out_channels // spec.groups, spec.in_channels // spec.groups
     th, tw = pixel_tile(spec.out_height, spec.out_width)
@@ -249,6 +275,9 @@ def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132) -> TileConf
             continue
         spare = min(0, register_cap(cand.threads, MIN_WARPS_PER_SM)
                     - registers_needed(cand, spec, itemsize))
+        if smem_per_sm and min_blocks(cand.threads, MIN_WARPS_PER_SM) * (
+                cand.shared_bytes(spec, itemsize) + SMEM_RESERVED) > smem_per_sm:
+            spare -= 1  # these warps would not fit in shared memory
         warps = resident_warps(cand, spec, sms)
         if spare == 0 and warps >= MIN_WARPS_PER_SM:
             best = ((spare, warps), cand)
@@ -275,7 +304,7 @@ def default_config(spec: ConvSpec, itemsize: int = 4) -> TileConfig:
         while cfg.problem(spec, itemsize) and cfg.ck > 1:
             cfg = cfg._replace(ck=cfg.ck // 2)
         return cfg
-    return choose_config(spec, itemsize, _multiprocessors())
+    return choose_config(spec, itemsize, _multiprocessors(), _shared_per_sm())
 
 
 def global_loads(spec: ConvSpec, algo: str = "cuda_tiled",
