@@ -1,7 +1,7 @@
 """The ``convlab`` command.
 
     convlab shape --input 64,5,10,12 --out-channels 2 --kernel-size 3 --padding same
-    convlab info
+    convlab info [--cuda-static]
     convlab bench --suite quick --kernels naive,im2col --out r.json --plot r.png
     convlab bench --device cuda --suite resnet
     convlab tune --suite resnet            (then --show, --clear)
@@ -69,6 +69,8 @@ def _cmd_shape(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    if args.cuda_static:
+        return _cuda_static()
     from . import kernels
     from .system import describe
 
@@ -94,6 +96,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
         why = kern.available()
         state = "available" if why is None else f"unavailable: {why}"
         print(f"  {name:<13} {kern.device:<5} {kern.description}  [{state}]")
+    return 0
+
+
+def _cuda_static() -> int:
+    """``convlab info --cuda-static``: registers, spills and occupancy of every CUDA kernel
+    variant, from NVIDIA's compiler without a GPU (convlab.cuda_static)."""
+    from .cuda_static import format_static_report, static_report, toolchain_missing
+
+    why = toolchain_missing()
+    if why is not None:
+        print(f"convlab info --cuda-static: needs the CUDA compiler: {why}", file=sys.stderr)
+        return 2
+    print(format_static_report(static_report()))
     return 0
 
 
@@ -308,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     shape.set_defaults(func=_cmd_shape)
 
     info = sub.add_parser("info", help="versions, CPU, threads and which kernels run here")
+    info.add_argument("--cuda-static", action="store_true",
+                      help="instead: registers, spills, shared memory, blocks and warps per "
+                           "multiprocessor and waves of every CUDA kernel variant on a T4 "
+                           "(sm_75), A100 (sm_80) and H100 (sm_90), from NVIDIA's compiler; "
+                           "no GPU needed (pip install 'convlab[cuda]')")
     info.set_defaults(func=_cmd_info)
 
     bench = sub.add_parser("bench", help="time kernels on a layer suite (checked against the "

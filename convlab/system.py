@@ -38,11 +38,34 @@ def threading_layer() -> str:
     return layer()
 
 
+COMPILER_HINT = ("pip install 'convlab[cuda]' (numba-cuda with NVIDIA's NVVM and nvJitLink "
+                 "wheels), or install the CUDA toolkit and set CUDA_HOME to it")
+
+
+def cuda_compiler_missing() -> str | None:
+    """None when ``numba.cuda`` can compile kernels here (libNVVM loads and libdevice is
+    found), else what is missing.  A GPU driver alone is not enough: every kernel is
+    compiled by NVIDIA's libNVVM when it is first launched."""
+    try:
+        from numba.cuda.cudadrv import libs, nvvm
+
+        nvvm.NVVM()
+        path = libs.get_libdevice()
+        if not path or not os.path.exists(path):
+            return "libdevice (NVIDIA's math library for NVVM) is not found"
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"libNVVM cannot be loaded ({type(exc).__name__}{': ' + detail if detail else ''})"
+    return None
+
+
 def cuda_status() -> str:
     """'gpu: NAME', 'simulator', or 'missing: how to get it'.
 
     The simulator is recognised by the ``numba.cuda`` module actually imported
-    (numba reads NUMBA_ENABLE_CUDASIM when it is first imported, not later).
+    (numba reads NUMBA_ENABLE_CUDASIM when it is first imported, not later).  A GPU
+    counts only when its driver answers *and* the compiler (libNVVM) loads: with the
+    driver alone every kernel launch would fail to compile.
     """
     try:
         from numba import cuda
@@ -56,7 +79,12 @@ def cuda_status() -> str:
     try:
         if cuda.is_available():
             name = cuda.get_current_device().name
-            return f"gpu: {name.decode() if isinstance(name, bytes) else name}"
+            name = name.decode() if isinstance(name, bytes) else name
+            why = cuda_compiler_missing()
+            if why is not None:
+                return (f"missing: a CUDA GPU ({name}) and its driver are here, but numba.cuda "
+                        f"cannot compile kernels for it: {why}; {COMPILER_HINT}")
+            return f"gpu: {name}"
     except Exception as exc:  # driver present but broken
         return f"missing: CUDA driver error ({exc})"
     return ("missing: no CUDA GPU found; install 'convlab[cuda]' on a machine with an NVIDIA "

@@ -141,3 +141,65 @@ def test_place_hook_copies_once_and_launches_only():
         x0 = np.empty((0,) + xa.shape[1:], np.float32)
         got = kern.place(x0, wa, ba, empty)
         assert got.fetch(got.call()).shape == empty.batched_output_shape
+
+
+def test_the_timed_call_only_launches(monkeypatch):
+    """Timing honesty: after ``place``, the call the benchmark times chooses no tiles,
+    checks no arguments and allocates or copies nothing; everything else was decided
+    once, in ``place``."""
+    from numba import cuda
+
+    rng = np.random.default_rng(4)
+    x, w, _ = random_case(rng, (1, 3, 6, 5), (4, 3, 3, 3), np.float32, bias=False)
+    xa, wa, _, spec = prepare(x, w, None, padding=1)
+    expected = conv2d_reference(xa, wa, None, spec)
+    placed = {algo: get(algo).place(xa, wa, None, spec) for algo in ALGOS}
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("called inside the timed call")
+
+    for name in ("choose_config", "default_config", "_check_device_args", "_tiled_launch",
+                 "_naive_launch"):
+        monkeypatch.setattr(ck, name, forbidden)
+    for name in ("to_device", "device_array"):
+        monkeypatch.setattr(cuda, name, forbidden)
+    for algo, p in placed.items():
+        out = p.call()
+        assert compare(out.copy_to_host(), expected, 1e-5).ok, algo
+
+
+def test_batch_0_never_launches_a_zero_grid(monkeypatch):
+    """A grid with a zero dimension is a launch error on a GPU (the simulator runs it):
+    the device entry points must not launch at all for a batch of 0, and every launch
+    they do make has a grid without zeros."""
+    from numba import cuda
+
+    launches = []
+
+    class Recorder:
+        def __init__(self, kern):
+            self.kern = kern
+
+        def __getitem__(self, config):
+            launches.append(config)
+            return self.kern[config]
+
+    real_tiled, real_naive = ck._tiled_kernel, ck._naive_kernel
+    monkeypatch.setattr(ck, "_tiled_kernel", lambda *a: (Recorder(real_tiled(*a)[0]),
+                                                         real_tiled(*a)[1]))
+    monkeypatch.setattr(ck, "_naive_kernel", lambda: Recorder(real_naive()))
+    rng = np.random.default_rng(6)
+    _, w, b = random_case(rng, (1, 2, 5, 6), (3, 2, 3, 3), np.float32)
+    for batch in (0, 1):
+        x = rng.standard_normal((batch, 2, 5, 6)).astype(np.float32)
+        spec = ConvSpec.from_shapes(x.shape, w.shape, padding=1)
+        for entry in (ck.naive_device, ck.tiled_device):
+            out = entry(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b), spec)
+            assert out.shape == spec.batched_output_shape
+            if batch:
+                assert compare(out.copy_to_host(), conv2d_reference(x, w, b, spec),
+                               1e-5).ok
+    assert len(launches) == 2  # batch 1 only, one launch per kernel
+    for grid, threads, *_ in launches:
+        dims = grid if isinstance(grid, tuple) else (grid,)
+        assert min(dims) > 0 and threads > 0

@@ -7,6 +7,7 @@ process has already imported numba without it, so it runs in a subprocess here.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -18,14 +19,13 @@ import pytest
 from hypothesis import given, settings
 
 import convlab
-from convlab import ConvSpec, kernels
+from convlab import ConvSpec, bench, kernels
 from convlab.kernels import KernelUnavailableError
 from convlab.kernels import cuda as ck
 
 from helpers import conv_cases
 
 ROOT = Path(__file__).resolve().parent.parent
-RESNET = [(64, 56), (128, 28), (256, 14), (512, 7)]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -89,22 +89,50 @@ def test_info_lists_cuda_kernels_and_their_state(capsys):
     assert ("[available]" in line) == (ck.cuda_unavailable() is None)
 
 
-@pytest.mark.parametrize("channels,hw", RESNET)
-def test_resnet_configs_fit_and_fill_the_gpu(channels, hw):
-    spec = ConvSpec.create((8, channels, hw, hw), channels, 3, padding=1)
+@pytest.mark.parametrize("layer", bench.SUITES["resnet"], ids=lambda la: la.name)
+def test_resnet_configs_fill_every_multiprocessor_with_16_warps(layer):
+    """choose_config's rule on an H100 (132 SMs): the grid gives every SM at least
+    MIN_WARPS_PER_SM warps, the accumulators fit the registers left per thread when that
+    many warps share an SM, and the tiles fit the hardware (the static report,
+    test_cuda_static.py, checks what the compiler really made of them)."""
+    from convlab.occupancy import register_cap
+
+    spec = layer.spec(8)
     for itemsize in (4, 8):
         cfg = ck.choose_config(spec, itemsize, sms=132)
         assert cfg.problem(spec, itemsize) is None
-        assert 64 <= cfg.threads <= 1024 and cfg.threads % 16 == 0
-        gx, gy, gz = cfg.grid(spec)
-        assert gx * gy * gz >= 132  # no idle multiprocessor
-        assert cfg.rk * cfg.rp >= 8  # register blocking: several outputs per thread
+        assert 64 <= cfg.threads <= ck.MAX_THREADS
+        blocks = math.prod(cfg.grid(spec))
+        assert blocks * math.ceil(cfg.threads / 32) >= ck.MIN_WARPS_PER_SM * 132
+        assert ck.registers_needed(cfg, spec, itemsize) <= register_cap(
+            cfg.threads, ck.MIN_WARPS_PER_SM)
+        assert cfg.rk * cfg.rp >= 2  # still some register blocking
+
+
+def test_old_resnet_default_was_one_block_per_sm():
+    """The occupancy arithmetic on the numbers that motivated the rule: the old 64@56
+    tile (64, 8, 14, 8, 4, 8), 224 threads at the 167 registers ptxas gave it, fits one
+    block (7 of 64 warps) on an H100 and its 224 blocks take 1.7 waves."""
+    from convlab.occupancy import GPUS, occupancy, register_cap
+
+    occ = occupancy(GPUS["H100"], 224, 167, 23840, blocks=224)
+    assert (occ.blocks_per_sm, occ.limited_by, occ.warps_per_sm) == (1, "registers", 7)
+    assert occ.waves == pytest.approx(224 / 132)
+    # 80 registers let 3 such blocks (21 warps) share an SM; 88 only 2 (14 warps): the
+    # register file is split over 4 sub-partitions, so 7-warp blocks pack badly
+    assert occupancy(GPUS["H100"], 224, 80, 23840).blocks_per_sm == 3
+    assert occupancy(GPUS["H100"], 224, 88, 23840).blocks_per_sm == 2
+    assert register_cap(224, 16) == 80 and register_cap(256, 16) == 128
+    assert register_cap(112, 16) == 128 and register_cap(1024, 16) == 64
+    # a T4 holds half the warps, and its 64 KB of shared memory binds first for big tiles
+    t4 = occupancy(GPUS["T4"], 256, 64, 47544)
+    assert (t4.blocks_per_sm, t4.limited_by, t4.max_warps_per_sm) == (1, "shared memory", 32)
 
 
 def test_tiling_cuts_global_reads():
     spec = ConvSpec.create((8, 64, 56, 56), 64, 3, padding=1)
     naive = ck.global_loads(spec, "cuda_naive")
-    tiled = ck.global_loads(spec, "cuda_tiled", ck.choose_config(spec))
+    tiled = ck.global_loads(spec, "cuda_tiled", ck.TileConfig(64, 8, 14, 8, 4, 8))
     once = ck.global_loads(spec, "compulsory")
     assert naive["total"] == 2 * spec.macs()
     assert naive["total"] / tiled["total"] > 100
@@ -171,3 +199,82 @@ def test_picture_draws():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_a_gpu_without_its_compiler_is_missing_with_how_to_fix(monkeypatch):
+    """A driver that answers but no libNVVM: every launch would fail to compile, so the
+    status says what is missing and how to get it (it used to say 'gpu')."""
+    from numba import cuda
+    from numba.cuda.cudadrv import libs, nvvm
+
+    from convlab import system
+
+    if ".simulator" in getattr(cuda.jit, "__module__", ""):
+        pytest.skip("the simulator is on in this process")
+
+    class Device:
+        name = b"NVIDIA Stand-in"
+
+    def no_nvvm(*args, **kwargs):
+        raise OSError("libnvvm.so: cannot open shared object file")
+
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "get_current_device", lambda: Device())
+    monkeypatch.setattr(nvvm, "NVVM", no_nvvm)
+    status = system.cuda_status()
+    assert status.startswith("missing: a CUDA GPU (NVIDIA Stand-in) and its driver are here")
+    assert "libNVVM cannot be loaded (OSError: libnvvm.so" in status
+    assert "convlab[cuda]" in status and "CUDA_HOME" in status
+    monkeypatch.setattr(nvvm, "NVVM", lambda: object())
+    monkeypatch.setattr(libs, "get_libdevice", lambda: __file__)
+    assert system.cuda_status() == "gpu: NVIDIA Stand-in"
+    monkeypatch.setattr(libs, "get_libdevice", lambda: "/nonexistent/libdevice.10.bc")
+    assert "libdevice" in system.cuda_status()
+
+
+def test_kernels_are_built_with_launch_bounds_for_16_warps():
+    """On a GPU (not the simulator) the tiled kernel's jit options cap its registers so
+    MIN_WARPS_PER_SM warps fit: launch bounds with numba-cuda, max_registers otherwise."""
+    from numba import cuda
+
+    from convlab.kernels import _cuda_device as dev
+    from convlab.occupancy import min_blocks, register_cap
+
+    if ".simulator" in getattr(cuda.jit, "__module__", ""):
+        assert dev.jit_options(224) == {}
+        return
+    for threads in (112, 224, 256, 448, 512):
+        opts = dev.jit_options(threads)
+        assert opts in ({"launch_bounds": (threads, min_blocks(threads, 16))},
+                        {"max_registers": register_cap(threads, 16)})
+    assert min_blocks(224, 16) == 3 and min_blocks(512, 16) == 1
+
+
+def test_ptxas_report_is_parsed():
+    from convlab.cuda_static import parse_ptxas
+
+    log = ("ptxas info    : 0 bytes gmem\n"
+           "ptxas info    : Function properties for _Z5tiled\n"
+           "ptxas         .     112 bytes stack frame, 108 bytes spill stores, "
+           "556 bytes spill loads\n"
+           "ptxas info    : Used 80 registers, used 1 barriers, 112 bytes cumulative stack "
+           "size, 23840 bytes smem\n")
+    res = parse_ptxas(log)
+    assert (res.registers, res.spill_stores, res.spill_loads, res.stack, res.smem) == (
+        80, 108, 556, 112, 23840)
+    with pytest.raises(ValueError, match="Used N registers"):
+        parse_ptxas("ptxas fatal   : Unresolved extern function 'numba_attempt_nocopy_reshape'")
+
+
+def test_cuda_static_without_the_compiler_is_one_line(monkeypatch, capsys):
+    from convlab import cuda_static
+    from convlab.cli import main
+
+    monkeypatch.setattr(cuda_static, "toolchain_missing",
+                        lambda: f"the numba-cuda package is not installed; "
+                                f"{cuda_static.TOOLCHAIN_HINT}")
+    assert main(["info", "--cuda-static"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'convlab[cuda]'" in lines[0]

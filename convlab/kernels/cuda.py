@@ -35,6 +35,15 @@ ResNet's 64@56 layer the input+weight loads drop from 1.85e9 (naive) to about
 wait; they just don't store), because a barrier that some threads skip is
 undefined behaviour on a real GPU (the simulator does not catch it).
 
+How big a tile?  More outputs per thread means more reuse per load, but more
+registers per thread, and fewer threads in all.  A multiprocessor hides the latency
+of memory by switching between the warps it holds, so ``choose_config`` takes the
+most register blocking that still gives every multiprocessor ``MIN_WARPS_PER_SM``
+(16) warps, and the kernel is compiled with launch bounds that make ptxas fit
+its registers to them (:mod:`convlab.occupancy` has the arithmetic;
+``convlab info --cuda-static`` shows what the compiler made of every variant, no GPU
+needed).
+
 Both kernels fuse the bias (the accumulator starts at it), do zero padding
 in-kernel (taps outside the input read 0; other padding modes arrive padded by
 ``convlab.conv2d``) and handle every stride, dilation, group count and ragged
@@ -78,6 +87,12 @@ from .registry import Placed, UnsupportedSpecError, register
 THREADS_NAIVE = 256  # threads per block of cuda_naive on a GPU (32 on the simulator)
 SHARED_LIMIT = 48 * 1024  # bytes of static shared memory one block may declare
 MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
+# Warps a multiprocessor should hold of cuda_tiled (of 32 on sm_75, 64 on sm_80/sm_90): the
+# tiles are chosen so the grid has that many per SM, and the registers capped so they fit
+# (convlab/occupancy.py says why; `convlab info --cuda-static` shows what the toolchain made).
+MIN_WARPS_PER_SM = 16
+SMEM_RESERVED = 1024  # bytes of shared memory the system keeps per block (sm_80 on)
+MAX_THREADS = 512  # threads per block choose_config allows: bigger blocks wait longer at barriers
 
 
 # ----------------------------------------------------------------- availability
@@ -109,6 +124,19 @@ def _multiprocessors() -> int:
     from numba import cuda
 
     return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_per_sm() -> int | None:
+    """Bytes of shared memory per multiprocessor of the current GPU (None: unknown)."""
+    if is_simulator():
+        return None
+    from numba import cuda
+
+    try:
+        return int(cuda.get_current_device().MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)
+    except Exception:  # an attribute this driver does not report: no shared-memory rule
+        return None
 
 
 # ----------------------------------------------------------------- tile configuration
@@ -174,10 +202,13 @@ def _pow2_at_least(n: int, cap: int) -> int:
     return p
 
 
-# (tk, rk, rp) from the most register blocking to the least: the first that
-# still gives every multiprocessor a block (and >= 64 threads a block) wins.
-BLOCKINGS = ((64, 8, 4), (32, 8, 4), (32, 4, 4), (16, 4, 4), (16, 4, 2), (16, 2, 2),
-             (8, 2, 2), (8, 2, 1))
+# (tk, rk, rp): output channels per block, and channels x pixels per thread; the most
+# multiply-adds per shared-memory load first (rk*rp of them per rk + rp loads), then
+# bigger channel tiles (every block re-reads its input patch: fewer blocks, fewer reads).
+BLOCKINGS = tuple(sorted(
+    ((tk, rk, rp) for tk in (64, 32, 16, 8) for rk in (8, 4, 2, 1) for rp in (4, 2, 1)
+     if rk <= tk),
+    key=lambda b: (-b[1] * b[2], b[1] + b[2], -b[0])))
 
 
 def pixel_tile(out_height: int, out_width: int) -> tuple[int, int]:
@@ -195,33 +226,65 @@ def pixel_tile(out_height: int, out_width: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132) -> TileConfig:
-    """The tile configuration ``cuda_tiled`` uses on a GPU with ``sms`` multiprocessors.
+def registers_needed(cfg: TileConfig, spec: ConvSpec, itemsize: int) -> int:
+    """Registers per thread ``cuda_tiled`` needs without spilling, roughly: ~64 for
+    indices and addresses (Numba computes in 64 bits), two per accumulator word, and 56
+    more for a 1x1 kernel (whose one-tap staging loops the compiler unrolls further).
+    Calibrated on ptxas's reports; ``convlab info --cuda-static`` checks it."""
+    taps = spec.kernel_size[0] * spec.kernel_size[1]
+    return 64 + 2 * cfg.rk * cfg.rp * (itemsize // 4) + (56 if taps == 1 else 0)
 
-    Rules of thumb (scripts/gpu_check.py sweeps alternatives on a real card):
+
+def resident_warps(cfg: TileConfig, spec: ConvSpec, sms: int) -> float:
+    """Warps per multiprocessor when the whole grid is spread over ``sms`` of them."""
+    return math.prod(cfg.grid(spec)) * math.ceil(cfg.threads / 32) / sms
+
+
+def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132,
+                  smem_per_sm: int | None = None) -> TileConfig:
+    """The tile configuration ``cuda_tiled`` uses on a GPU with ``sms`` multiprocessors
+    (and ``smem_per_sm`` bytes of shared memory each, when known).
+
+    Rules of thumb (``convlab info --cuda-static`` shows what the compiler made of them;
+    scripts/gpu_check.py times alternatives on a real card):
 
     * pixel tile: :func:`pixel_tile` (ResNet's 56, 28, 14, 7 are multiples of 7,
       so th = 7 or 14 fits them exactly);
-    * register blocking: the first of :data:`BLOCKINGS` (most outputs per thread
-      first: 8 channels x 4 pixels = 32 accumulators) that still makes at least
-      one block per multiprocessor, so none idles on a small layer;
+    * register blocking: the first of :data:`BLOCKINGS` (most outputs per thread first)
+      whose grid still gives every multiprocessor :data:`MIN_WARPS_PER_SM` warps (so
+      memory latency is hidden) and whose accumulators fit the registers left per thread
+      when that many warps share a multiprocessor (:func:`registers_needed`,
+      :func:`convlab.occupancy.register_cap`), as do their tiles in shared memory
+      (given ``smem_per_sm``: a T4 has 64 KB); a layer too small for any gets the
+      blocking with the most warps;
     * ck: 8 input channels per step (fewer when the group has fewer, or when
       shared memory would overflow).
     """
+    from ..occupancy import min_blocks, register_cap
+
     kg, cg = spec.out_channels // spec.groups, spec.in_channels // spec.groups
     th, tw = pixel_tile(spec.out_height, spec.out_width)
     ck = max(1, min(8, cg))
-    cfg = None
+    # (fits its registers, warps) of the best so far: the first that fits and fills
+    # the GPU wins; else the one that fits with the most warps; else the least short
+    best: tuple[tuple[int, float], TileConfig] | None = None
     for tk, rk, rp in BLOCKINGS:
         tk = min(tk, _pow2_at_least(kg, 64))  # few channels per group: a smaller tile
-        rk = min(rk, tk)
-        while rp > 1 and (tk // rk) * (th * tw // rp) < 64:
-            rp //= 2
-        cfg = TileConfig(tk, rk, th, tw, rp, ck)
-        gx, gy, gz = cfg.grid(spec)
-        if gx * gy * gz >= sms and cfg.threads >= 64:
+        cand = TileConfig(tk, min(rk, tk), th, tw, rp, ck)
+        if not 64 <= cand.threads <= MAX_THREADS or (th * tw) % rp:
+            continue
+        spare = min(0, register_cap(cand.threads, MIN_WARPS_PER_SM)
+                    - registers_needed(cand, spec, itemsize))
+        if smem_per_sm and min_blocks(cand.threads, MIN_WARPS_PER_SM) * (
+                cand.shared_bytes(spec, itemsize) + SMEM_RESERVED) > smem_per_sm:
+            spare -= 1  # these warps would not fit in shared memory
+        warps = resident_warps(cand, spec, sms)
+        if spare == 0 and warps >= MIN_WARPS_PER_SM:
+            best = ((spare, warps), cand)
             break
-    assert cfg is not None
+        if best is None or (spare, warps) > best[0]:
+            best = ((spare, warps), cand)
+    cfg = best[1] if best is not None else TileConfig(8, 1, th, tw, 1, ck)
     while cfg.problem(spec, itemsize) and cfg.ck > 1:
         cfg = cfg._replace(ck=cfg.ck // 2)
     while cfg.problem(spec, itemsize) and cfg.tk > 8:
@@ -241,7 +304,7 @@ def default_config(spec: ConvSpec, itemsize: int = 4) -> TileConfig:
         while cfg.problem(spec, itemsize) and cfg.ck > 1:
             cfg = cfg._replace(ck=cfg.ck // 2)
         return cfg
-    return choose_config(spec, itemsize, _multiprocessors())
+    return choose_config(spec, itemsize, _multiprocessors(), _shared_per_sm())
 
 
 def global_loads(spec: ConvSpec, algo: str = "cuda_tiled",
