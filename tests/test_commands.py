@@ -26,9 +26,11 @@ program                                  what the test does
                                          ``--cold-cache``; ``figures`` without ``--from`` draws
                                          from the committed figures/bench.json; ``tune``
                                          measures the seed layer once (into the tests' private
-                                         tuning memory); every ``--out``/``--plot`` goes to a
-                                         temporary folder. Exit status 0, and the shown output
-                                         if any.
+                                         tuning memory); ``info --cuda-static`` without the
+                                         CUDA toolchain must exit 2 saying how to get it (with
+                                         it, tests/test_cuda_static.py runs the same report);
+                                         every ``--out``/``--plot`` goes to a temporary folder.
+                                         Exit status 0, and the shown output if any.
 ``pytest ...``, ``python -m pytest``     ``pytest --collect-only`` with the same arguments:
                                          it must collect tests without an error (the suite
                                          itself is what runs this file).
@@ -322,6 +324,16 @@ def _convlab(argv: list[str], env: dict[str, str], ctx: Context, shown: Shown) -
         if args.source is None:
             run += ["--from", "figures/bench.json"]
         run = _without(run, "--out") + ["--out", str(ctx.tmp / "figures")]
+    elif args.command == "info" and args.cuda_static:
+        from convlab.cuda_static import toolchain_missing
+
+        if toolchain_missing() is None:  # compiling every variant takes a minute or more:
+            return  # tests/test_cuda_static.py runs the same report and checks its numbers
+        proc = _run([sys.executable, "-m", "convlab.cli", *run], env)
+        assert proc.returncode == 2 and "pip install 'convlab[cuda]'" in proc.stderr, (
+            "without the CUDA toolchain `convlab info --cuda-static` must say, in one line, "
+            f"how to get it:\n{proc.stderr}")
+        return
     elif args.command == "tune" and not (args.show or args.clear):
         run = _without(_without(_without(run, "--layers"), "--repeats"), "--suite")
         run += ["--layers", "seed", "--repeats", "1", "--no-progress"]
