@@ -182,19 +182,23 @@ def explain(
     dilation: IntOrPair = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    *,
+    op: str = "forward",
 ) -> Choice:
     """What ``conv2d(..., algo="auto")`` would run for these arguments, and why.
 
     Arrays or shapes are accepted for ``x`` and ``weight``: a dry run, nothing is
     computed.  ``print(explain(...))`` lists the kernels passed over too.  Given
     arrays holding NaN or Inf, the choice is the one ``conv2d`` makes for them.
+    ``op="grad_input"`` / ``"grad_weight"``: what ``convlab.conv2d_input`` /
+    ``conv2d_weight`` would run for the backward of this convolution.
     """
     xs = x if isinstance(x, tuple) else np.shape(x)
     ws = weight if isinstance(weight, tuple) else np.shape(weight)
     spec = kernel_spec(ConvSpec.from_shapes(xs, ws, stride, padding, dilation, groups,
                                             padding_mode))
     arrays = [a for a in (x, weight, bias) if isinstance(a, np.ndarray)]
-    return kernels.choose(spec, finite=_all_finite(*arrays))
+    return kernels.choose(spec, finite=_all_finite(*arrays), op=op)
 
 
 def conv2d(
