@@ -542,6 +542,23 @@ class TransposedSpec:
         return cls.from_shapes(input_shape, weight, stride, padding, output_padding, groups,
                                dilation)  # fmt: skip
 
+    @classmethod
+    def inverting(cls, spec: ConvSpec) -> TransposedSpec:
+        """The transposed convolution that takes ``spec``'s output back to its input's
+        size, with ``spec``'s weight: ``output_padding`` is what the forward's floor
+        dropped, ``(H + 2*pad - d*(k-1) - 1) % stride`` per axis (always < stride).
+        Its :meth:`forward_spec` is ``spec`` itself (batched, zero padding).  Needs
+        symmetric padding (torch's ConvTranspose2d has no other kind)."""
+        top, bottom, left, right = spec.padding
+        if top != bottom or left != right:
+            raise ValueError(f"a transposed convolution pads symmetrically; this convolution "
+                             f"pads (t,b,l,r) {spec.padding}")
+        (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+        out_pad = ((spec.padded_height - dh * (kh - 1) - 1) % sh,
+                   (spec.padded_width - dw * (kw - 1) - 1) % sw)
+        return cls.from_shapes(spec.batched_output_shape, spec.weight_shape, spec.stride,
+                               (top, left), out_pad, spec.groups, spec.dilation)
+
     # ---------------------------------------------------------------- sizes
     @property
     def out_height(self) -> int:

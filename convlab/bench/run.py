@@ -20,6 +20,11 @@ For each (layer, contender) :func:`run_benchmark`
    (:mod:`convlab.bench.ceilings`); ratios to torch, cuDNN and the naive kernel come
    from the same run (:func:`relate`).
 
+``ops=("forward", "backward", "transpose")`` (``convlab bench --backward``) also times
+each layer's backward and transposed convolution (:mod:`convlab.bench.ops`): the same
+steps, each op's contenders gated against that op's float64 oracle, and all of a
+layer's contenders, every op, sampled in one round-robin.
+
 Ctrl-C stops the run cleanly: :class:`BenchmarkInterrupted` carries the result of
 the layers finished so far (marked ``partial``).  ``on_layer(result)`` is called after
 every layer, so a caller can save as it goes.
@@ -39,12 +44,19 @@ from typing import Any
 
 import numpy as np
 
-from ..functional import prepare
-from ..reference import compare, conv2d_reference
+from ..reference import ErrorReport, compare
 from ..shapes import ConvSpec
 from . import ceilings as cal
-from .contenders import RIVAL, Contender, estimate, make_contenders, resolve_kernels
-from .gpu import CUDNN, check_device
+from .contenders import (
+    RIVAL,
+    Contender,
+    estimate,
+    known_kernels,
+    make_contenders,
+    resolve_kernels,
+)
+from .gpu import CUDNN, GPU_RIVALS, check_device
+from .ops import FORWARD, Op, Problem, op_named, op_of, problem
 from .records import BenchResult, Record
 from .suites import DEFAULT_BATCH, Layer, suite_layers
 from .timing import Timing, repeats_for, sample, summary
@@ -91,6 +103,7 @@ def run_benchmark(
     settle: float = 0.0,
     drop_busy: float | None = None,
     on_layer: Callable[[BenchResult], None] | None = None,
+    ops: Sequence[str] = ("forward",),
 ) -> BenchResult:
     """Gate and time every (layer, contender) pair; see the module docstring.
 
@@ -102,6 +115,8 @@ def run_benchmark(
     ``torch.nn.functional.conv2d`` takes a raw weight).  ``split``: time each stage of
     kernels with a ``stages`` hook.  ``settle``/``drop_busy``: see
     :mod:`convlab.bench.timing`.  ``device="cuda"``: see :mod:`convlab.bench.gpu`.
+    ``ops``: which of "forward", "backward", "transpose" to time on every layer
+    (:mod:`convlab.bench.ops`; the backward ones on the CPU only).
     """
     from tqdm.auto import tqdm
 
@@ -110,8 +125,12 @@ def run_benchmark(
     for name, value in (("batch", batch), ("repeats", repeats)):
         if value is not None and (isinstance(value, bool) or int(value) < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    run_ops = [op_named(o) for o in dict.fromkeys(ops)]
+    if device != "cpu" and any(o is not FORWARD for o in run_ops):
+        raise ValueError("the backward ops run on the CPU only (no CUDA backward kernels); "
+                         f"got device={device!r}")
     chosen_layers = tuple(layers) if layers is not None else suite_layers(suite, only_layers)
-    names = resolve_kernels(kernel_names, device, rival)
+    names = resolve_kernels(kernel_names, device, rival, [o.name for o in run_ops])
     check_device(device, names)
     np_dtype = np.dtype(dtype)
     started = time.perf_counter()
@@ -119,7 +138,7 @@ def run_benchmark(
     if calibration is None and device != "cpu":
         calibration = cal.no_calibration()
     # disable=None: a bar on a terminal, none in a log file or CI
-    bar = tqdm(total=len(chosen_layers) * len(names) + 2 * measure_ceilings,
+    bar = tqdm(total=len(chosen_layers) * len(names) * len(run_ops) + 2 * measure_ceilings,
                disable=None if progress else True, unit="run", dynamic_ncols=True, leave=False)
     import numba
 
@@ -132,20 +151,22 @@ def run_benchmark(
         "max_call_s": max_call_s, "budget_s": budget_s, "device": device,
         "weight_cache": weight_cache, "split": split, "settle": settle,
         "drop_busy": drop_busy, "threads": numba.get_num_threads(), "seed": seed,
+        "ops": [o.name for o in run_ops],
         "numba_cache": ("cold: a fresh NUMBA_CACHE_DIR, first calls compile"
                         if os.environ.get(COLD_CACHE_ENV) == "1" else
                         "as found: a first call may load compiled code from disk"),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     result = BenchResult(_machine(), {}, settings, [])
-    contenders: dict[str, Contender] = {}
+    contenders: dict[str, dict[str, Contender]] = {}
     done = 0
     try:
         bar.set_description("calibrating (GEMM peak, bandwidth)")
         result.calibration = cal.calibrate(np_dtype) if measure_ceilings else dict(
             calibration or {})
         bar.update(measure_ceilings)
-        contenders = make_contenders(names, weight_cache)
+        contenders = {o.name: make_contenders(_names_for(o, names, kernel_names is None),
+                                              weight_cache, o) for o in run_ops}
         used: set[str] = set()
         for index, layer in enumerate(chosen_layers):
             result.records += _run_layer(layer, contenders, used, bar, np_dtype,
@@ -170,80 +191,87 @@ def run_benchmark(
         raise BenchmarkInterrupted(result) from None
     finally:
         bar.close()
-        for who in contenders.values():
-            who.close()
+        for made in contenders.values():
+            for who in made.values():
+                who.close()
     relate(result.records, result.calibration)
     settings["elapsed_s"] = round(time.perf_counter() - started, 1)
     return result
 
 
-def _inputs(layer: Layer, spec: ConvSpec, dtype: Any,
-            seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvSpec]:
-    """Random normal inputs (never zeros or ones: they hide wrong indexing), passed
-    through :func:`convlab.functional.prepare` once, exactly as ``conv2d`` hands them to
-    a kernel; that validation is not part of any timing."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width))
-    w = rng.standard_normal(spec.weight_shape)
-    b = rng.standard_normal(spec.bias_shape)
-    xa, wa, ba, pspec = prepare(x.astype(dtype), w.astype(dtype), b.astype(dtype),
-                                layer.stride, layer.padding, layer.dilation, layer.groups)
-    assert ba is not None
-    return xa, wa, ba, pspec
-
-
-def _run_layer(layer: Layer, contenders: dict[str, Contender], used: set[str], bar: Any,
-               dtype: np.dtype, batch: int | None, seed: int, repeats: int | None,
+def _run_layer(layer: Layer, contenders: dict[str, dict[str, Contender]], used: set[str],
+               bar: Any, dtype: np.dtype, batch: int | None, seed: int, repeats: int | None,
                max_call_s: float, budget_s: float, split: bool, settle: float,
                drop_busy: float | None) -> list[Record]:
     spec = layer.spec(batch or layer.batch or DEFAULT_BATCH)
-    x, w, b, spec = _inputs(layer, spec, dtype, seed)
-    gb = gate_batch(spec)
-    oracle = functools.cache(lambda: conv2d_reference(x[:gb], w, b, spec.with_batch(gb)))
+    layer_args = {"stride": layer.stride, "padding": layer.padding,
+                  "dilation": layer.dilation, "groups": layer.groups}
     records: list[Record] = []
-    timed: list[tuple[Record, Timing, Contender]] = []
-    for name, who in contenders.items():
-        bar.set_description(f"{layer.name}: checking {name}")
-        rec = Record(layer.name, layer.describe(), name, who.device, dtype.name, spec.batch,
-                     "n/a", flops=spec.flops(), bytes=spec.bytes_moved(dtype.itemsize),
-                     intensity=spec.arithmetic_intensity(dtype.itemsize), gate_batch=gb)
-        records.append(rec)
-        why = who.why_not(spec)
-        seconds, how = estimate(who, spec)
-        if why is not None:
-            rec.status, rec.reason = "n/a", why
-        elif seconds > max_call_s:
-            rec.status = "skip"
-            rec.reason = (f"too slow here: ~{seconds:.3g} s per call estimated ({how}) > "
-                          f"max_call_s={max_call_s:g}")
-        else:
-            try:
-                timing = _gate(rec, who, spec, x, w, b, oracle, name not in used, repeats,
-                               budget_s)
-            except Exception as exc:  # a crashing contender is a result, not a crash
-                rec.status, rec.reason, timing = "error", f"{type(exc).__name__}: {exc}", None
-            used.add(name)
-            if timing is not None:
-                timed.append((rec, timing, who))
-        bar.update(1)
+    timed: list[tuple[Record, Timing, Contender, Problem]] = []
+    for op_name, made in contenders.items():
+        prob = problem(op_named(op_name), layer_args, spec, dtype, seed, gate_batch)
+        for name, who in made.items():
+            bar.set_description(f"{layer.name}: checking {name}")
+            rec = Record(layer.name, layer.describe(), name, who.device, dtype.name,
+                         prob.spec.batch, "n/a", flops=prob.flops, bytes=prob.bytes,
+                         intensity=prob.flops / prob.bytes, gate_batch=prob.gate_batch,
+                         op=op_name)
+            records.append(rec)
+            why = prob.why_not or who.why_not(prob.spec)
+            seconds, how = estimate(who, prob.spec)
+            if why is not None:
+                rec.status, rec.reason = "n/a", why
+            elif seconds > max_call_s:
+                rec.status = "skip"
+                rec.reason = (f"too slow here: ~{seconds:.3g} s per call estimated ({how}) > "
+                              f"max_call_s={max_call_s:g}")
+            else:
+                try:
+                    timing = _gate(rec, who, prob, name not in used, repeats, budget_s)
+                except Exception as exc:  # a crashing contender is a result, not a crash
+                    rec.status, rec.reason = "error", f"{type(exc).__name__}: {exc}"
+                    timing = None
+                used.add(name)
+                if timing is not None:
+                    timed.append((rec, timing, who, prob))
+            bar.update(1)
     bar.set_description(f"{layer.name}: timing {len(timed)} contenders, interleaved")
     # a fixed --repeats is kept exactly; adaptive runs re-sample scattered timings
-    sample([t for _, t, _ in timed], settle, drop_busy, resample_noisy=repeats is None)
-    for rec, timing, who in timed:
+    sample([t for _, t, _, _ in timed], settle, drop_busy, resample_noisy=repeats is None)
+    for rec, timing, who, prob in timed:
         _summarise(rec, timing)
-        if split and rec.status == "ok" and who.stages is not None:
+        if split and rec.status == "ok" and who.stages is not None and prob.op is FORWARD:
             bar.set_description(f"{layer.name}: splitting {rec.kernel}'s time")
-            rec.stages_s = _split(who, x, w, b, spec, timing.reps, budget_s, settle)
+            x, w, b = prob.arrays
+            rec.stages_s = _split(who, x, w, b, prob.spec, timing.reps, budget_s, settle)
     return records
 
 
-def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
-          b: np.ndarray, oracle: Callable[[], np.ndarray], first_use: bool,
+def _names_for(op: Op, names: list[str | Contender], default: bool) -> list[str | Contender]:
+    """The names an op gets: all that were asked for, or by default only those that
+    have the op's kernels (so a default run lists no n/a rows for, e.g., Winograd's
+    backward, which does not exist)."""
+    if not default:
+        return names
+    have = set(known_kernels(op=op.name)) | {RIVAL, *GPU_RIVALS}
+    return [n for n in names if not isinstance(n, str) or n in have]
+
+
+def _worst(reports: list[tuple[str, ErrorReport]]) -> tuple[str, ErrorReport]:
+    """The part to report: the first that fails, else the closest to its tolerance."""
+    failed = [pr for pr in reports if not pr[1].ok]
+    if failed:
+        return failed[0]
+    return max(reports, key=lambda pr: pr[1].max_rel / max(pr[1].tolerance, 1e-300))
+
+
+def _gate(rec: Record, who: Contender, prob: Problem, first_use: bool,
           repeats: int | None, budget_s: float) -> Timing | None:
     """Set up, make the first call (timed), check it; fills ``rec``.  Returns the
     :class:`Timing` to sample, or None when the result is wrong (never timed)."""
-    copies = (x.copy(), w.copy(), b.copy())
-    placed = who.setup(x, w, b, spec)
+    arrays = prob.arrays
+    copies = tuple(None if a is None else a.copy() for a in arrays)
+    placed = who.setup(*arrays, prob.spec)
     rec.first_use, rec.h2d_s, rec.note = first_use, placed.copy_in_s, placed.note
     start = time.perf_counter()
     out = placed.call()
@@ -253,15 +281,22 @@ def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndar
         start = time.perf_counter()
         placed.fetch(out)
         rec.d2h_s = time.perf_counter() - start
-    gb = rec.gate_batch or 1
-    tol = who.tolerance(spec.with_batch(gb), x.dtype)
-    report = compare(np.asarray(host)[:gb], oracle(), tol)
-    rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, tol
-    if not all(np.array_equal(a, c) for a, c in zip((x, w, b), copies, strict=True)):
+    dtype = arrays[0].dtype
+    tols = who.tolerance(prob.gate_spec(), dtype)
+    parts = prob.op.parts
+    tols = tols if isinstance(tols, tuple) else (tols,) * len(parts)
+    got, want = prob.gated(host), prob.oracle()
+    reports = [(part, compare(g, e, t)) for part, g, e, t in zip(parts, got, want, tols,
+                                                                  strict=True)]
+    part, report = _worst(reports)
+    rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, \
+        report.tolerance
+    if not all(a is None or np.array_equal(a, c) for a, c in zip(arrays, copies, strict=True)):
         rec.status, rec.reason = "wrong", "modified its input arrays"
         return None
     if not report.ok:
-        rec.status, rec.reason = "wrong", f"failed the oracle check: {report}"
+        where = f"{part}: " if len(parts) > 1 else ""
+        rec.status, rec.reason = "wrong", f"failed the oracle check: {where}{report}"
         return None
     t_est = who.timer(placed.call, 1)  # the warm-up call, which also sizes the samples
     number, reps = repeats_for(t_est, budget_s)
@@ -319,7 +354,7 @@ def _machine() -> dict[str, Any]:
 
 def relate(records: list[Record], calib: dict[str, Any]) -> None:
     """Fill the ceilings, peak fraction and the ratios vs torch, cuDNN (TF32 off) and
-    naive (cuda_naive for GPU records): same layer, same run."""
+    naive (cuda_naive for GPU records): same layer, same op, same run."""
     base = {(r.layer, r.kernel): r.median_s for r in records if r.status == "ok"}
     for r in records:
         r.peak_gflops, r.bandwidth_gbs = calib.get("peak_gflops"), calib.get("bandwidth_gbs")
@@ -328,8 +363,9 @@ def relate(records: list[Record], calib: dict[str, Any]) -> None:
         if r.gflops and r.peak_gflops:
             r.peak_fraction = r.gflops / r.peak_gflops
         naive = "cuda_naive" if r.device == "cuda" else "naive"
+        op = op_of(r.kernel)  # the same op's rival and naive: "torch-bwd" for "im2col-bwd"
         for other, attr in ((RIVAL, "vs_torch"), (CUDNN, "vs_cudnn"), (naive, "vs_naive")):
-            t = base.get((r.layer, other))
+            t = base.get((r.layer, op.label(other)))
             if t:
                 setattr(r, attr, t / r.median_s)
 
