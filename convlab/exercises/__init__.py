@@ -20,12 +20,14 @@ notebooks in ``notebooks/exercises/`` hand them out.
 ``winograd_1d``    fn(d, g) -> [y0, y1] with 4 multiplies
 ``prange_kernel``  @njit(parallel=True) fn(x, w) -> out, race-free
 ``cuda_kernel``    @cuda.jit fn(x, w, out), checked on the CUDA simulator
+``conv_backward``  fn(x, w, dout, stride, padding, dilation) -> (dx, dw, db)
 =================  ==========================================================
 """
 
 from __future__ import annotations
 
 from .arithmetic import OutputSize, SamePadding
+from .backward import ConvBackward
 from .core import Exercise, Incorrect, NotAttempted
 from .cuda import CudaKernel
 from .loops import ConvLoops, Im2col
@@ -39,9 +41,11 @@ im2col = Im2col()
 winograd_1d = Winograd1D()
 prange_kernel = PrangeKernel()
 cuda_kernel = CudaKernel()
+conv_backward = ConvBackward()
 
 ALL: list[Exercise] = [output_size, same_padding, conv_loops, im2col, winograd_1d,
-                       prange_kernel, cuda_kernel]
+                       prange_kernel, cuda_kernel, conv_backward]
 
-__all__ = ["ALL", "Exercise", "Incorrect", "NotAttempted", "conv_loops", "cuda_kernel",
+__all__ = ["ALL", "Exercise", "Incorrect", "NotAttempted", "conv_backward", "conv_loops",
+           "cuda_kernel",
            "im2col", "output_size", "prange_kernel", "same_padding", "winograd_1d"]

@@ -46,7 +46,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region
-from .im2col import MIN_GEMM_COLUMNS, _lower, get_workspace_cap
+from .im2col import MIN_GEMM_COLUMNS, _auto_when, _lower, get_workspace_cap
 from .parallel import phase_planes, tap_offsets
 from .registry import register
 
@@ -98,7 +98,19 @@ def _spread(grad_output: np.ndarray, n0: int, nb: int, i0: int, nr: int, ws: int
     return mat
 
 
+def _auto_when_backward(spec: ConvSpec) -> str | None:
+    """Where auto prefers these kernels to ``parallel_backward``'s: the forward's rule
+    (``im2col._auto_when``: GEMMs at least 256 x 256, or plain 1x1 layers).  Measured
+    for the backward too, ``convlab bench --backward --suite all --kernels
+    im2col,parallel``, 2-core AMD EPYC, batch 8: im2col's grad_input and grad_weight
+    won on ResNet 256@14 and 512@7 and on the 512-channel 1x1 layer, parallel's on the
+    64/128-channel layers, the stem and depthwise (where col2im and the lowering cost
+    more than the GEMM saves)."""
+    return _auto_when(spec)
+
+
 @register("im2col", op="grad_weight", rtol=1e-5, auto_rank=20, workspace=workspace_bytes,
+          auto_when=lambda spec: _auto_when_backward(spec),
           description="grad_output @ lowered input^T, one BLAS GEMM per group and chunk")
 def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
     g = spec.groups
@@ -131,6 +143,7 @@ def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
 
 
 @register("im2col", op="grad_input", rtol=1e-5, auto_rank=20, workspace=workspace_bytes,
+          auto_when=lambda spec: _auto_when_backward(spec),
           description="W^T @ grad_output per group (BLAS), then col2im: race-free adds "
                       "back onto the input, prange over (image, channel)")  # fmt: skip
 def grad_input_im2col(grad_output: np.ndarray, weight: np.ndarray,
