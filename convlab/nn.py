@@ -25,7 +25,7 @@ The contract, as in PyTorch:
   forward/backward pairs accumulate in ``layer.grad`` until ``zero_grad()``;
 * ``grad_output`` has the output's shape; a float array of another dtype is cast to
   the layer's, as autograd does.  ``backward_algo`` (an attribute, "auto" by default)
-  names the backward kernels (``kernels.kernels_for("grad_input")``).
+  names the backward kernels (``kernels.registry.kernels_for("grad_input")``).
 """
 
 from __future__ import annotations
