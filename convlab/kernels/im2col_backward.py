@@ -27,9 +27,12 @@ both matrix products again::
 
 Chunks.  Like the forward, images (or, for one big image, bands of output rows)
 are processed in chunks so that the column matrix and grad_output's matrix fit
-under the workspace cap (``convlab.kernels.im2col.workspace_cap``); the padded
-input (grad_weight) or padded input gradient (grad_input) is one whole buffer, not
-tiled (a limit: a padding so large that it alone is over the cap is not cut).
+under the workspace cap (``convlab.kernels.im2col.workspace_cap``), as many images
+per chunk as fit: every chunk of grad_input alternates OpenBLAS's threads (the
+GEMM) with Numba's (col2im), and each pool spins for a while after its work, so
+fewer, bigger chunks waste less.  The padded input (grad_weight) or padded input
+gradient (grad_input) is one whole buffer, not tiled (a limit: a padding so large
+that it alone is over the cap is not cut).
 
 Cost.  The GEMMs do the forward's multiply-adds (times Ws/Wo for junk columns).
 grad_input also writes and re-reads a column matrix kh*kw times the size of the
@@ -46,7 +49,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region
-from .im2col import MIN_GEMM_COLUMNS, _auto_when, _lower, get_workspace_cap
+from .im2col import _auto_when, _lower, get_workspace_cap
 from .parallel import phase_planes, tap_offsets
 from .registry import register
 
@@ -61,14 +64,15 @@ def chunks(spec: ConvSpec, itemsize: int, cap: int | None = None) -> list[tuple[
                                                                                int]]:
     """(n0, nb, i0, nr): images n0..n0+nb, output rows i0..i0+nr, per GEMM chunk, so the
     column matrix and grad_output's matrix (``(C*kh*kw + K) x columns``) fit the cap:
-    enough images for a wide GEMM, else bands of rows of one image (at least one row)."""
+    as many images as fit (few chunks: each one hands the cores from OpenBLAS's threads
+    to Numba's for col2im and back, and a pool that just finished spins for a while),
+    else bands of rows of one image (at least one row)."""
     cap = get_workspace_cap() if cap is None else cap
     n, ho = spec.batch, spec.out_height
     ws = _plane_shape(spec)[1]
     kh, kw = spec.kernel_size
     per_col = (spec.in_channels * kh * kw + spec.out_channels) * itemsize
-    want = -(-MIN_GEMM_COLUMNS // (ho * ws))
-    images = min(n, want, cap // (per_col * ho * ws))
+    images = min(n, cap // (per_col * ho * ws))
     if images >= 1:
         return [(n0, min(images, n - n0), 0, ho) for n0 in range(0, n, images)]
     rows = max(1, min(ho, cap // (per_col * ws)))
