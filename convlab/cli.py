@@ -72,6 +72,10 @@ def _cmd_shape_transposed(args: argparse.Namespace) -> int:
     fwd = spec.forward_spec()
     print(f"is the gradient  of conv2d {fwd.input_shape} -> {fwd.output_shape} with the same "
           "weight, stride, padding, dilation, groups")
+    if fwd.output_shape != spec.batched_output_shape[:1] + spec.input_shape[-3:]:
+        print("                 (output_padding >= stride: that convolution's output has "
+              f"{fwd.out_height - spec.height} extra row(s), {fwd.out_width - spec.width} extra "
+              "column(s), which this input leaves at zero)")
     return 0
 
 

@@ -165,10 +165,10 @@ def _compare(run: Callable[[], tuple[np.ndarray, Callable[[np.ndarray], list]]],
         flat = arr.reshape(-1)  # a view: perturb in place, then put the value back
         for e in range(arr.size):
             keep = flat[e]
-            flat[e] = keep + eps
-            plus = np.asarray(run()[0], dtype=np.float64).reshape(-1)
+            flat[e] = keep + eps  # np.array copies: an output may be a view of the input
+            plus = np.array(run()[0], dtype=np.float64).reshape(-1)
             flat[e] = keep - eps
-            minus = np.asarray(run()[0], dtype=np.float64).reshape(-1)
+            minus = np.array(run()[0], dtype=np.float64).reshape(-1)
             flat[e] = keep
             jac_n[e] = (plus - minus) / (2 * eps)
         allowed = atol + rtol * np.abs(jac_n)

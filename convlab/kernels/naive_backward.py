@@ -12,10 +12,11 @@ every product ``x[...] * w[k, c, p, q]`` that fed it passes ``g`` on to both fac
             grad_x[n, c0+c, y, x] += g * w[k, c, p, q]     # (grad_input)
             grad_w[k, c, p, q]    += g * x[n, c0+c, y, x]  # (grad_weight)
 
-A tap that falls in the zero padding read a constant 0: it has no input to pass a
-gradient to, and contributed nothing to the weight's gradient, so it is skipped,
-as in the forward.  (Other padding modes arrive here as explicitly padded input;
-``convlab.backward`` folds the padded gradient back onto the input cells.)
+A tap that falls in the zero padding read a constant 0: it has no input cell to
+pass a gradient to (skipped), and adds ``g * 0`` to the weight's gradient: nothing,
+unless ``g`` is NaN or Inf, where PyTorch's gradient (and the oracle's) is NaN, so
+the product is still made.  (Other padding modes arrive here as explicitly padded
+input; ``convlab.backward`` folds the padded gradient back onto the input cells.)
 
 Cost: the forward's N*K*(C/g)*kh*kw*Hout*Wout multiply-adds per gradient, one
 core, scalar code, like ``naive.py``; no workspace.  Worse than the forward, the
@@ -59,7 +60,8 @@ def grad_input_naive(grad_output: np.ndarray, weight: np.ndarray,
 def grad_weight_naive(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
     grad_w = np.zeros(spec.weight_shape, dtype=x.dtype)
     _scatter_weight(x, grad_output, grad_w, spec.stride[0], spec.stride[1], spec.padding[0],
-                    spec.padding[2], spec.dilation[0], spec.dilation[1], spec.groups)
+                    spec.padding[2], spec.dilation[0], spec.dilation[1], spec.groups,
+                    x.dtype.type(0))
     return grad_w
 
 
@@ -87,7 +89,7 @@ def _scatter_input(go, w, gx, sh, sw, top, left, dh, dw, groups):
 
 
 @njit(cache=True)
-def _scatter_weight(x, go, gw, sh, sw, top, left, dh, dw, groups):
+def _scatter_weight(x, go, gw, sh, sw, top, left, dh, dw, groups, zero):
     n_batch, _, height, width = x.shape
     n_out, cg, kh, kw = gw.shape
     _, _, out_h, out_w = go.shape
@@ -101,9 +103,10 @@ def _scatter_weight(x, go, gw, sh, sw, top, left, dh, dw, groups):
                     for c in range(cg):
                         for p in range(kh):
                             y = i * sh + p * dh - top
-                            if y < 0 or y >= height:
-                                continue  # the tap read a 0: it adds nothing
+                            inside = y >= 0 and y < height
                             for q in range(kw):
                                 xx = j * sw + q * dw - left
-                                if xx >= 0 and xx < width:
+                                if inside and xx >= 0 and xx < width:
                                     gw[k, c, p, q] += g * x[n, c0 + c, y, xx]
+                                else:  # the tap read a padding 0: g * 0 (NaN if g is)
+                                    gw[k, c, p, q] += g * zero
