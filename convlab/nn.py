@@ -24,7 +24,10 @@ The contract, as in PyTorch:
   "backward through the graph a second time"); gradients of several
   forward/backward pairs accumulate in ``layer.grad`` until ``zero_grad()``;
 * ``grad_output`` has the output's shape; a float array of another dtype is cast to
-  the layer's, as autograd does.  ``backward_algo`` (an attribute, "auto" by default)
+  the layer's, as autograd does;
+* a pickled or deep-copied layer carries neither the saved forward nor the gradients
+  (it starts with zero gradients and needs a new forward), so it stays as small as
+  its parameters.  ``backward_algo`` (an attribute, "auto" by default)
   names the backward kernels (``kernels.registry.kernels_for("grad_input")``).
 """
 
@@ -98,7 +101,7 @@ class Conv2d:
         self.reset_parameters(seed)
         # learning (module docstring): gradients under state_dict's keys, what the last
         # forward saved for backward, the backward's kernels
-        self.grad = {name: np.zeros_like(arr) for name, arr in self._named().items()}
+        self.grad = _Gradients({name: np.zeros_like(arr) for name, arr in self._named().items()})
         self.backward_algo = "auto"
         self._saved: _Saved | None = None
 
@@ -233,11 +236,34 @@ class Conv2d:
 
 @dataclass(frozen=True)
 class _Saved:
-    """What a forward keeps for its backward: copies, so later writes cannot change it."""
+    """What a forward keeps for its backward: copies, so later writes cannot change it.
+
+    A pickled or copied layer leaves it behind (it unpickles as None: no forward to
+    differentiate yet), as a pickled PyTorch module carries no autograd graph: a layer
+    stays as small as its parameters."""
 
     input: np.ndarray
     weight: np.ndarray
     output_shape: tuple[int, ...]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_nothing, ())
+
+
+def _nothing() -> None:
+    return None
+
+
+class _Gradients(dict):
+    """``layer.grad``: a dict of arrays that a pickled or copied layer does not carry (it
+    unpickles as zeros of the same shapes; PyTorch does not pickle ``.grad`` either)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_zero_gradients, ({k: (v.shape, v.dtype.str) for k, v in self.items()},))
+
+
+def _zero_gradients(shapes: dict[str, tuple[tuple[int, ...], str]]) -> _Gradients:
+    return _Gradients({k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()})
 
 
 class ConvTranspose2d(Conv2d):
@@ -299,7 +325,7 @@ class ConvTranspose2d(Conv2d):
             bound = 1.0 / math.sqrt(self.weight.shape[1] * args.kernel_size[0]
                                     * args.kernel_size[1])
             self.bias = rng.uniform(-bound, bound, out_channels).astype(self.dtype)
-        self.grad = {name: np.zeros_like(arr) for name, arr in self._named().items()}
+        self.grad = _Gradients({name: np.zeros_like(arr) for name, arr in self._named().items()})
 
     def _output_padding(self, input_shape: tuple[int, ...],
                         output_size: Any) -> tuple[int, int]:

@@ -106,3 +106,23 @@ def test_gradcheck_passes_for_the_layer(kw, rng):
     layer = _layer(**kw)
     assert convlab.gradcheck(layer, (rng.standard_normal((1, 3, 5, 4)),))
     assert not layer.grad["weight"].any()  # gradcheck leaves the gradients as it found them
+
+
+def test_pickled_and_copied_layers_leave_the_learning_state_behind(rng):
+    import copy
+    import pickle
+
+    layer = _layer()
+    x = rng.standard_normal((2, 3, 7, 6))
+    layer.backward(rng.standard_normal(layer(x).shape))
+    layer(x)  # a forward waiting for its backward
+    assert len(pickle.dumps(layer)) < 1.5 * (layer.weight.nbytes + layer.bias.nbytes) + 2000
+    for clone in (pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer)):
+        assert {k: v.shape for k, v in clone.grad.items()} == {"weight": (4, 3, 3, 2),
+                                                               "bias": (4,)}
+        assert not any(v.any() for v in clone.grad.values())
+        with pytest.raises(RuntimeError, match="needs a forward"):
+            clone.backward(np.zeros((2, 4, 4, 9)))
+        g = rng.standard_normal(clone(x).shape)
+        np.testing.assert_allclose(clone.backward(g), convlab.conv2d_input(
+            x.shape, layer.weight, g, (2, 1), (1, 2)), atol=1e-12)
