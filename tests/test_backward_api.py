@@ -240,3 +240,23 @@ def test_nonfinite_pattern_is_the_oracles_where_declared_exact(op, algo, rng):
     else:
         auto = convlab.conv2d_weight(x, w.shape, g, stride=2, padding=1)
     assert np.array_equal(np.isnan(auto), np.isnan(want))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_inf_at_a_row_end_reaches_only_its_windows(algo, rng):
+    """im2col's flat rows run past each row's end (junk columns): a value there must not
+    reach weights whose windows never read it (0 * Inf would be NaN)."""
+    from convlab.reference_backward import conv2d_weight_reference
+
+    x = rng.standard_normal((2, 3, 6, 7))
+    w = rng.standard_normal((4, 3, 3, 3))
+    x[0, 1, 2, 6] = np.inf  # the last column: a junk column's tap reads it
+    spec = convlab.ConvSpec.from_shapes(x.shape, w.shape)
+    g = rng.standard_normal(spec.output_shape)
+    got = convlab.conv2d_weight(x, w.shape, g, algo=algo)
+    with np.errstate(invalid="ignore"):
+        want = conv2d_weight_reference(x, g, spec)
+    assert np.isfinite(want[:, 1, :, :2]).all()  # taps q = 0, 1 never read column 6
+    if kernels.get(algo, "grad_weight").nonfinite == "exact":
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        assert np.array_equal(np.isinf(got), np.isinf(want))

@@ -63,8 +63,10 @@ def test_init_shapes_and_state_dict():
     for arr, bnd in ((layer.weight, bound), (layer.bias, bound), (big.weight, b2),
                      (big.bias, b2)):
         assert np.abs(arr).max() <= bnd
-    # uniform on [-b, b]: standard deviation b / sqrt(3)
+    # uniform on [-b, b]: standard deviation b / sqrt(3), the extremes near b (for 32
+    # biases, all below 0.8 b has probability 0.8**32 < 0.001; the seed is fixed)
     assert abs(big.weight.std() - b2 / math.sqrt(3)) < 0.05 * b2
+    assert np.abs(big.bias).max() > 0.8 * b2
     assert convlab.ConvTranspose2d(4, 6, 3, seed=3).state_dict()["weight"].tolist() == \
         convlab.ConvTranspose2d(4, 6, 3, seed=3).weight.tolist()
     with pytest.raises(ValueError, match="Error\\(s\\) in loading state_dict for "
