@@ -30,6 +30,9 @@ overlap add into the same ``grad_x`` cell, and every output adds into every
 06).  Summation order is the loop order above: deterministic.
 
 Limits: none; every stride, padding, dilation and group count, float32 and float64.
+
+Source: the chain rule on the forward's definition; Stanford cs231n's
+``conv_backward_naive`` is the same scatter (the exercise ``conv_backward`` asks for it).
 """
 
 from __future__ import annotations

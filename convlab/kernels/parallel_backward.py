@@ -39,10 +39,11 @@ function alone allows ``fastmath`` "reassoc", the sum of a long dot product in
 vector lanes (8 or 16 partial sums added at the end), a different order from
 naive's, still the same on every run.
 
-Cost: grad_input does the forward's (C/g... here K/g)*kh*kw multiply-adds per input
-cell *including the inserted zeros*: a stride-s layer does s_h*s_w times the
-useful work (the zeros are multiplied too), plus the copy of the dilated
-grad_output.  grad_weight does the useful N*K*(C/g)*kh*kw*Ho*Wo multiply-adds plus
+Cost: grad_input does (K/groups)*kh*kw multiply-adds per input cell, *including
+the inserted zeros*: a stride-s layer does s_h*s_w times the useful work (the
+zeros are multiplied too; splitting the input gradient into its s_h*s_w phases,
+each a correlation with a sub-kernel, would avoid that), plus one copy of the
+dilated grad_output.  grad_weight does the useful N*K*(C/g)*kh*kw*Ho*Wo multiply-adds plus
 the junk positions (``Ws - Wo`` columns per row, ``Hs - Ho`` rows per image, all
 zeros), and copies the input (phase split) and grad_output (spread) once.
 
