@@ -17,13 +17,17 @@ from . import _numba_cache  # noqa: F401  (imported for its effect, before the k
 
 # isort: split
 from . import kernels
+from .backward import conv2d_bias, conv2d_input, conv2d_weight, conv_transpose2d
 from .functional import conv2d, explain
+from .gradcheck import GradcheckError, gradcheck
 from .kernels import KERNELS
-from .nn import Conv2d
+from .nn import Conv2d, ConvTranspose2d
 from .reference import conv2d_reference
-from .shapes import ConvArgs, ConvSpec, output_shape
+from .shapes import ConvArgs, ConvSpec, TransposedSpec, output_shape, transposed_output_shape
 
 __version__ = "0.1.0"
 
-__all__ = ["Conv2d", "ConvArgs", "ConvSpec", "KERNELS", "conv2d", "conv2d_reference",
-           "explain", "kernels", "output_shape", "__version__"]
+__all__ = ["Conv2d", "ConvArgs", "ConvSpec", "ConvTranspose2d", "GradcheckError", "KERNELS",
+           "TransposedSpec", "conv2d", "conv2d_bias", "conv2d_input", "conv2d_reference",
+           "conv2d_weight", "conv_transpose2d", "explain", "gradcheck", "kernels",
+           "output_shape", "transposed_output_shape", "__version__"]

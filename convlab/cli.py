@@ -1,8 +1,10 @@
 """The ``convlab`` command.
 
     convlab shape --input 64,5,10,12 --out-channels 2 --kernel-size 3 --padding same
+    convlab shape --transposed --input 1,4,5,5 --out-channels 2 --kernel-size 3 --stride 2
     convlab info [--cuda-static]
     convlab bench --suite quick --kernels naive,im2col --out r.json --plot r.png
+    convlab bench --backward --suite resnet --layers res_64x56,res_128x28
     convlab bench --device cuda --suite resnet
     convlab tune --suite resnet            (then --show, --clear)
     convlab figures [--out DIR] [--quick]
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .shapes import ConvSpec
+from .shapes import ConvSpec, TransposedSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +53,39 @@ def _padding(text: str) -> int | str | tuple[int, ...]:
         return text  # 'same', 'valid', or a bad string ConvSpec will name
 
 
+def _cmd_shape_transposed(args: argparse.Namespace) -> int:
+    if args.padding_mode != "zeros":
+        raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
+    spec = TransposedSpec.create(args.input, args.out_channels, args.kernel_size, args.stride,
+                                 args.padding, args.output_padding, args.groups, args.dilation)
+    bias = not args.no_bias
+    (kh, kw), (sh, sw), (ph, pw) = spec.kernel_size, spec.stride, spec.padding
+    (dh, dw), (oh, ow) = spec.dilation, spec.output_padding
+    print(f"input            {spec.input_shape}")
+    print(f"output           {spec.output_shape}")
+    print(f"  height         ({spec.height}-1)*{sh} - 2*{ph} + {dh}*({kh}-1) + {oh} + 1 = "
+          f"{spec.out_height}")
+    print(f"  width          ({spec.width}-1)*{sw} - 2*{pw} + {dw}*({kw}-1) + {ow} + 1 = "
+          f"{spec.out_width}")
+    print(f"weight           {spec.weight_shape}   (in, out/groups, kh, kw)")
+    print(f"bias             {spec.bias_shape if bias else None}")
+    print(f"parameters       {spec.parameter_count(bias):,}")
+    print(f"FLOPs            {spec.flops():,}   (2 x multiply-adds, bias not counted)")
+    fwd = spec.forward_spec()
+    print(f"is the gradient  of conv2d {fwd.input_shape} -> {fwd.output_shape} with the same "
+          "weight, stride, padding, dilation, groups")
+    if fwd.output_shape != spec.batched_output_shape[:1] + spec.input_shape[-3:]:
+        print("                 (output_padding >= stride: that convolution's output has "
+              f"{fwd.out_height - spec.height} extra row(s), {fwd.out_width - spec.width} extra "
+              "column(s), which this input leaves at zero)")
+    return 0
+
+
 def _cmd_shape(args: argparse.Namespace) -> int:
+    if args.transposed:
+        return _cmd_shape_transposed(args)
+    if args.output_padding != 0:
+        raise ValueError("--output-padding is for transposed convolutions: add --transposed")
     spec = ConvSpec.create(args.input, args.out_channels, args.kernel_size, args.stride,
                            args.padding, args.dilation, args.groups, args.padding_mode)
     top, bottom, left, right = spec.padding
@@ -192,7 +226,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ValueError(f"--out: {exc}") from None
     plot = _plot_path(args.plot) if args.plot else None
-    names = bench.resolve_kernels(args.kernels, args.device, not args.no_torch)
+    ops = ("forward", "backward", "transpose") if args.backward else ("forward",)
+    if args.backward and args.device != "cpu":
+        raise ValueError("--backward runs on the CPU only (there are no CUDA backward kernels)")
+    names = bench.resolve_kernels(args.kernels, args.device, not args.no_torch, ops)
     bench.check_device(args.device, names)
     if args.suite is None:  # the CUDA simulator takes ~1 s per toy layer: only toys fit it
         from .kernels.cuda import is_simulator
@@ -212,7 +249,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             dtype=args.dtype, repeats=args.repeats, max_call_s=args.max_call,
             budget_s=args.budget, device=args.device, rival=not args.no_torch,
             progress=not args.no_progress, weight_cache=args.weight_cache, split=args.split,
-            settle=args.settle, drop_busy=args.drop_busy, on_layer=save)
+            settle=args.settle, drop_busy=args.drop_busy, on_layer=save, ops=ops)
     except bench.BenchmarkInterrupted as stop:
         result = stop.result
         if result.records:
@@ -320,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--padding-mode", default="zeros",
                        choices=["zeros", "reflect", "replicate", "circular"])
     shape.add_argument("--no-bias", action="store_true", help="a layer without bias")
+    shape.add_argument("--transposed", action="store_true",
+                       help="a transposed convolution (ConvTranspose2d): --input is its input")
+    shape.add_argument("--output-padding", default=0, type=_int_or_pair, metavar="P|PH,PW",
+                       help="extra rows/columns on one side of a transposed output (< stride "
+                            "or < dilation; with --transposed)")
     shape.set_defaults(func=_cmd_shape)
 
     info = sub.add_parser("info", help="versions, CPU, threads and which kernels run here")
@@ -374,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--drop-busy", type=_fraction, metavar="FRACTION",
                        help="take a round of samples again when other processes used more "
                             "than this share of the CPUs during it (Linux; e.g. 0.1)")
+    bench.add_argument("--backward", action="store_true",
+                       help="also time each layer's backward (grad_input + grad_weight + "
+                            "grad_bias: name-bwd, torch-bwd = torch.autograd) and its "
+                            "transposed convolution (name-tr, torch-tr), in the same run")
     bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--cold-cache", action="store_true",

@@ -81,7 +81,29 @@ def _viz_figures() -> list[tuple[str, str, Callable[[Any], Any]]]:
          lambda v: v.draw_winograd_tiles(v.grid_spec((6, 7), 3, padding=1), 2)),
         ("groups.png", "groups as channel connections: groups = 1, 2, 4 (depthwise)",
          lambda v: v.draw_groups(4, 4, (1, 2, 4))),
+        ("backward_output_gradient.png", "the gradient of one output: the kernel on the "
+         "window it read (stride 2, padding 1)",
+         lambda v: v.draw_output_gradient(v.grid_spec((5, 6), 3, stride=2, padding=1), 1, 2)),
+        ("backward_grad_input.png", "grad_input: zeros inserted into grad_output for stride "
+         "2, the flipped kernel, stride 1",
+         lambda v: v.draw_grad_input(v.grid_spec((5, 6), 3, stride=2, padding=1), (2, 3))),
+        ("backward_grad_weight.png", "grad_weight: the input cells one tap read, times "
+         "grad_output",
+         lambda v: v.draw_grad_weight(v.grid_spec((5, 6), 3, stride=2, padding=1), 0, 1)),
+        ("transposed_stride2.png", "transposed convolution: 3x3 input, 3x3 kernel, stride 2 "
+         "-> 7x7 (conv_arithmetic's 'no padding, strides, transposed')",
+         lambda v: v.draw_transposed(_transposed((1, 3, 3), 3, stride=2), (1, 1))),
+        ("transposed_pad_outpad.png", "transposed convolution: 3x3 input, stride 2, padding "
+         "1, output_padding 1 -> 6x6",
+         lambda v: v.draw_transposed(_transposed((1, 3, 3), 3, stride=2, padding=1,
+                                                 output_padding=1), (2, 3))),
     ]
+
+
+def _transposed(input_shape: tuple[int, ...], kernel_size: int, **kwargs: Any) -> Any:
+    from .shapes import TransposedSpec
+
+    return TransposedSpec.create(input_shape, 1, kernel_size, **kwargs)
 
 
 def _save_any(obj: Any, path: Path, viz: Any) -> None:

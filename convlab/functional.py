@@ -210,6 +210,7 @@ def explain(
     padding_mode: str = "zeros",
     *,
     dtype: Any = None,
+    op: str = "forward",
 ) -> Choice:
     """What ``conv2d(..., algo="auto")`` would run for these arguments, and why: a
     kernel measured fastest on this machine (:mod:`convlab.tuning`), or the rule.
@@ -217,7 +218,9 @@ def explain(
     Arrays or shapes are accepted for ``x`` and ``weight``: a dry run, nothing is
     computed (``dtype``: for shapes, float32 unless given).  ``print(explain(...))``
     lists the kernels passed over too.  Given arrays holding NaN or Inf, the choice is
-    the one ``conv2d`` makes for them.
+    the one ``conv2d`` makes for them.  ``op="grad_input"`` / ``"grad_weight"``: what
+    ``convlab.conv2d_input`` / ``conv2d_weight`` would run for the backward of this
+    convolution (by the rule: the autotuner measures forwards only).
     """
     from . import tuning
 
@@ -226,6 +229,8 @@ def explain(
     spec = kernel_spec(ConvSpec.from_shapes(xs, ws, stride, padding, dilation, groups,
                                             padding_mode))
     arrays = [a for a in (x, weight, bias) if isinstance(a, np.ndarray)]
+    if op != "forward":
+        return kernels.choose(spec, finite=_all_finite(*arrays), op=op)
     if dtype is None:
         dtype = arrays[0].dtype if arrays else np.float32
     return tuning.choose(spec, dtype, finite=_all_finite(*arrays))

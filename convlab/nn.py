@@ -11,6 +11,29 @@ The layer keeps derived forms of its weight between calls (a :class:`WeightCache
 Winograd's transformed filter, up to 16 times the weight). They are rebuilt on demand,
 so pickling or deep-copying a layer leaves them out: the copy holds its parameters and
 hyper-parameters only.
+
+**Learning** (cs231n-style, explicit instead of autograd): ``forward(x)`` keeps what
+the backward needs, ``backward(grad_output)`` returns the gradient w.r.t. that
+forward's input and *adds* the parameters' gradients into ``layer.grad``, a dict
+under ``state_dict``'s keys ('weight', 'bias') holding arrays of the parameters'
+shapes and dtype, zero at first; ``zero_grad()`` sets them back to 0 (in place).
+The contract, as in PyTorch:
+
+* ``backward`` differentiates the **most recent** ``forward`` of this layer (from
+  any thread), with the input and the weight *as they were then*: ``forward``
+  keeps a copy of both (one pass over the input), so changing them in place
+  afterwards, or an optimizer step before ``backward``, does not change the
+  gradient (PyTorch raises an error instead);
+* one ``forward``, one ``backward``: the saved input is released by ``backward``, so a
+  second ``backward`` without a new ``forward`` raises ``RuntimeError`` (PyTorch's
+  "backward through the graph a second time"); gradients of several
+  forward/backward pairs accumulate in ``layer.grad`` until ``zero_grad()``;
+* ``grad_output`` has the output's shape; a float array of another dtype is cast to
+  the layer's, as autograd does;
+* a pickled or deep-copied layer carries neither the saved forward nor the gradients
+  (it starts with zero gradients and needs a new forward), so it stays as small as
+  its parameters.  ``backward_algo`` (an attribute, "auto" by default)
+  names the backward kernels (``kernels.registry.kernels_for("grad_input")``).
 """
 
 from __future__ import annotations
@@ -18,14 +41,25 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import kernels
-from .functional import SELECTORS, SUPPORTED_DTYPES, WeightCache, conv2d
+from .backward import conv2d_bias, conv2d_input, conv2d_weight, conv_transpose2d
+from .functional import SELECTORS, SUPPORTED_DTYPES, WeightCache, _as_array, conv2d
 from .kernels.registry import UnsupportedSpecError
-from .shapes import ConvArgs, ConvSpec, IntOrPair, PaddingArg, check_channels
+from .shapes import (
+    ConvArgs,
+    ConvSpec,
+    IntOrPair,
+    PaddingArg,
+    TransposedSpec,
+    _pair,
+    _transposed_out_size,
+    check_channels,
+)
 
 
 class Conv2d:
@@ -35,6 +69,8 @@ class Conv2d:
     or a ``numpy.random.Generator``, for reproducible initialisation) and ``algo``
     (which kernel ``forward`` runs; "auto" by default).
     """
+
+    _algo_op = "forward"  # the registry op that ``algo`` names
 
     def __init__(
         self,
@@ -63,8 +99,11 @@ class Conv2d:
             raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         if not isinstance(algo, str):
             raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
-        if algo not in SELECTORS:  # "auto" and "tune" choose per input
-            _check_algo(kernels.get(algo), int(in_channels), int(out_channels), args)
+        # "auto" (and for a forward "tune") choose per input; a name must exist and be
+        # able to run this layer on some input
+        if algo != "auto" and not (algo in SELECTORS and self._algo_op == "forward"):
+            _check_algo(kernels.get(algo, op=self._algo_op), int(in_channels),
+                        int(out_channels), args)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = args.kernel_size
@@ -80,6 +119,11 @@ class Conv2d:
         self.bias = np.empty(self.out_channels, dtype=self.dtype) if bias else None
         self._weight_cache = WeightCache()  # e.g. Winograd's transformed filter
         self.reset_parameters(seed)
+        # learning (module docstring): gradients under state_dict's keys, what the last
+        # forward saved for backward, the backward's kernels
+        self.grad = _Gradients({name: np.zeros_like(arr) for name, arr in self._named().items()})
+        self.backward_algo = "auto"
+        self._saved: _Saved | None = None
 
     def reset_parameters(self, seed: int | np.random.Generator | None = None) -> None:
         """Draw weight and bias as PyTorch does: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
@@ -92,11 +136,50 @@ class Conv2d:
 
     # ------------------------------------------------------------ forward
     def forward(self, x: Any) -> np.ndarray:
-        """Convolve ``x`` ((N, C, H, W) or (C, H, W)) with this layer's parameters."""
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                      self.groups, self.padding_mode, algo=self.algo, cache=self._weight_cache)
+        """Convolve ``x`` ((N, C, H, W) or (C, H, W)) with this layer's parameters
+        (and keep a copy of ``x`` and the weight for :meth:`backward`)."""
+        out = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                     self.groups, self.padding_mode, algo=self.algo, cache=self._weight_cache)
+        self._saved = _Saved(np.array(_as_array(x, "input")), self.weight.copy(), out.shape)
+        return out
 
-    __call__ = forward
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.forward(x)
+
+    # ------------------------------------------------------------ learning
+    def backward(self, grad_output: Any) -> np.ndarray:
+        """Gradient w.r.t. the last forward's input; adds the weight's and bias's
+        gradients into ``self.grad`` (module docstring: the contract)."""
+        saved, go = self._take_saved(grad_output)
+        args = (self.stride, self.padding, self.dilation, self.groups, self.padding_mode)
+        grad_x = conv2d_input(saved.input.shape, saved.weight, go, *args,
+                              algo=self.backward_algo)
+        self.grad["weight"] += conv2d_weight(saved.input, saved.weight.shape, go, *args,
+                                             algo=self.backward_algo)
+        if self.bias is not None:
+            self.grad["bias"] += conv2d_bias(go)
+        return grad_x
+
+    def zero_grad(self) -> None:
+        """Set every gradient in ``self.grad`` to 0 (in place: references stay valid)."""
+        for g in self.grad.values():
+            g[...] = 0
+
+    def _take_saved(self, grad_output: Any) -> tuple[_Saved, np.ndarray]:
+        """The last forward's saved values (released: one backward per forward) and
+        ``grad_output`` checked against its output and cast to the layer's dtype."""
+        if self._saved is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() needs a forward() first: it differentiates "
+                "the most recent forward, whose saved input is released by backward (so a "
+                "second backward without a new forward is an error, like PyTorch's 'Trying "
+                "to backward through the graph a second time')")
+        go = _as_array(grad_output, "grad_output")
+        if go.shape != self._saved.output_shape:
+            raise ValueError(f"Mismatch in shape: grad_output has a shape of {go.shape} and "
+                             f"output has a shape of {self._saved.output_shape}")
+        saved, self._saved = self._saved, None
+        return saved, go.astype(self.dtype, copy=False)
 
     # ------------------------------------------------------------ copies
     # ------------------------------------------------------------ parameters
@@ -141,7 +224,7 @@ class Conv2d:
                 problems.append(f"{key}: expected a numeric array, got dtype {arr.dtype}.")
             arrays[key] = arr
         if problems:
-            raise ValueError("Error(s) in loading state_dict for Conv2d:\n\t"
+            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                              + "\n\t".join(problems))
         for key, arr in arrays.items():
             own[key][...] = arr  # in place, cast to self.dtype
@@ -223,3 +306,177 @@ def _check_algo(kernel: kernels.Kernel, in_channels: int, out_channels: int,
     why = kernel.supports(spec)
     if why is not None:
         raise UnsupportedSpecError(f"{kernel.name} {why}")
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """What a forward keeps for its backward: copies, so later writes cannot change it.
+
+    A pickled or copied layer leaves it behind (it unpickles as None: no forward to
+    differentiate yet), as a pickled PyTorch module carries no autograd graph: a layer
+    stays as small as its parameters."""
+
+    input: np.ndarray
+    weight: np.ndarray
+    output_shape: tuple[int, ...]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_nothing, ())
+
+
+def _nothing() -> None:
+    return None
+
+
+class _Gradients(dict):
+    """``layer.grad``: a dict of arrays that a pickled or copied layer does not carry (it
+    unpickles as zeros of the same shapes; PyTorch does not pickle ``.grad`` either)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_zero_gradients, ({k: (v.shape, v.dtype.str) for k, v in self.items()},))
+
+
+def _zero_gradients(shapes: dict[str, tuple[tuple[int, ...], str]]) -> _Gradients:
+    return _Gradients({k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()})
+
+
+class ConvTranspose2d(Conv2d):
+    """2-D transposed convolution layer on NumPy arrays, argument for argument
+    ``torch.nn.ConvTranspose2d``: weight (in_channels, out_channels/groups, kh, kw),
+    initialised from that shape (fan_in = out_channels/groups*kh*kw), ``repr``,
+    ``state_dict``, errors; only ``padding_mode='zeros'`` and int/pair padding, as in
+    torch.  ``forward(x, output_size=None)`` picks ``output_padding`` from a requested
+    size, as torch does.  Learns like :class:`Conv2d` (``backward``, ``grad``,
+    ``zero_grad``; the module docstring has the contract).
+
+    It shares Conv2d's parameter handling (``state_dict``, ``load_state_dict``,
+    ``reset_parameters``, the weight cache); ``isinstance(layer, Conv2d)`` is
+    therefore True here, unlike in PyTorch.  ``algo`` names a grad_input kernel: the
+    transposed convolution *is* a convolution's input gradient.
+    """
+
+    _algo_op = "grad_input"  # a transposed convolution runs on grad_input kernels
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrPair,
+        stride: IntOrPair = 1,
+        padding: IntOrPair = 0,
+        output_padding: IntOrPair = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: IntOrPair = 1,
+        padding_mode: str = "zeros",
+        *,
+        dtype: Any = np.float32,
+        seed: int | np.random.Generator | None = None,
+        algo: str = "auto",
+    ) -> None:
+        # torch's order: the padding mode, then groups and channels, then the rest
+        if padding_mode != "zeros":
+            raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        check_channels(in_channels, out_channels, groups)
+        if isinstance(padding, str):
+            raise TypeError("conv_transpose2d(): argument 'padding' must be tuple of ints, "
+                            f"not str (got {padding!r}: transposed convolutions take no "
+                            "'same' or 'valid')")
+        args = ConvArgs.create(kernel_size, stride, padding, dilation, groups)
+        out_pad = _pair(output_padding, "output_padding")
+        # the rule is the functional one; checking a 1x1 input validates it now
+        TransposedSpec.from_shapes((in_channels, 1, 1), (in_channels, out_channels // groups)
+                                   + args.kernel_size, args.stride, (0, 0), out_pad,
+                                   groups, args.dilation)  # fmt: skip
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        # the weight is a Conv2d weight from out_channels to in_channels, read backwards;
+        # the bias belongs to the output (out_channels): drawn after the weight, as torch
+        super().__init__(out_channels, in_channels, kernel_size, stride, padding, dilation,
+                         groups, False, "zeros", dtype=dtype, seed=rng, algo=algo)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.output_padding = out_pad
+        if bias:
+            bound = 1.0 / math.sqrt(self.weight.shape[1] * args.kernel_size[0]
+                                    * args.kernel_size[1])
+            self.bias = rng.uniform(-bound, bound, out_channels).astype(self.dtype)
+        self.grad = _Gradients({name: np.zeros_like(arr) for name, arr in self._named().items()})
+
+    def _output_padding(self, input_shape: tuple[int, ...],
+                        output_size: Any) -> tuple[int, int]:
+        """torch's ``_output_padding``: the output_padding giving ``output_size``."""
+        if output_size is None:
+            return self.output_padding
+        size = [int(s) for s in output_size]
+        spatial = input_shape[-2:]
+        if len(size) == len(input_shape):
+            size = size[-2:]
+        if len(size) != 2:
+            raise ValueError(f"ConvTranspose2D: for {len(input_shape)}D input, output_size must "
+                             f"have 2 or {len(input_shape)} elements (got {len(size)})")
+        low = [_transposed_out_size(spatial[d], self.padding[d],  # type: ignore[index]
+                                    self.kernel_size[d], self.stride[d], self.dilation[d], 0)
+               for d in range(2)]  # no output_padding: the smallest size
+        high = [low[d] + self.stride[d] - 1 for d in range(2)]
+        if any(not low[d] <= size[d] <= high[d] for d in range(2)):
+            raise ValueError(f"requested an output size of {size}, but valid sizes range from "
+                             f"{low} to {high} (for an input of {tuple(spatial)})")
+        return size[0] - low[0], size[1] - low[1]
+
+    def forward(self, x: Any, output_size: Any = None) -> np.ndarray:  # type: ignore[override]
+        """Transposed convolution of ``x`` ((N, C_in, H, W) or (C_in, H, W)); keeps a
+        copy of ``x`` and the weight for :meth:`backward`."""
+        xa = _as_array(x, "input")
+        out_pad = self._output_padding(xa.shape, output_size)
+        out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self.padding, out_pad,
+                               self.groups, self.dilation, algo=self.algo)
+        self._saved = _Saved(np.array(xa), self.weight.copy(), out.shape)
+        self._saved_output_padding = out_pad
+        return out
+
+    def __call__(self, x: Any, output_size: Any = None) -> np.ndarray:  # type: ignore[override]
+        return self.forward(x, output_size)
+
+    def backward(self, grad_output: Any) -> np.ndarray:
+        """Gradient w.r.t. the last forward's input (a convolution of ``grad_output``
+        with the weight); adds the weight's and bias's gradients into ``self.grad``."""
+        saved, go = self._take_saved(grad_output)
+        tspec = TransposedSpec.from_shapes(saved.input.shape, saved.weight.shape, self.stride,
+                                           self.padding, self._saved_output_padding,
+                                           self.groups, self.dilation)  # fmt: skip
+        fspec = tspec.forward_spec()
+        conv = (self.stride, self.padding, self.dilation, self.groups)
+        go4 = go.reshape(tspec.batched_output_shape)
+        # d/dx of W^T x is W: the forward convolution of grad_output (its output has
+        # output_padding // stride extra rows, which x never fed: cropped)
+        grad_x = conv2d(go4, saved.weight, None, *conv, algo=self.backward_algo)
+        grad_x = np.ascontiguousarray(grad_x[:, :, :tspec.height, :tspec.width])
+        # d/dW: the weight gradient of that convolution, with x as its output gradient
+        x4 = np.zeros(fspec.batched_output_shape, dtype=self.dtype)
+        x4[:, :, :tspec.height, :tspec.width] = saved.input.reshape(
+            tspec.batch, tspec.in_channels, tspec.height, tspec.width)
+        self.grad["weight"] += conv2d_weight(go4, saved.weight.shape, x4, *conv,
+                                             algo=self.backward_algo)
+        if self.bias is not None:
+            self.grad["bias"] += conv2d_bias(go4)
+        return grad_x.reshape(saved.input.shape)
+
+    def extra_repr(self) -> str:
+        """torch's ``_ConvNd.extra_repr`` (output_padding after dilation)."""
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+    def __repr__(self) -> str:
+        return f"ConvTranspose2d({self.extra_repr()})"

@@ -341,6 +341,18 @@ class ConvSpec:
         """Products summed into one output: (C/groups) * kh * kw."""
         return self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
 
+    @property
+    def grad_input_reduction_length(self) -> int:
+        """Products summed into one element of grad_input, at most: every output channel
+        of its group times every tap, (K/groups) * kh * kw (fewer with a stride)."""
+        return self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def grad_weight_reduction_length(self) -> int:
+        """Products summed into one element of grad_weight: one per output position of
+        every image, N * Hout * Wout."""
+        return self.batch * self.out_height * self.out_width
+
     def parameter_count(self, bias: bool = True) -> int:
         kout, cg, kh, kw = self.weight_shape
         return kout * cg * kh * kw + (kout if bias else 0)
@@ -365,6 +377,14 @@ class ConvSpec:
                  + self.out_channels * self.reduction_length
                  + self.output_elements())  # fmt: skip
         return elems * itemsize
+
+    def backward_bytes_moved(self, itemsize: int = 4) -> int:
+        """Compulsory memory traffic of grad_input + grad_weight (+ grad_bias): read
+        grad_output, the weight and the input once, write grad_input and grad_weight."""
+        inputs = self.batch * self.in_channels * self.height * self.width
+        weights = self.out_channels * self.reduction_length
+        outputs = self.batch * self.out_channels * self.out_height * self.out_width
+        return (2 * inputs + 2 * weights + outputs + self.out_channels) * itemsize
 
     def arithmetic_intensity(self, itemsize: int = 4) -> float:
         """FLOPs per compulsory byte (the x-axis of a roofline)."""
@@ -421,3 +441,239 @@ def output_shape(
     """
     return ConvSpec.create(input_shape, out_channels, kernel_size, stride, padding, dilation,
                            groups).output_shape  # fmt: skip
+
+
+# ======================================================================= transposed
+def _transposed_out_size(size: int, pad: int, k: int, stride: int, dilation: int,
+                         output_padding: int) -> int:
+    """THE transposed-convolution output-size formula (``torch.nn.ConvTranspose2d``):
+
+        out = (size - 1) * stride - 2 * pad + dilation * (k - 1) + output_padding + 1
+
+    It inverts :func:`_out_size`: a convolution of an ``out``-sized input with the
+    same stride, padding and dilation gives back ``size`` (plus
+    ``output_padding // stride``), and ``output_padding`` picks one of the ``stride``
+    input sizes that the forward's floor maps to the same output size."""
+    return (size - 1) * stride - 2 * pad + dilation * (k - 1) + output_padding + 1
+
+
+@dataclass(frozen=True)
+class TransposedSpec:
+    """Everything about one transposed convolution's sizes (``conv_transpose2d``).
+
+    A transposed convolution *is* the gradient of a convolution with respect to its
+    input: ``conv_transpose2d(x, weight)`` with ``weight`` of shape (in_channels,
+    out_channels/groups, kh, kw) is ``conv2d_input`` of the convolution from
+    out_channels to in_channels channels whose input has this spec's output size,
+    :meth:`forward_spec`.  Padding is symmetric ints only (torch takes no strings and
+    only 'zeros' here)."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    output_padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    batched: bool = True
+
+    @classmethod
+    def from_shapes(
+        cls,
+        input_shape: Sequence[int],
+        weight_shape: Sequence[int],
+        stride: IntOrPair = 1,
+        padding: IntOrPair = 0,
+        output_padding: IntOrPair = 0,
+        groups: int = 1,
+        dilation: IntOrPair = 1,
+    ) -> TransposedSpec:
+        """Spec for ``conv_transpose2d`` of an input of ``input_shape`` with a weight of
+        ``weight_shape`` (torch's argument order), validated in torch's words."""
+        input_shape = tuple(int(s) for s in input_shape)
+        weight_shape = tuple(int(s) for s in weight_shape)
+        if len(input_shape) not in (3, 4):
+            raise ValueError(
+                "Expected 3D (unbatched) or 4D (batched) input to conv_transpose2d, but got "
+                f"input of size: {_shape_str(input_shape)}"
+            )
+        if len(weight_shape) != 4:
+            raise ValueError(
+                "Expected 4-dimensional weight (in_channels, out_channels/groups, kh, kw) for "
+                f"conv_transpose2d, but got weight of size {_shape_str(weight_shape)}"
+            )
+        if isinstance(padding, str):
+            raise TypeError("conv_transpose2d(): argument 'padding' must be tuple of ints, "
+                            f"not str (got {padding!r}: transposed convolutions take no "
+                            "'same' or 'valid')")
+        batched = len(input_shape) == 4
+        full_in = input_shape if batched else (1,) + input_shape
+        n, c, h, w = full_in
+        c_w, kg, kh, kw = weight_shape
+        args = ConvArgs.create((kh, kw), stride, padding, dilation, groups)
+        g = args.groups
+        out_pad = _pair(output_padding, "output_padding")
+        if min(out_pad) < 0:
+            raise ValueError("negative output_padding is not supported")
+        if c_w % g:
+            raise ValueError(
+                f"Given groups={g}, expected weight to be divisible by {g} at dimension 0, "
+                f"but got weight of size {_shape_str(weight_shape)} instead"
+            )
+        if c != c_w:
+            raise ValueError(
+                f"Given transposed=1, weight of size {_shape_str(weight_shape)}, expected "
+                f"input{_shape_str(full_in)} to have {c_w} channels, but got {c} channels "
+                "instead"
+            )
+        (sh, sw), (dh, dw) = args.stride, args.dilation
+        if not (out_pad[0] < sh or out_pad[0] < dh) or not (out_pad[1] < sw or out_pad[1] < dw):
+            raise ValueError(
+                "output padding must be smaller than either stride or dilation, but got "
+                f"output_padding_height: {out_pad[0]} output_padding_width: {out_pad[1]} "
+                f"stride_height: {sh} stride_width: {sw} dilation_height: {dh} "
+                f"dilation_width: {dw}"
+            )
+        spec = cls(batch=n, in_channels=c, height=h, width=w, out_channels=kg * g,
+                   kernel_size=(kh, kw), stride=args.stride,
+                   padding=args.padding,  # type: ignore[arg-type]
+                   output_padding=out_pad, dilation=args.dilation, groups=g,
+                   batched=batched)  # fmt: skip
+        if spec.out_height <= 0 or spec.out_width <= 0:
+            raise ValueError(
+                f"Given input size per channel: ({h} x {w}). Calculated output size per "
+                f"channel: ({spec.out_height} x {spec.out_width}). Output size is too small"
+            )
+        return spec
+
+    @classmethod
+    def create(
+        cls,
+        input_shape: Sequence[int],
+        out_channels: int,
+        kernel_size: IntOrPair,
+        stride: IntOrPair = 1,
+        padding: IntOrPair = 0,
+        output_padding: IntOrPair = 0,
+        groups: int = 1,
+        dilation: IntOrPair = 1,
+    ) -> TransposedSpec:
+        """Spec from layer hyper-parameters, as ``torch.nn.ConvTranspose2d`` takes them."""
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        input_shape = tuple(int(s) for s in input_shape)
+        if len(input_shape) not in (3, 4):
+            raise ValueError(
+                "Expected 3D (unbatched) or 4D (batched) input to conv_transpose2d, but got "
+                f"input of size: {_shape_str(input_shape)}"
+            )
+        in_channels = input_shape[-3]
+        check_channels(in_channels, out_channels, groups)
+        kh, kw = _pair(kernel_size, "kernel_size")
+        weight = (in_channels, out_channels // groups, kh, kw)
+        return cls.from_shapes(input_shape, weight, stride, padding, output_padding, groups,
+                               dilation)  # fmt: skip
+
+    @classmethod
+    def inverting(cls, spec: ConvSpec) -> TransposedSpec:
+        """The transposed convolution that takes ``spec``'s output back to its input's
+        size, with ``spec``'s weight: ``output_padding`` is what the forward's floor
+        dropped, ``(H + 2*pad - d*(k-1) - 1) % stride`` per axis (always < stride).
+        Its :meth:`forward_spec` is ``spec`` itself (batched, zero padding).  Needs
+        symmetric padding (torch's ConvTranspose2d has no other kind)."""
+        top, bottom, left, right = spec.padding
+        if top != bottom or left != right:
+            raise ValueError(f"a transposed convolution pads symmetrically; this convolution "
+                             f"pads (t,b,l,r) {spec.padding}")
+        (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+        out_pad = ((spec.padded_height - dh * (kh - 1) - 1) % sh,
+                   (spec.padded_width - dw * (kw - 1) - 1) % sw)
+        return cls.from_shapes(spec.batched_output_shape, spec.weight_shape, spec.stride,
+                               (top, left), out_pad, spec.groups, spec.dilation)
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def out_height(self) -> int:
+        return _transposed_out_size(self.height, self.padding[0], self.kernel_size[0],
+                                    self.stride[0], self.dilation[0], self.output_padding[0])
+
+    @property
+    def out_width(self) -> int:
+        return _transposed_out_size(self.width, self.padding[1], self.kernel_size[1],
+                                    self.stride[1], self.dilation[1], self.output_padding[1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        full = (self.batch, self.in_channels, self.height, self.width)
+        return full if self.batched else full[1:]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        full = (self.batch, self.out_channels, self.out_height, self.out_width)
+        return full if self.batched else full[1:]
+
+    @property
+    def batched_output_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.out_channels, self.out_height, self.out_width)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        """(in_channels, out_channels/groups, kh, kw): the forward convolution's layout,
+        read the other way round."""
+        return (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+
+    @property
+    def bias_shape(self) -> tuple[int]:
+        return (self.out_channels,)
+
+    def forward_spec(self) -> ConvSpec:
+        """The convolution whose input gradient this transposed convolution is: from
+        ``out_channels`` to ``in_channels`` channels, on an input of this spec's output
+        size, same weight, stride, padding, dilation and groups (batched).  Its output is
+        this spec's input plus ``output_padding // stride`` rows/columns (zeros)."""
+        return ConvSpec.from_shapes(self.batched_output_shape, self.weight_shape, self.stride,
+                                    self.padding, self.dilation, self.groups)  # fmt: skip
+
+    def macs(self) -> int:
+        """Multiply-accumulates: every input element times (out/groups)*kh*kw weights."""
+        return (self.batch * self.in_channels * self.height * self.width
+                * (self.out_channels // self.groups) * self.kernel_size[0]
+                * self.kernel_size[1])  # fmt: skip
+
+    def flops(self) -> int:
+        return 2 * self.macs()
+
+    def parameter_count(self, bias: bool = True) -> int:
+        cin, cg, kh, kw = self.weight_shape
+        return cin * cg * kh * kw + (self.out_channels if bias else 0)
+
+    def describe(self) -> str:
+        return (
+            f"transposed: input {self.input_shape} -> output {self.output_shape}, weight "
+            f"{self.weight_shape}, stride {self.stride}, padding {self.padding}, "
+            f"output_padding {self.output_padding}, dilation {self.dilation}, "
+            f"groups {self.groups}"
+        )
+
+
+def transposed_output_shape(
+    input_shape: Sequence[int],
+    out_channels: int,
+    kernel_size: IntOrPair,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+) -> tuple[int, ...]:
+    """Shape of ``ConvTranspose2d(C, out_channels, kernel_size, ...)(x)``.
+
+    >>> transposed_output_shape((1, 4, 5, 5), 2, 3, stride=2, padding=1, output_padding=1)
+    (1, 2, 10, 10)
+    """
+    return TransposedSpec.create(input_shape, out_channels, kernel_size, stride, padding,
+                                 output_padding, groups, dilation).output_shape  # fmt: skip

@@ -1,6 +1,7 @@
 """One convolution, every contender: refuse honestly, check, then time.
 
-For each contender :func:`measure_spec`
+For each contender of each op (:mod:`convlab.bench.ops`: forward, backward, transpose)
+:func:`measure`
 
 1. **refuses honestly**: a contender that cannot run the spec gets an ``n/a`` record
    with its reason; one whose *estimated* time per call is over ``max_call_s`` (the
@@ -8,11 +9,11 @@ For each contender :func:`measure_spec`
 2. **checks before it times**: it sets the contender up (inputs placed, weight
    transformed if the run caches it), makes the first call on the full batch, timed
    on its own (it includes Numba's JIT compile the first time a kernel runs in a
-   process: ``first_use``), and compares the result with the float64 oracle
+   process: ``first_use``), and compares the result with the op's float64 oracle
    (:func:`convlab.reference.compare`, the contender's own tolerance): the whole
-   output of the first :func:`gate_batch` images, or, with ``sampled_check``, every
-   image at :func:`~convlab.reference.sample_positions` (corners, edges, interior;
-   cheap beside a fast kernel).  What is checked is exactly what is timed.  A wrong
+   output of the first :func:`gate_batch` images, or, with ``sampled_check`` (a
+   forward), every image at :func:`~convlab.reference.sample_positions` (corners,
+   edges, interior; cheap beside a fast kernel).  What is checked is exactly what is timed.  A wrong
    result (or inputs modified in place) gives a ``wrong`` record, never timed.
 3. **times the steady state**: a warm-up call, then round-robin samples
    (:mod:`convlab.bench.timing`); median and quartiles are kept, GFLOP/s from
@@ -22,17 +23,17 @@ For each contender :func:`measure_spec`
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..reference import compare, conv2d_reference, conv2d_reference_at, sample_positions
+from ..reference import ErrorReport, compare
 from ..shapes import ConvSpec
 from .contenders import Contender, estimate
+from .ops import FORWARD, Problem, forward_problem
 from .records import Record
 from .timing import Timing, repeats_for, sample, summary
 
@@ -68,69 +69,80 @@ def gate_batch(spec: ConvSpec) -> int:
     return max(1, min(spec.batch, int(GATE_FLOPS // max(per_item, 1))))
 
 
-def measure_spec(spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
-            contenders: dict[str, Contender], label: str, desc: str, used: set[str],
-            options: Sampling, bar: Any = None) -> list[Record]:
-    """Refuse, gate and time every contender on one convolution (arrays as
-    :func:`convlab.functional.prepare` returns them); ``used`` names the contenders
-    already called in this process (their first call is not a first use)."""
+def measure(problems: Sequence[tuple[Problem, dict[str, Contender]]], label: str, desc: str,
+            used: set[str], options: Sampling, bar: Any = None) -> list[Record]:
+    """Refuse, gate and time every contender of every problem (one convolution's ops:
+    forward, backward, transpose; :mod:`convlab.bench.ops`), all sampled in one
+    round-robin; ``used`` names the contenders already called in this process (their
+    first call is not a first use)."""
     bar = bar if bar is not None else _NoBar()
-    dtype = x.dtype
-    if options.sampled_check:  # the oracle at a few outputs of every image
-        positions = sample_positions(spec)
-        gb = spec.batch
-        check = functools.cache(lambda: conv2d_reference_at(x, w, b, spec, positions))
-        pick = lambda out: out[positions[:, 0], :, positions[:, 1], positions[:, 2]]  # noqa: E731
-    else:  # the whole output of the first gate_batch images
-        gb = gate_batch(spec)
-        check = functools.cache(lambda: conv2d_reference(x[:gb], w, b, spec.with_batch(gb)))
-        pick = lambda out: out[:gb]  # noqa: E731
     records: list[Record] = []
-    timed: list[tuple[Record, Timing, Contender]] = []
-    for name, who in contenders.items():
-        bar.set_description(f"{label}: checking {name}")
-        rec = Record(label, desc, name, who.device, dtype.name, spec.batch,
-                     "n/a", flops=spec.flops(), bytes=spec.bytes_moved(dtype.itemsize),
-                     intensity=spec.arithmetic_intensity(dtype.itemsize), gate_batch=gb)
-        records.append(rec)
-        why = who.why_not(spec)
-        seconds, how = estimate(who, spec)
-        if why is not None:
-            rec.status, rec.reason = "n/a", why
-        elif seconds > options.max_call_s:
-            rec.status = "skip"
-            rec.reason = (f"too slow here: ~{seconds:.3g} s per call estimated ({how}) > "
-                          f"max_call_s={options.max_call_s:g}")
-        else:
-            try:
-                timing = _gate(rec, who, spec, x, w, b, check, pick, name not in used,
-                               options)
-            except Exception as exc:  # a crashing contender is a result, not a crash
-                rec.status, rec.reason, timing = "error", f"{type(exc).__name__}: {exc}", None
-            used.add(name)
-            if timing is not None:
-                timed.append((rec, timing, who))
-        bar.update(1)
+    timed: list[tuple[Record, Timing, Contender, Problem]] = []
+    for prob, contenders in problems:
+        dtype = prob.arrays[0].dtype
+        for name, who in contenders.items():
+            bar.set_description(f"{label}: checking {name}")
+            rec = Record(label, desc, name, who.device, dtype.name, prob.spec.batch, "n/a",
+                         flops=prob.flops, bytes=prob.bytes,
+                         intensity=prob.flops / prob.bytes, gate_batch=prob.gate_batch,
+                         op=prob.op.name)
+            records.append(rec)
+            why = prob.why_not or who.why_not(prob.spec)
+            seconds, how = estimate(who, prob.spec)
+            if why is not None:
+                rec.status, rec.reason = "n/a", why
+            elif seconds > options.max_call_s:
+                rec.status = "skip"
+                rec.reason = (f"too slow here: ~{seconds:.3g} s per call estimated ({how}) > "
+                              f"max_call_s={options.max_call_s:g}")
+            else:
+                try:
+                    timing = _gate(rec, who, prob, name not in used, options)
+                except Exception as exc:  # a crashing contender is a result, not a crash
+                    rec.status, rec.reason = "error", f"{type(exc).__name__}: {exc}"
+                    timing = None
+                used.add(name)
+                if timing is not None:
+                    timed.append((rec, timing, who, prob))
+            bar.update(1)
     bar.set_description(f"{label}: timing {len(timed)} contenders, interleaved")
     # a fixed --repeats is kept exactly; adaptive runs re-sample scattered timings
-    sample([t for _, t, _ in timed], options.settle, options.drop_busy,
+    sample([t for _, t, _, _ in timed], options.settle, options.drop_busy,
            resample_noisy=options.repeats is None)
-    for rec, timing, who in timed:
+    for rec, timing, who, prob in timed:
         _summarise(rec, timing)
-        if options.split and rec.status == "ok" and who.stages is not None:
+        if options.split and rec.status == "ok" and who.stages is not None \
+                and prob.op is FORWARD:
             bar.set_description(f"{label}: splitting {rec.kernel}'s time")
-            rec.stages_s = _split(who, x, w, b, spec, timing.reps, options)
+            x, w, b = prob.arrays
+            rec.stages_s = _split(who, x, w, b, prob.spec, timing.reps, options)
     return records
 
 
-def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
-          b: np.ndarray | None, check: Callable[[], np.ndarray],
-          pick: Callable[[np.ndarray], np.ndarray], first_use: bool,
+def measure_spec(spec: ConvSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                 contenders: dict[str, Contender], label: str, desc: str, used: set[str],
+                 options: Sampling, bar: Any = None) -> list[Record]:
+    """:func:`measure` on one forward convolution given its (prepared) arrays; with
+    ``options.sampled_check`` the gate compares sampled outputs of every image."""
+    prob = forward_problem((x, w, b), spec, gate_batch, sampled=options.sampled_check)
+    return measure([(prob, contenders)], label, desc, used, options, bar)
+
+
+def _worst(reports: list[tuple[str, ErrorReport]]) -> tuple[str, ErrorReport]:
+    """The part to report: the first that fails, else the closest to its tolerance."""
+    failed = [pr for pr in reports if not pr[1].ok]
+    if failed:
+        return failed[0]
+    return max(reports, key=lambda pr: pr[1].max_rel / max(pr[1].tolerance, 1e-300))
+
+
+def _gate(rec: Record, who: Contender, prob: Problem, first_use: bool,
           options: Sampling) -> Timing | None:
     """Set up, make the first call (timed), check it; fills ``rec``.  Returns the
     :class:`Timing` to sample, or None when the result is wrong (never timed)."""
-    copies = (x.copy(), w.copy(), None if b is None else b.copy())
-    placed = who.setup(x, w, b, spec)
+    arrays = prob.arrays
+    copies = tuple(None if a is None else a.copy() for a in arrays)
+    placed = who.setup(*arrays, prob.spec)
     rec.first_use, rec.h2d_s, rec.note = first_use, placed.copy_in_s, placed.note
     start = time.perf_counter()
     out = placed.call()
@@ -140,15 +152,21 @@ def _gate(rec: Record, who: Contender, spec: ConvSpec, x: np.ndarray, w: np.ndar
         start = time.perf_counter()
         placed.fetch(out)
         rec.d2h_s = time.perf_counter() - start
-    tol = who.tolerance(spec, x.dtype)
-    report = compare(pick(np.asarray(host)), check(), tol)
-    rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, tol
-    if not all(a is None or np.array_equal(a, c) for a, c in zip((x, w, b), copies,
-                                                                 strict=True)):
+    tols = who.tolerance(prob.gate_spec(), arrays[0].dtype)
+    parts = prob.op.parts
+    tols = tols if isinstance(tols, tuple) else (tols,) * len(parts)
+    got, want = prob.gated(host), prob.oracle()
+    reports = [(part, compare(g, e, t)) for part, g, e, t in zip(parts, got, want, tols,
+                                                                  strict=True)]
+    part, report = _worst(reports)
+    rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, \
+        report.tolerance
+    if not all(a is None or np.array_equal(a, c) for a, c in zip(arrays, copies, strict=True)):
         rec.status, rec.reason = "wrong", "modified its input arrays"
         return None
     if not report.ok:
-        rec.status, rec.reason = "wrong", f"failed the oracle check: {report}"
+        where = f"{part}: " if len(parts) > 1 else ""
+        rec.status, rec.reason = "wrong", f"failed the oracle check: {where}{report}"
         return None
     if options.warmup:  # a warm call, which also sizes the samples
         t_est = who.timer(placed.call, 1)

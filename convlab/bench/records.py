@@ -69,6 +69,9 @@ class Record:
     stages_s: dict[str, float] | None = None
     noisy: bool = False  # the samples scattered too much even after re-sampling
     dropped_rounds: int = 0  # rounds taken again because other processes were busy
+    # what was timed (convlab.bench.ops): "forward", "backward" (grad_input + grad_weight +
+    # grad_bias) or "transpose" (conv_transpose2d); the kernel's name carries it too
+    op: str = "forward"
 
     def gflops_at(self, seconds: float | None) -> float | None:
         return None if not seconds else self.flops / seconds / 1e9

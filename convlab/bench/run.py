@@ -1,12 +1,17 @@
 """The run: every layer of a suite, every contender, one result.
 
-:func:`run_benchmark` builds each layer's random inputs (passed through
-:func:`convlab.functional.prepare` once, outside any timing) and has
-:func:`convlab.bench.measure.measure_spec` refuse, check and time every contender on it
-(see there); around that it measures the machine's ceilings before and after
-(:mod:`convlab.bench.ceilings`), relates every record to torch, cuDNN and the naive
-kernel of the same layer and run (:func:`relate`), and stamps the machine and the
-settings on the result.
+:func:`run_benchmark` builds each layer's random inputs for every op asked for
+(:mod:`convlab.bench.ops`: passed through :func:`convlab.functional.prepare` once,
+outside any timing) and has :func:`convlab.bench.measure.measure` refuse, check and
+time every contender on them (see there); around that it measures the machine's
+ceilings before and after (:mod:`convlab.bench.ceilings`), relates every record to
+torch, cuDNN and the naive kernel of the same layer, op and run (:func:`relate`), and
+stamps the machine and the settings on the result.
+
+``ops=("forward", "backward", "transpose")`` (``convlab bench --backward``) also times
+each layer's backward and transposed convolution: the same steps, each op's
+contenders gated against that op's float64 oracle, and all of a layer's contenders,
+every op, sampled in one round-robin.
 
 Ctrl-C stops the run cleanly: :class:`BenchmarkInterrupted` carries the result of
 the layers finished so far (marked ``partial``).  ``on_layer(result)`` is called after
@@ -27,12 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from ..functional import prepare
-from ..shapes import ConvSpec
 from . import ceilings as cal
-from .contenders import RIVAL, Contender, make_contenders, resolve_kernels
-from .gpu import CUDNN, check_device
-from .measure import Sampling, measure_spec
+from .contenders import RIVAL, Contender, known_kernels, make_contenders, resolve_kernels
+from .gpu import CUDNN, GPU_RIVALS, check_device
+from .measure import Sampling, gate_batch, measure
+from .ops import FORWARD, Op, op_named, op_of, problem
 from .records import BenchResult, Record
 from .suites import DEFAULT_BATCH, Layer, suite_layers
 
@@ -70,6 +74,7 @@ def run_benchmark(
     settle: float = 0.0,
     drop_busy: float | None = None,
     on_layer: Callable[[BenchResult], None] | None = None,
+    ops: Sequence[str] = ("forward",),
 ) -> BenchResult:
     """Gate and time every (layer, contender) pair; see the module docstring.
 
@@ -81,6 +86,8 @@ def run_benchmark(
     ``torch.nn.functional.conv2d`` takes a raw weight).  ``split``: time each stage of
     kernels with a ``stages`` hook.  ``settle``/``drop_busy``: see
     :mod:`convlab.bench.timing`.  ``device="cuda"``: see :mod:`convlab.bench.gpu`.
+    ``ops``: which of "forward", "backward", "transpose" to time on every layer
+    (:mod:`convlab.bench.ops`; the backward ones on the CPU only).
     """
     from tqdm.auto import tqdm
 
@@ -89,8 +96,12 @@ def run_benchmark(
     for name, value in (("batch", batch), ("repeats", repeats)):
         if value is not None and (isinstance(value, bool) or int(value) < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    run_ops = [op_named(o) for o in dict.fromkeys(ops)]
+    if device != "cpu" and any(o is not FORWARD for o in run_ops):
+        raise ValueError("the backward ops run on the CPU only (no CUDA backward kernels); "
+                         f"got device={device!r}")
     chosen_layers = tuple(layers) if layers is not None else suite_layers(suite, only_layers)
-    names = resolve_kernels(kernel_names, device, rival)
+    names = resolve_kernels(kernel_names, device, rival, [o.name for o in run_ops])
     check_device(device, names)
     np_dtype = np.dtype(dtype)
     started = time.perf_counter()
@@ -98,7 +109,7 @@ def run_benchmark(
     if calibration is None and device != "cpu":
         calibration = cal.no_calibration()
     # disable=None: a bar on a terminal, none in a log file or CI
-    bar = tqdm(total=len(chosen_layers) * len(names) + 2 * measure_ceilings,
+    bar = tqdm(total=len(chosen_layers) * len(names) * len(run_ops) + 2 * measure_ceilings,
                disable=None if progress else True, unit="run", dynamic_ncols=True, leave=False)
     import numba
 
@@ -111,6 +122,7 @@ def run_benchmark(
         "max_call_s": max_call_s, "budget_s": budget_s, "device": device,
         "weight_cache": weight_cache, "split": split, "settle": settle,
         "drop_busy": drop_busy, "threads": numba.get_num_threads(), "seed": seed,
+        "ops": [o.name for o in run_ops],
         "numba_cache": ("cold: a fresh NUMBA_CACHE_DIR, first calls compile"
                         if os.environ.get(COLD_CACHE_ENV) == "1" else
                         "as found: a first call may load compiled code from disk"),
@@ -118,14 +130,15 @@ def run_benchmark(
     }
     result = BenchResult(_machine(), {}, settings, [])
     options = Sampling(repeats, budget_s, max_call_s, settle, drop_busy, split)
-    contenders: dict[str, Contender] = {}
+    contenders: dict[str, dict[str, Contender]] = {}
     done = 0
     try:
         bar.set_description("calibrating (GEMM peak, bandwidth)")
         result.calibration = cal.calibrate(np_dtype) if measure_ceilings else dict(
             calibration or {})
         bar.update(measure_ceilings)
-        contenders = make_contenders(names, weight_cache)
+        contenders = {o.name: make_contenders(_names_for(o, names, kernel_names is None),
+                                              weight_cache, o) for o in run_ops}
         used: set[str] = set()
         for index, layer in enumerate(chosen_layers):
             result.records += _run_layer(layer, contenders, used, bar, np_dtype, batch,
@@ -149,34 +162,33 @@ def run_benchmark(
         raise BenchmarkInterrupted(result) from None
     finally:
         bar.close()
-        for who in contenders.values():
-            who.close()
+        for made in contenders.values():
+            for who in made.values():
+                who.close()
     relate(result.records, result.calibration)
     settings["elapsed_s"] = round(time.perf_counter() - started, 1)
     return result
 
 
-def _inputs(layer: Layer, spec: ConvSpec, dtype: Any,
-            seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvSpec]:
-    """Random normal inputs (never zeros or ones: they hide wrong indexing), passed
-    through :func:`convlab.functional.prepare` once, exactly as ``conv2d`` hands them to
-    a kernel; that validation is not part of any timing."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width))
-    w = rng.standard_normal(spec.weight_shape)
-    b = rng.standard_normal(spec.bias_shape)
-    xa, wa, ba, pspec = prepare(x.astype(dtype), w.astype(dtype), b.astype(dtype),
-                                layer.stride, layer.padding, layer.dilation, layer.groups)
-    assert ba is not None
-    return xa, wa, ba, pspec
-
-
-def _run_layer(layer: Layer, contenders: dict[str, Contender], used: set[str], bar: Any,
-               dtype: np.dtype, batch: int | None, seed: int, options: Sampling) -> list[Record]:
+def _run_layer(layer: Layer, contenders: dict[str, dict[str, Contender]], used: set[str],
+               bar: Any, dtype: np.dtype, batch: int | None, seed: int,
+               options: Sampling) -> list[Record]:
     spec = layer.spec(batch or layer.batch or DEFAULT_BATCH)
-    x, w, b, spec = _inputs(layer, spec, dtype, seed)
-    return measure_spec(spec, x, w, b, contenders, layer.name, layer.describe(), used, options,
-                   bar)
+    layer_args = {"stride": layer.stride, "padding": layer.padding,
+                  "dilation": layer.dilation, "groups": layer.groups}
+    problems = [(problem(op_named(op_name), layer_args, spec, dtype, seed, gate_batch), made)
+                for op_name, made in contenders.items()]
+    return measure(problems, layer.name, layer.describe(), used, options, bar)
+
+
+def _names_for(op: Op, names: list[str | Contender], default: bool) -> list[str | Contender]:
+    """The names an op gets: all that were asked for, or by default only those that
+    have the op's kernels (so a default run lists no n/a rows for, e.g., Winograd's
+    backward, which does not exist)."""
+    if not default:
+        return names
+    have = set(known_kernels(op=op.name)) | {RIVAL, *GPU_RIVALS}
+    return [n for n in names if not isinstance(n, str) or n in have]
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,7 +205,7 @@ def _machine() -> dict[str, Any]:
 
 def relate(records: list[Record], calib: dict[str, Any]) -> None:
     """Fill the ceilings, peak fraction and the ratios vs torch, cuDNN (TF32 off) and
-    naive (cuda_naive for GPU records): same layer, same run."""
+    naive (cuda_naive for GPU records): same layer, same op, same run."""
     base = {(r.layer, r.kernel): r.median_s for r in records if r.status == "ok"}
     for r in records:
         r.peak_gflops, r.bandwidth_gbs = calib.get("peak_gflops"), calib.get("bandwidth_gbs")
@@ -202,8 +214,9 @@ def relate(records: list[Record], calib: dict[str, Any]) -> None:
         if r.gflops and r.peak_gflops:
             r.peak_fraction = r.gflops / r.peak_gflops
         naive = "cuda_naive" if r.device == "cuda" else "naive"
+        op = op_of(r.kernel)  # the same op's rival and naive: "torch-bwd" for "im2col-bwd"
         for other, attr in ((RIVAL, "vs_torch"), (CUDNN, "vs_cudnn"), (naive, "vs_naive")):
-            t = base.get((r.layer, other))
+            t = base.get((r.layer, op.label(other)))
             if t:
                 setattr(r, attr, t / r.median_s)
 

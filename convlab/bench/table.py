@@ -84,6 +84,11 @@ def _header_lines(result: BenchResult, c: dict, st: dict, run: str) -> list[str]
             *([] if result.machine.get("versions", {}).get("torch") else
               ["torch:   not installed, so no PyTorch comparison (pip install "
                "'convlab[torch]')"]),
+            *(["ops:     name-bwd = the backward: grad_input + grad_weight + grad_bias "
+               "(torch-bwd: torch.autograd.grad through F.conv2d); name-tr = "
+               "conv_transpose2d of an output-shaped array back to the input's shape "
+               "(torch-tr: F.conv_transpose2d); ratios compare the same op"]
+              if any(r.op != "forward" for r in result.records) else []),
             "ratios:  x torch / x naive = their time / this time (> 1: faster); spread = "
             "half the interquartile range of the samples, over the median",
             "GFLOP/s: direct-convolution FLOPs for every kernel (Winograd does fewer "
@@ -97,10 +102,10 @@ def _spread_text(r: Record) -> str:
     return text + ("!" if r.noisy else "")
 
 
-def _row(r: Record, gpu: bool) -> str:
+def _row(r: Record, gpu: bool, width: int = 13) -> str:
     if r.status != "ok":
         label = {"wrong": "WRONG", "error": "ERROR"}.get(r.status, r.status)
-        return f"  {r.kernel:<{14 if gpu else 13}}{label}: {r.reason}"
+        return f"  {r.kernel:<{14 if gpu else width}}{label}: {r.reason}"
     spread_txt = _spread_text(r)
     if gpu:
         return (f"  {r.kernel:<14}{format_time(r.first_call_s):>11}{format_time(r.h2d_s):>10}"
@@ -109,7 +114,8 @@ def _row(r: Record, gpu: bool) -> str:
                 f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}"
                 + (f"  {r.note}" if r.note else ""))
     pct = None if r.peak_fraction is None else 100 * r.peak_fraction
-    return (f"  {r.kernel:<13}{format_time(r.first_call_s):>11}{format_time(r.median_s):>11}"
+    return (f"  {r.kernel:<{width}}{format_time(r.first_call_s):>11}"
+            f"{format_time(r.median_s):>11}"
             f"{spread_txt:>8}{_fmt(r.gflops, '.3g'):>9}"
             f"{_fmt(pct, '.1f'):>8}{_fmt(r.vs_torch, '.3g'):>9}"
             f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}")
@@ -121,13 +127,14 @@ def format_table(result: BenchResult) -> str:
     cuDNN in float32, TF32 off)."""
     gpu = _on_gpu(result)
     lines = _header(result)
+    width = max([13] + [len(r.kernel) + 1 for r in result.records])  # "parallel-bwd" etc.
     if gpu:
         head = (f"  {'kernel':<14}{'first call':>11}{'copy in':>10}{'kernel':>10}"
                 f"{'copy out':>10}{'spread':>8}{'GFLOP/s':>9}{'x cudnn':>9}{'x naive':>9}"
                 f"{'rel err':>9}")
     else:
-        head = (f"  {'kernel':<13}{'first call':>11}{'median':>11}{'spread':>8}{'GFLOP/s':>9}"
-                f"{'% peak':>8}{'x torch':>9}{'x naive':>9}{'rel err':>9}")
+        head = (f"  {'kernel':<{width}}{'first call':>11}{'median':>11}{'spread':>8}"
+                f"{'GFLOP/s':>9}{'% peak':>8}{'x torch':>9}{'x naive':>9}{'rel err':>9}")
     by_layer: dict[str, list[Record]] = {}
     for r in result.records:
         by_layer.setdefault(r.layer, []).append(r)
@@ -137,7 +144,7 @@ def format_table(result: BenchResult) -> str:
                      f"{r0.intensity:.1f} FLOP/byte")
         lines.append(head)
         for r in recs:
-            lines.append(_row(r, gpu))
+            lines.append(_row(r, gpu, width))
             if r.stages_s:
                 parts = ", ".join(f"{k} {format_time(v)}" for k, v in r.stages_s.items())
                 lines.append(f"    {'':<{12}}split: {parts}")

@@ -23,12 +23,14 @@ shows the task.  The notebooks in ``notebooks/exercises/`` hand them out.
 ``prange_kernel``  @njit(parallel=True) fn(x, w) -> out, race-free
 ``cuda_kernel``    @cuda.jit fn(x, w, out), checked on the CUDA simulator
 ``cuda_tiled``     @cuda.jit fn(x, w, out) with shared-memory tiles, traffic checked
+``conv_backward``  fn(x, w, dout, stride, padding, dilation) -> (dx, dw, db)
 =================  ==========================================================
 """
 
 from __future__ import annotations
 
 from .arithmetic import OutputSize, SamePadding
+from .backward import ConvBackward
 from .core import Exercise, Incorrect, NotAttempted
 from .cuda import CudaKernel
 from .cuda_tiled import CudaTiled
@@ -44,9 +46,11 @@ winograd_1d = Winograd1D()
 prange_kernel = PrangeKernel()
 cuda_kernel = CudaKernel()
 cuda_tiled = CudaTiled()
+conv_backward = ConvBackward()
 
 ALL: list[Exercise] = [output_size, same_padding, conv_loops, im2col, winograd_1d,
-                       prange_kernel, cuda_kernel, cuda_tiled]
+                       prange_kernel, cuda_kernel, cuda_tiled, conv_backward]
 
-__all__ = ["ALL", "Exercise", "Incorrect", "NotAttempted", "conv_loops", "cuda_kernel",
-           "cuda_tiled", "im2col", "output_size", "prange_kernel", "same_padding", "winograd_1d"]
+__all__ = ["ALL", "Exercise", "Incorrect", "NotAttempted", "conv_backward", "conv_loops",
+           "cuda_kernel", "cuda_tiled", "im2col", "output_size", "prange_kernel",
+           "same_padding", "winograd_1d"]

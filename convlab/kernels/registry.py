@@ -41,6 +41,30 @@ Everything else a kernel may provide is a typed, optional field of :class:`Kerne
 * ``auto_rank`` / ``auto_when(spec)``: whether and where ``algo="auto"`` picks it;
 * ``macs_per_s``: a rough speed for slow kernels, so the benchmark can skip layers
   that would take minutes.
+
+**Ops.**  A kernel computes one of three things, its ``op`` (docs/design.md, "The
+kernel contract"); kernels are keyed by (op, name), so the same algorithm name
+(naive, im2col, parallel) exists once per op.  ``KERNELS`` holds the forward kernels
+(as it always did); :func:`kernels_for` gives any op's; :func:`get`, :func:`choose`
+and :func:`resolve` take ``op=``.  Every op takes the *forward's* ``ConvSpec`` with
+zero padding (the functional code pads, folds the gradient back through other
+padding modes and handles unbatched arrays around the kernel):
+
+* ``"forward"``: ``run(x, weight, bias, spec) -> out`` as above;
+* ``"grad_input"``: ``run(grad_output, weight, spec) -> grad_input``: ``grad_output``
+  C-contiguous (N, K, Hout, Wout), ``weight`` (K, C/groups, kh, kw), same dtype;
+  returns a new (N, C, H, W) array, the gradient w.r.t. the spec's (unpadded) input;
+  ``torch.nn.grad.conv2d_input``, and the transposed convolution without its bias;
+* ``"grad_weight"``: ``run(x, grad_output, spec) -> grad_weight``: ``x`` (N, C, H, W),
+  ``grad_output`` (N, K, Hout, Wout), C-contiguous, same dtype; returns a new
+  (K, C/groups, kh, kw) array (``torch.nn.grad.conv2d_weight``).
+
+A grad kernel is called as ``kernel.run(a, b, spec)`` after :meth:`Kernel.check`;
+``transform_weight``, ``stages`` and ``place`` are forward-only (``register`` refuses
+them elsewhere).  Its ``rtol`` holds at REFERENCE_REDUCTION products per output
+element, like a forward kernel's, and is scaled by that op's reduction length
+(:func:`reduction_length`).  The bias gradient is ``grad_output.sum((0, 2, 3))``,
+one NumPy call, not a kernel.
 """
 
 from __future__ import annotations
@@ -63,6 +87,9 @@ class KernelUnavailableError(RuntimeError):
     """A kernel cannot run on this machine (e.g. no GPU and no CUDA simulator)."""
 
 
+OPS = ("forward", "grad_input", "grad_weight")
+
+
 class RunFn(Protocol):
     """``run(x, weight, bias, spec)``; kernels with ``transform_weight`` also take
     ``transformed_weight=`` (keyword only)."""
@@ -71,6 +98,8 @@ class RunFn(Protocol):
                  spec: ConvSpec, /, **transformed_weight: Any) -> np.ndarray: ...
 
 
+# a grad kernel: run(grad_output, weight, spec) or run(x, grad_output, spec)
+GradRunFn = Callable[[np.ndarray, np.ndarray, ConvSpec], np.ndarray]
 SpecCheck = Callable[[ConvSpec], "str | None"]
 TransformFn = Callable[[np.ndarray, ConvSpec], Any]
 StagesFn = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", ConvSpec, Any],
@@ -111,10 +140,20 @@ REFERENCE_REDUCTION = 576
 FLOAT64_FACTOR = 1e-8
 
 
-def reduction_scale(spec: ConvSpec) -> float:
+def reduction_length(spec: ConvSpec, op: str = "forward") -> int:
+    """Products summed into one element of ``op``'s result (the longest sum): the
+    forward's (C/groups)*kh*kw, grad_input's (K/groups)*kh*kw, grad_weight's N*Hout*Wout."""
+    if op == "grad_input":
+        return spec.grad_input_reduction_length
+    if op == "grad_weight":
+        return spec.grad_weight_reduction_length
+    return spec.reduction_length
+
+
+def reduction_scale(spec: ConvSpec, op: str = "forward") -> float:
     """sqrt(reduction / REFERENCE_REDUCTION), never below 1: rounding error of a sum
     grows like the square root of its length."""
-    return max(1.0, math.sqrt(spec.reduction_length / REFERENCE_REDUCTION))
+    return max(1.0, math.sqrt(reduction_length(spec, op) / REFERENCE_REDUCTION))
 
 
 def dtype_scale(dtype: Any) -> float:
@@ -127,7 +166,7 @@ class Kernel:
     """One registered convolution algorithm (see the module docstring for each field)."""
 
     name: str
-    run: RunFn
+    run: RunFn | GradRunFn
     description: str
     supports: SpecCheck = _always
     device: str = "cpu"  # "cpu" | "cuda"
@@ -141,6 +180,7 @@ class Kernel:
     place: Callable[..., Placed] | None = None
     nonfinite: str = "exact"
     macs_per_s: float | None = None
+    op: str = "forward"  # "forward" | "grad_input" | "grad_weight" (module docstring)
 
     def __call__(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                  spec: ConvSpec, transformed_weight: Any = None) -> np.ndarray:
@@ -152,6 +192,9 @@ class Kernel:
                 spec: ConvSpec, transformed_weight: Any = None) -> np.ndarray:
         """Run on arrays and a spec already checked (the transformed weight, if given,
         must come from this kernel's ``transform_weight``)."""
+        if self.op != "forward":
+            raise TypeError(f"{self.op} kernel {self.name!r} is called as "
+                            f"run(a, b, spec) (registry docstring), not with a bias")
         if transformed_weight is None:
             return self.run(x, weight, bias, spec)
         return self.run(x, weight, bias, spec, transformed_weight=transformed_weight)
@@ -179,14 +222,29 @@ class Kernel:
 
         ``rtol`` holds at REFERENCE_REDUCTION products per output and is scaled by
         :func:`reduction_scale` (never below ``rtol``) and :func:`dtype_scale`."""
-        return self.rtol * reduction_scale(spec) * dtype_scale(dtype)
+        return self.rtol * reduction_scale(spec, self.op) * dtype_scale(dtype)
 
 
-KERNELS: dict[str, Kernel] = {}
+KERNELS: dict[str, Kernel] = {}  # the forward kernels
+_GRAD_KERNELS: dict[str, dict[str, Kernel]] = {"grad_input": {}, "grad_weight": {}}
+# hooks that only make sense for the forward op (the harness and Conv2d call them)
+_FORWARD_ONLY = ("transform_weight", "stages", "place")
+
+
+def _check_op(op: str) -> str:
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    return op
+
+
+def kernels_for(op: str = "forward") -> dict[str, Kernel]:
+    """The kernels registered for ``op`` (``KERNELS`` for "forward"), by name."""
+    return KERNELS if _check_op(op) == "forward" else _GRAD_KERNELS[op]
 
 
 def register(name: str, *, description: str, **fields: Any) -> Callable[[RunFn], RunFn]:
-    """Decorator: ``@register("naive", description=..., rtol=...)`` adds a kernel.
+    """Decorator: ``@register("naive", description=..., rtol=...)`` adds a kernel;
+    ``op="grad_input"`` or ``op="grad_weight"`` registers a backward kernel.
 
     ``fields`` are :class:`Kernel`'s optional fields; anything else is an error."""
     known = set(Kernel.__dataclass_fields__) - {"name", "run", "description"}
@@ -194,23 +252,32 @@ def register(name: str, *, description: str, **fields: Any) -> Callable[[RunFn],
     if unknown:
         raise TypeError(f"register({name!r}): unknown field(s) {', '.join(unknown)}; "
                         f"a kernel may set {', '.join(sorted(known))}")
+    op = _check_op(fields.get("op", "forward"))
+    forward_only = sorted(f for f in _FORWARD_ONLY if fields.get(f) is not None)
+    if op != "forward" and forward_only:
+        raise TypeError(f"register({name!r}, op={op!r}): {', '.join(forward_only)} "
+                        "only exist for forward kernels")
 
     def decorate(run: RunFn) -> RunFn:
-        if name in KERNELS:
-            raise ValueError(f"a kernel named {name!r} is already registered")
-        KERNELS[name] = Kernel(name, run, description, **fields)
+        table = kernels_for(op)
+        if name in table:
+            what = "a kernel" if op == "forward" else f"a {op} kernel"
+            raise ValueError(f"{what} named {name!r} is already registered")
+        table[name] = Kernel(name, run, description, **fields)
         return run
 
     return decorate
 
 
-def get(name: str) -> Kernel:
-    """The kernel called ``name``; an unknown name lists the known ones."""
+def get(name: str, op: str = "forward") -> Kernel:
+    """The ``op`` kernel called ``name``; an unknown name lists the known ones."""
+    table = kernels_for(op)
     try:
-        return KERNELS[name]
+        return table[name]
     except (KeyError, TypeError):
-        known = ", ".join(["auto"] + sorted(KERNELS))
-        raise ValueError(f"unknown algo {name!r}; known algorithms: {known}") from None
+        known = ", ".join(["auto"] + sorted(table))
+        what = "" if op == "forward" else f" for {op}"
+        raise ValueError(f"unknown algo {name!r}{what}; known algorithms: {known}") from None
 
 
 @dataclass(frozen=True)
@@ -231,13 +298,14 @@ class Choice:
         return "\n".join(lines)
 
 
-def choose(spec: ConvSpec, finite: bool = True) -> Choice:
-    """The ``algo="auto"`` rule: the best-ranked available kernel that supports ``spec``
-    and says it is a good fit for it (``auto_when``).  Ranks come from measurements
-    recorded where each kernel is registered.  ``finite=False`` (the input holds NaN or
-    Inf) passes over kernels whose non-finite pattern differs from the oracle's."""
+def choose(spec: ConvSpec, finite: bool = True, op: str = "forward") -> Choice:
+    """The ``algo="auto"`` rule: the best-ranked available ``op`` kernel that supports
+    ``spec`` and says it is a good fit for it (``auto_when``).  Ranks come from
+    measurements recorded where each kernel is registered.  ``finite=False`` (the input
+    holds NaN or Inf) passes over kernels whose non-finite pattern differs from the
+    oracle's."""
     passed: list[tuple[str, str]] = []
-    ranked = sorted((k for k in KERNELS.values() if k.auto_rank is not None),
+    ranked = sorted((k for k in kernels_for(op).values() if k.auto_rank is not None),
                     key=lambda k: k.auto_rank)  # type: ignore[arg-type,return-value]
     for kern in ranked:
         why = kern.available() or kern.supports(spec) or kern.auto_when(spec)
@@ -246,18 +314,20 @@ def choose(spec: ConvSpec, finite: bool = True) -> Choice:
         if why is None:
             return Choice(kern, kern.description, tuple(passed))
         passed.append((kern.name, why))
-    raise UnsupportedSpecError(f"no registered kernel can run {spec.describe()}")
+    what = "kernel" if op == "forward" else f"{op} kernel"
+    raise UnsupportedSpecError(f"no registered {what} can run {spec.describe()}")
 
 
-def resolve(algo: str | Kernel, spec: ConvSpec, finite: bool = True) -> Kernel:
-    """The kernel for ``algo`` (a name, "auto", or a :class:`Kernel` already looked up),
-    checked against ``spec``."""
+def resolve(algo: str | Kernel, spec: ConvSpec, finite: bool = True,
+            op: str = "forward") -> Kernel:
+    """The ``op`` kernel for ``algo`` (a name, "auto", or a :class:`Kernel` already
+    looked up), checked against ``spec``."""
     if isinstance(algo, Kernel):
         algo.check(spec)
         return algo
     if algo == "auto":
-        return choose(spec, finite).kernel
-    kernel = get(algo)
+        return choose(spec, finite, op).kernel
+    kernel = get(algo, op)
     kernel.check(spec)
     return kernel
 

@@ -1,0 +1,83 @@
+"""convlab.gradcheck: central differences agree with a right gradient, and catch a wrong
+one, naming the worst element."""
+
+import numpy as np
+import pytest
+
+import convlab
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(30)
+
+
+def _conv_fn(w, backward_kind="right"):
+    def fn(x):
+        out = convlab.conv2d(x, w, padding=1)
+
+        def backward(g):
+            if backward_kind == "right":
+                return [convlab.conv2d_input(x.shape, w, g, padding=1)]
+            # the classic bug: full correlation with the kernel NOT flipped
+            gpad = np.pad(g, ((0, 0), (0, 0), (2, 2), (2, 2)))
+            wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3))
+            return [convlab.conv2d(gpad, wt)[:, :, 1:-1, 1:-1]]
+
+        return out, backward
+
+    return fn
+
+
+def test_right_gradient_passes(rng):
+    w = rng.standard_normal((3, 2, 3, 3))
+    assert convlab.gradcheck(_conv_fn(w), (rng.standard_normal((1, 2, 4, 5)),))
+
+
+def test_unflipped_kernel_fails_with_the_worst_element(rng):
+    w = rng.standard_normal((3, 2, 3, 3))
+    with pytest.raises(convlab.GradcheckError, match="Jacobian mismatch for input 0") as info:
+        convlab.gradcheck(_conv_fn(w, "unflipped"), (rng.standard_normal((1, 2, 4, 5)),))
+    assert info.value.worst.excess > 1
+    assert not convlab.gradcheck(_conv_fn(w, "unflipped"), (rng.standard_normal((1, 2, 4, 5)),),
+                                 raise_exception=False)
+
+
+def test_the_worst_element_is_where_the_error_is(rng):
+    w = rng.standard_normal((2, 2, 3, 3))
+
+    def fn(x):
+        out, backward = _conv_fn(w)(x)
+
+        def planted(g):
+            gx = backward(g)[0].copy()
+            gx[0, 1, 2, 3] += 0.5 * np.abs(g).sum()  # wrong at one input element
+            return [gx]
+
+        return out, planted
+
+    with pytest.raises(convlab.GradcheckError) as info:
+        convlab.gradcheck(fn, (rng.standard_normal((1, 2, 4, 5)),))
+    assert info.value.worst.input_index == (0, 1, 2, 3)
+    assert "element (0, 1, 2, 3)" in str(info.value)
+
+
+def test_layers_need_float64_and_parameters_are_checked(rng):
+    with pytest.raises(ValueError, match="gradcheck needs a float64 layer"):
+        convlab.gradcheck(convlab.Conv2d(2, 3, 3), (rng.standard_normal((1, 2, 4, 4)),))
+    layer = convlab.Conv2d(2, 3, 3, dtype=np.float64, seed=0)
+    original = layer.backward
+
+    def wrong_weight_grad(g):  # right input gradient, wrong weight gradient
+        gx = original(g)
+        layer.grad["weight"] *= 1.01
+        return gx
+
+    layer.backward = wrong_weight_grad
+    with pytest.raises(convlab.GradcheckError, match="Jacobian mismatch for weight"):
+        convlab.gradcheck(layer, (rng.standard_normal((1, 2, 4, 4)),))
+
+
+def test_bad_settings(rng):
+    with pytest.raises(ValueError, match="need eps > 0"):
+        convlab.gradcheck(lambda x: (x, lambda g: [g]), (np.zeros(3),), eps=0)

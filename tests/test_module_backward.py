@@ -1,0 +1,128 @@
+"""Conv2d learns: backward returns the gradient for the last forward's input and adds the
+parameters' gradients into layer.grad (state_dict's keys); zero_grad; one backward per
+forward; what was saved cannot be changed afterwards."""
+
+import numpy as np
+import pytest
+
+import convlab
+from convlab.reference_backward import conv2d_input_reference, conv2d_weight_reference
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20)
+
+
+def _layer(**kw):
+    args = dict(in_channels=3, out_channels=4, kernel_size=(3, 2), stride=(2, 1),
+                padding=(1, 2), dtype=np.float64, seed=0)
+    args.update(kw)
+    return convlab.Conv2d(**args)
+
+
+def test_backward_returns_grad_input_and_fills_grad(rng):
+    layer = _layer(padding_mode="reflect")
+    x = rng.standard_normal((2, 3, 7, 6))
+    out = layer(x)
+    g = rng.standard_normal(out.shape)
+    spec = convlab.ConvSpec.from_shapes(x.shape, layer.weight.shape, (2, 1), (1, 2),
+                                        padding_mode="reflect")
+    gx = layer.backward(g)
+    np.testing.assert_allclose(gx, conv2d_input_reference(g, layer.weight, spec), atol=1e-12)
+    np.testing.assert_allclose(layer.grad["weight"], conv2d_weight_reference(x, g, spec),
+                               atol=1e-12)
+    np.testing.assert_allclose(layer.grad["bias"], g.sum(axis=(0, 2, 3)), atol=1e-12)
+    assert list(layer.grad) == list(layer.state_dict()) == ["weight", "bias"]
+    assert list(_layer(bias=False).grad) == ["weight"]
+
+
+def test_gradients_accumulate_until_zero_grad(rng):
+    layer = _layer()
+    x = rng.standard_normal((2, 3, 7, 6))
+    g = rng.standard_normal(layer(x).shape)
+    layer.backward(g)
+    once = {k: v.copy() for k, v in layer.grad.items()}
+    held = layer.grad["weight"]
+    layer(x)
+    layer.backward(g)
+    for k in once:
+        np.testing.assert_allclose(layer.grad[k], 2 * once[k], atol=1e-12)
+    layer.zero_grad()
+    assert layer.grad["weight"] is held and not held.any()  # in place
+    assert not layer.grad["bias"].any()
+
+
+def test_one_backward_per_forward(rng):
+    layer = _layer()
+    with pytest.raises(RuntimeError, match=r"Conv2d.backward\(\) needs a forward\(\) first"):
+        layer.backward(np.zeros((2, 4, 4, 9)))
+    x = rng.standard_normal((2, 3, 7, 6))
+    g = rng.standard_normal(layer(x).shape)
+    layer.backward(g)
+    with pytest.raises(RuntimeError, match="a second backward without a new forward"):
+        layer.backward(g)
+
+
+def test_backward_uses_the_forwards_input_and_weight(rng):
+    layer = _layer()
+    x = rng.standard_normal((2, 3, 7, 6))
+    out = layer(x)
+    g = rng.standard_normal(out.shape)
+    want_x = conv2d_input_reference(g, layer.weight.copy(), convlab.ConvSpec.from_shapes(
+        x.shape, layer.weight.shape, (2, 1), (1, 2)))
+    want_w = convlab.conv2d_weight(x.copy(), layer.weight.shape, g, (2, 1), (1, 2))
+    x += 1.0  # the caller changes the input in place, and steps the weight
+    layer.weight -= 0.1
+    np.testing.assert_allclose(layer.backward(g), want_x, atol=1e-12)
+    np.testing.assert_allclose(layer.grad["weight"], want_w, atol=1e-12)
+
+
+def test_grad_output_shape_and_dtype(rng):
+    layer = _layer(dtype=np.float32)
+    x = rng.standard_normal((3, 7, 6)).astype(np.float32)  # unbatched
+    out = layer(x)
+    with pytest.raises(ValueError, match=r"Mismatch in shape: grad_output has a shape of "
+                                         r"\(4, 4, 8\) and output has a shape of \(4, 4, 9\)"):
+        layer.backward(np.zeros((4, 4, 8)))
+    gx = layer.backward(rng.standard_normal(out.shape))  # float64: cast, as autograd does
+    assert gx.shape == x.shape and gx.dtype == np.float32
+    assert layer.grad["weight"].dtype == np.float32
+
+
+def test_backward_algo_is_used(rng):
+    layer = _layer()
+    layer.backward_algo = "winograd_f4"  # a forward kernel only: no such backward
+    g = rng.standard_normal(layer(rng.standard_normal((1, 3, 7, 6))).shape)
+    with pytest.raises(ValueError, match="unknown algo 'winograd_f4' for grad_input"):
+        layer.backward(g)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(padding_mode="circular", groups=3, in_channels=3,
+                                             out_channels=6),
+                                dict(padding="same", stride=1, dilation=(2, 1),
+                                     padding_mode="replicate")])
+def test_gradcheck_passes_for_the_layer(kw, rng):
+    layer = _layer(**kw)
+    assert convlab.gradcheck(layer, (rng.standard_normal((1, 3, 5, 4)),))
+    assert not layer.grad["weight"].any()  # gradcheck leaves the gradients as it found them
+
+
+def test_pickled_and_copied_layers_leave_the_learning_state_behind(rng):
+    import copy
+    import pickle
+
+    layer = _layer()
+    x = rng.standard_normal((2, 3, 7, 6))
+    layer.backward(rng.standard_normal(layer(x).shape))
+    layer(x)  # a forward waiting for its backward
+    assert len(pickle.dumps(layer)) < 1.5 * (layer.weight.nbytes + layer.bias.nbytes) + 2000
+    for clone in (pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer)):
+        assert {k: v.shape for k, v in clone.grad.items()} == {"weight": (4, 3, 3, 2),
+                                                               "bias": (4,)}
+        assert not any(v.any() for v in clone.grad.values())
+        with pytest.raises(RuntimeError, match="needs a forward"):
+            clone.backward(np.zeros((2, 4, 4, 9)))
+        g = rng.standard_normal(clone(x).shape)
+        np.testing.assert_allclose(clone.backward(g), convlab.conv2d_input(
+            x.shape, layer.weight, g, (2, 1), (1, 2)), atol=1e-12)
