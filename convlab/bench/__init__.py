@@ -6,6 +6,8 @@ through ``convlab bench``.  One idea per module:
 ========================  ==========================================================
 ``suites``                the layers (ResNet, VGG, MobileNet, ...) and their suites
 ``contenders``            what is timed: registry kernels through their hooks, PyTorch
+``ops``                   what a layer offers to time: forward, backward, transpose
+``backward``              the backward ops' contenders, convlab's and torch's
 ``gpu``                   CUDA-event timing, the cuDNN rivals, the simulator's limits
 ``timing``                timers, round-robin samples, guards against a busy machine
 ``ceilings``              the machine's ceilings: GEMM peak, memory bandwidth
