@@ -21,7 +21,7 @@ from .backward import conv2d_bias, conv2d_input, conv2d_weight, conv_transpose2d
 from .functional import conv2d, explain
 from .gradcheck import GradcheckError, gradcheck
 from .kernels import KERNELS
-from .nn import Conv2d, ConvTranspose2d
+from .nn import Conv2d, ConvTranspose2d, no_grad
 from .reference import conv2d_reference
 from .shapes import ConvArgs, ConvSpec, TransposedSpec, output_shape, transposed_output_shape
 
@@ -30,4 +30,4 @@ __version__ = "0.1.0"
 __all__ = ["Conv2d", "ConvArgs", "ConvSpec", "ConvTranspose2d", "GradcheckError", "KERNELS",
            "TransposedSpec", "conv2d", "conv2d_bias", "conv2d_input", "conv2d_reference",
            "conv2d_weight", "conv_transpose2d", "explain", "gradcheck", "kernels",
-           "output_shape", "transposed_output_shape", "__version__"]
+           "output_shape", "transposed_output_shape", "__version__", "no_grad"]

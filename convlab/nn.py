@@ -30,6 +30,8 @@ The contract, as in PyTorch:
   forward/backward pairs accumulate in ``layer.grad`` until ``zero_grad()``;
 * ``grad_output`` has the output's shape; a float array of another dtype is cast to
   the layer's, as autograd does;
+* a forward inside ``with convlab.no_grad():`` saves nothing (inference: no copy of
+  the input), so a backward after it is an error;
 * a pickled or deep-copied layer carries neither the saved forward nor the gradients
   (it starts with zero gradients and needs a new forward), so it stays as small as
   its parameters.  ``backward_algo`` (an attribute, "auto" by default)
@@ -38,9 +40,11 @@ The contract, as in PyTorch:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +64,29 @@ from .shapes import (
     _transposed_out_size,
     check_channels,
 )
+
+_GRAD_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("convlab_grad_enabled",
+                                                                    default=True)
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """``with convlab.no_grad(): y = layer(x)``: forwards keep nothing for a backward.
+
+    A layer's forward normally copies its input and weight for ``backward`` (one pass
+    over the input); for inference that copy is wasted work, as in PyTorch, where
+    ``torch.no_grad()`` stops autograd from saving tensors.  Per thread and per task
+    (a ``ContextVar``); blocks nest."""
+    token = _GRAD_ENABLED.set(False)
+    try:
+        yield
+    finally:
+        _GRAD_ENABLED.reset(token)
+
+
+def grad_enabled() -> bool:
+    """False inside :func:`no_grad`."""
+    return _GRAD_ENABLED.get()
 
 
 class Conv2d:
@@ -140,7 +167,8 @@ class Conv2d:
         (and keep a copy of ``x`` and the weight for :meth:`backward`)."""
         out = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                      self.groups, self.padding_mode, algo=self.algo, cache=self._weight_cache)
-        self._saved = _Saved(np.array(_as_array(x, "input")), self.weight.copy(), out.shape)
+        self._saved = (_Saved(np.array(_as_array(x, "input")), self.weight.copy(), out.shape)
+                       if grad_enabled() else None)
         return out
 
     def __call__(self, x: Any) -> np.ndarray:
@@ -173,7 +201,8 @@ class Conv2d:
                 f"{type(self).__name__}.backward() needs a forward() first: it differentiates "
                 "the most recent forward, whose saved input is released by backward (so a "
                 "second backward without a new forward is an error, like PyTorch's 'Trying "
-                "to backward through the graph a second time')")
+                "to backward through the graph a second time'), and a forward under "
+                "convlab.no_grad() saves nothing")
         go = _as_array(grad_output, "grad_output")
         if go.shape != self._saved.output_shape:
             raise ValueError(f"Mismatch in shape: grad_output has a shape of {go.shape} and "
@@ -181,7 +210,6 @@ class Conv2d:
         saved, self._saved = self._saved, None
         return saved, go.astype(self.dtype, copy=False)
 
-    # ------------------------------------------------------------ copies
     # ------------------------------------------------------------ parameters
     def parameters(self) -> list[np.ndarray]:
         return [self.weight] + ([self.bias] if self.bias is not None else [])
@@ -431,7 +459,8 @@ class ConvTranspose2d(Conv2d):
         out_pad = self._output_padding(xa.shape, output_size)
         out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self.padding, out_pad,
                                self.groups, self.dilation, algo=self.algo)
-        self._saved = _Saved(np.array(xa), self.weight.copy(), out.shape)
+        self._saved = (_Saved(np.array(xa), self.weight.copy(), out.shape)
+                       if grad_enabled() else None)
         self._saved_output_padding = out_pad
         return out
 

@@ -126,3 +126,32 @@ def test_pickled_and_copied_layers_leave_the_learning_state_behind(rng):
         g = rng.standard_normal(clone(x).shape)
         np.testing.assert_allclose(clone.backward(g), convlab.conv2d_input(
             x.shape, layer.weight, g, (2, 1), (1, 2)), atol=1e-12)
+
+
+def test_no_grad_forwards_save_nothing():
+    """Inference does not pay for the backward's copy of the input, and a backward after
+    it says why it cannot run; the switch is per context and restored after the block."""
+    import tracemalloc
+
+    layer = convlab.Conv2d(8, 8, 3, padding=1, algo="parallel", seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 8, 32, 32)).astype(np.float32)
+
+    def peak_of_a_forward() -> int:
+        tracemalloc.start()
+        try:
+            layer(x)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    layer(x)  # compile; a normal forward saves
+    assert layer._saved is not None
+    saving = peak_of_a_forward()
+    with convlab.no_grad():
+        lean = peak_of_a_forward()
+        assert layer._saved is None
+        with pytest.raises(RuntimeError, match="no_grad"):
+            layer.backward(np.ones((4, 8, 32, 32), np.float32))
+    assert saving - lean >= x.nbytes  # the copy of the input is what no_grad saves
+    layer(x)
+    assert layer._saved is not None  # outside the block forwards save again
