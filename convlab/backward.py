@@ -23,7 +23,7 @@ padding the forward takes: ints, pairs, 'valid', 'same' incl. the asymmetric
 kind, every ``padding_mode``), hands the kernel C-contiguous batched arrays and
 the zero-padded spec, and brings the answer back to the caller's shape.  For a
 'reflect', 'replicate' or 'circular' padding the kernel computes the gradient with
-respect to the *padded* input, and :func:`pad_adjoint` folds it back: each padded
+respect to the *padded* input, and :func:`convlab.padding.pad_adjoint` folds it back: each padded
 cell was a copy of an input cell, so its gradient adds onto that cell (the adjoint
 of :func:`convlab.padding.pad`).
 
@@ -41,7 +41,7 @@ import numpy as np
 from . import kernels
 from .functional import _all_finite, _as_array, kernel_spec
 from .kernels.registry import Kernel
-from .padding import pad
+from .padding import pad, pad_adjoint
 from .shapes import ConvSpec, IntOrPair, PaddingArg, TransposedSpec, _shape_str
 
 
@@ -81,31 +81,6 @@ def _resolve(chosen: str | Kernel, spec: ConvSpec, op: str, *arrays: np.ndarray)
     if chosen == "auto" and kernels.choose(spec, op=op).kernel.nonfinite != "exact":
         finite = _all_finite(*arrays)  # ~0.1 ms per million values
     return kernels.resolve(chosen, spec, finite, op)
-
-
-def pad_adjoint(grad_padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """The gradient w.r.t. the unpadded input, from the gradient w.r.t. the input
-    :func:`convlab.padding.pad` padded as ``spec`` says: the adjoint of ``pad``.
-
-    ``pad`` copies input cells into the border; each copy passes its gradient back to
-    the cell it copied.  To find that cell, pad the *indices* of the input cells the
-    same way (NumPy does reflect/replicate/circular for us), then add every border
-    cell's gradient onto the index it holds.  'zeros' borders copied nothing: crop.
-    Returns a new (N, C, H, W) array of the gradient's dtype."""
-    top, _, left, _ = spec.padding
-    h, w = spec.height, spec.width
-    inner = grad_padded[:, :, top:top + h, left:left + w]
-    if spec.padding_mode == "zeros" or not any(spec.padding):
-        return np.ascontiguousarray(inner)
-    index = pad(np.arange(h * w).reshape(1, 1, h, w), spec)[0, 0]
-    border = np.ones(index.shape, dtype=bool)
-    border[top:top + h, left:left + w] = False
-    n, c = grad_padded.shape[:2]
-    out = np.ascontiguousarray(inner).reshape(n * c, h * w)
-    # unbuffered add: cells copied more than once (a corner) get every copy's share
-    np.add.at(out, (slice(None), index[border]),
-              grad_padded.reshape(n * c, -1)[:, border.reshape(-1)])
-    return out.reshape(n, c, h, w)
 
 
 def conv2d_input(

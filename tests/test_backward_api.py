@@ -9,9 +9,8 @@ import pytest
 
 import convlab
 from convlab import kernels
-from convlab.backward import pad_adjoint
 from convlab.kernels.registry import OPS, kernels_for, register
-from convlab.padding import pad
+from convlab.padding import pad, pad_adjoint
 from convlab.reference_backward import conv2d_input_reference, fold_padding
 
 ALGOS = ["naive", "im2col", "parallel"]
