@@ -103,7 +103,7 @@ def conv2d_input(
         grad_output: the loss's gradient w.r.t. the output, shaped like the output.
         stride, padding, dilation, groups, padding_mode: the forward's arguments, as
             ``convlab.conv2d`` takes them ('same'/'valid' and every padding mode too).
-        algo: a grad_input kernel name (``kernels.registry.kernels_for("grad_input")``) or "auto".
+        algo: a grad_input kernel name (``kernels.kernels_for("grad_input")``) or "auto".
 
     Returns:
         A new array of shape ``input_size``, of the weight's dtype.
@@ -146,7 +146,7 @@ def conv2d_weight(
         weight_size: the weight's shape, (K, C/groups, kh, kw).
         grad_output: the loss's gradient w.r.t. the output, shaped like the output.
         stride, padding, dilation, groups, padding_mode: the forward's arguments.
-        algo: a grad_weight kernel name (``kernels.registry.kernels_for("grad_weight")``) or "auto".
+        algo: a grad_weight kernel name (``kernels.kernels_for("grad_weight")``) or "auto".
 
     Returns:
         A new array of shape ``weight_size``, of the input's dtype (summed over the batch).

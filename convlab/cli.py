@@ -125,11 +125,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if missing:
         print(f"not installed    {', '.join(missing)}")
     print(f"cuda             {info['cuda']}")
-    print("kernels:")
-    for name, kern in kernels.KERNELS.items():
-        why = kern.available()
-        state = "available" if why is None else f"unavailable: {why}"
-        print(f"  {name:<13} {kern.device:<5} {kern.description}  [{state}]")
+    for op in ("forward", "grad_input", "grad_weight"):
+        print("kernels:" if op == "forward" else f"{op} kernels (the backward):")
+        for name, kern in kernels.kernels_for(op).items():
+            why = kern.available()
+            state = "available" if why is None else f"unavailable: {why}"
+            print(f"  {name:<13} {kern.device:<5} {kern.description}  [{state}]")
     return 0
 
 

@@ -35,7 +35,7 @@ The contract, as in PyTorch:
 * a pickled or deep-copied layer carries neither the saved forward nor the gradients
   (it starts with zero gradients and needs a new forward), so it stays as small as
   its parameters.  ``backward_algo`` (an attribute, "auto" by default)
-  names the backward kernels (``kernels.registry.kernels_for("grad_input")``).
+  names the backward kernels (``kernels.kernels_for("grad_input")``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from .registry import (
     UnsupportedSpecError,
     choose,
     get,
+    kernels_for,
     output_with_bias,
     register,
     resolve,
@@ -28,4 +29,5 @@ for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_mod}")
 
 __all__ = ["KERNELS", "Choice", "Kernel", "KernelUnavailableError", "Placed",
-           "UnsupportedSpecError", "choose", "get", "output_with_bias", "register", "resolve"]
+           "UnsupportedSpecError", "choose", "get", "kernels_for", "output_with_bias",
+           "register", "resolve"]
