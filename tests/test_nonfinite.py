@@ -17,6 +17,7 @@ import pytest
 import convlab
 from convlab import kernels
 from convlab.functional import prepare
+from convlab.kernels.registry import SKIPS_PADDING
 from convlab.reference import conv2d_reference
 
 from helpers import cpu_kernel_names
@@ -27,6 +28,7 @@ POISONS = {
     "-inf on the edge": ("x", (1, 0, 0, 10), -np.inf),
     "nan in a corner": ("x", (0, 7, 12, 0), np.nan),
     "+inf in the weight": ("w", (3, 2, 1, 1), np.inf),
+    "-inf weight on the padding": ("w", (5, 1, 0, 2), -np.inf),  # a corner tap: reads padding
 }
 
 
@@ -68,16 +70,26 @@ def test_each_kernel_does_what_its_entry_says(algo, poison):
         warnings.simplefilter("error")  # and no RuntimeWarning about the NaN/Inf either
         out = convlab.conv2d(x, w, b, padding=1, groups=groups, algo=algo)
     assert np.isfinite(expected).sum() < expected.size  # the poison reached some outputs
-    if kernels.get(algo).nonfinite == "exact":
+    nonfinite = kernels.get(algo).nonfinite
+    if nonfinite == "exact" or (nonfinite == SKIPS_PADDING and where_of(poison) == "x"):
         assert _same_pattern(out, expected), f"{algo} changed the NaN/Inf pattern"
-    elif poison == "+inf inside":  # the documented difference does show
+    elif nonfinite == SKIPS_PADDING and poison == "-inf weight on the padding":
+        assert not _same_pattern(out, expected)  # the documented difference does show
+        assert np.isnan(out).sum() < np.isnan(expected).sum()  # PyTorch's 0 x Inf = NaN
+    elif poison == "+inf inside":  # Winograd: the documented difference does show
         assert not _same_pattern(out, expected)
         assert np.isnan(out).sum() > np.isnan(expected).sum()  # Inf comes out as NaN
 
 
-def test_only_winograd_differs():
+def where_of(poison: str) -> str:
+    return POISONS[poison][0]
+
+
+def test_which_kernels_differ():
+    """Winograd mixes tiles; the loops that skip padding taps miss 0 x Inf = NaN there."""
     differ = {n for n in cpu_kernel_names() if kernels.get(n).nonfinite != "exact"}
-    assert differ == {"winograd_f2", "winograd_f4", "winograd_f6"}
+    assert differ == {"winograd_f2", "winograd_f4", "winograd_f6", "naive", "python",
+                      "depthwise"}
 
 
 @pytest.mark.parametrize("poison", list(POISONS))

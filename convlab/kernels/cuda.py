@@ -82,7 +82,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..shapes import ConvSpec
-from .registry import Placed, UnsupportedSpecError, register
+from .registry import SKIPS_PADDING, Placed, UnsupportedSpecError, register
 
 THREADS_NAIVE = 256  # threads per block of cuda_naive on a GPU (32 on the simulator)
 SHARED_LIMIT = 48 * 1024  # bytes of static shared memory one block may declare
@@ -501,7 +501,8 @@ _place_naive, _place_tiled = _place(_naive_launch), _place(_tiled_launch)
 
 
 @register("cuda_naive", description="numba.cuda, one thread per output element",
-          device="cuda", available=cuda_unavailable, rtol=1e-5, place=_place_naive)
+          device="cuda", available=cuda_unavailable, rtol=1e-5, place=_place_naive,
+          nonfinite=SKIPS_PADDING)
 def conv2d_cuda_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                       spec: ConvSpec) -> np.ndarray:
     return _numpy_path(_place_naive, x, weight, bias, spec)

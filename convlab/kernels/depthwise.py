@@ -56,7 +56,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region
-from .registry import register
+from .registry import SKIPS_PADDING, register
 
 
 def _supports(spec: ConvSpec) -> str | None:
@@ -67,7 +67,7 @@ def _supports(spec: ConvSpec) -> str | None:
 
 
 @register("depthwise", description="depthwise: one pass over the input, no padded copy",
-          supports=_supports, rtol=1e-5, auto_rank=12)
+          supports=_supports, rtol=1e-5, auto_rank=12, nonfinite=SKIPS_PADDING)
 def conv2d_depthwise(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                      spec: ConvSpec) -> np.ndarray:
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)

@@ -225,6 +225,13 @@ class Kernel:
         return self.rtol * reduction_scale(spec, self.op) * dtype_scale(dtype)
 
 
+# The ``nonfinite`` words of kernels that skip the taps falling on zero padding (their
+# loops test bounds instead of reading a padded copy): exact for NaN/Inf in the input,
+# not for a non-finite weight tap over the padding, which PyTorch multiplies by 0 (NaN).
+SKIPS_PADDING = ("it skips taps that fall on zero padding, so a NaN or Inf weight there "
+                 "adds nothing where PyTorch's 0 x Inf gives NaN (NaN/Inf in the input: "
+                 "exact)")
+
 KERNELS: dict[str, Kernel] = {}  # the forward kernels
 _GRAD_KERNELS: dict[str, dict[str, Kernel]] = {"grad_input": {}, "grad_weight": {}}
 # hooks that only make sense for the forward op (the harness and Conv2d call them)
