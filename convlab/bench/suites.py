@@ -4,7 +4,8 @@ A :class:`Layer` is a convolution as ``torch.nn.Conv2d`` arguments plus an input
 size; the harness builds its :class:`~convlab.shapes.ConvSpec` for the run's batch.
 The suites follow DeepBench-style choices: the seed tutorial's toy layer, ResNet's
 and VGG's 3x3 layers, a 7x7 stride-2 stem, 1x1 downsample and pointwise layers,
-MobileNet's depthwise layers and dilated (DeepLab-style) layers.
+MobileNet's depthwise layers and dilated (DeepLab-style) layers; and one sweep, ``kernels``:
+a ResNet-sized layer with the kernel growing from 3x3 to 15x15 (the algorithm crossover).
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ DILATED = (
 )
 
 
+# The algorithm crossover: one layer, the kernel growing.  Direct convolution's work grows
+# with k^2, FFT convolution's hardly at all (its transforms and products depend on the
+# tile, not on the taps), Winograd only exists for 3x3: which kernel wins at which k?
+KERNEL_SIZES = (3, 5, 7, 9, 11, 13, 15)
+KERNELS = tuple(
+    Layer(f"k{k}_64x56", 64, (56, 56), 64, k, padding="same",
+          note=f"{k}x{k} 64->64 @56x56 'same': the kernel-size sweep")
+    for k in KERNEL_SIZES
+)
+
+
 def _unique(layers: Iterable[Layer]) -> tuple[Layer, ...]:
     seen: dict[str, Layer] = {}
     for layer in layers:
@@ -105,6 +117,8 @@ SUITES: dict[str, tuple[Layer, ...]] = {
     # ~1 minute on 2 cores for the default kernels: one layer of each kind
     "quick": (SEED, RESNET[2], MOBILENET[0], MOBILENET[2], DILATED[1]),
     "all": _unique((SEED,) + RESNET + VGG + MOBILENET + DILATED),
+    # a sweep, not a network: kept out of "all"
+    "kernels": KERNELS,
 }
 
 
@@ -134,7 +148,8 @@ def suite_layers(suite: str, only: Sequence[str] | None = None) -> tuple[Layer, 
     layers = SUITES[suite] if suite in SUITES else TOY_SUITES[suite]
     if only:
         toys = (la for toy in TOY_SUITES.values() for la in toy)
-        by_name = {layer.name: layer for layer in (*SUITES["all"], *toys)}
+        every = (la for layers in SUITES.values() for la in layers)
+        by_name = {layer.name: layer for layer in (*every, *toys)}
         unknown = [n for n in only if n not in by_name]
         if unknown:
             raise ValueError(f"unknown layer {unknown[0]!r}; layers: {', '.join(by_name)}")
