@@ -117,9 +117,11 @@ SUITES: dict[str, tuple[Layer, ...]] = {
     # ~1 minute on 2 cores for the default kernels: one layer of each kind
     "quick": (SEED, RESNET[2], MOBILENET[0], MOBILENET[2], DILATED[1]),
     "all": _unique((SEED,) + RESNET + VGG + MOBILENET + DILATED),
-    # a sweep, not a network: kept out of "all"
-    "kernels": KERNELS,
 }
+
+# Sweeps: one layer with one thing growing, for the crossover plots (plots.crossover_plot).
+# Kept out of SUITES and "all" (real networks' layers, which the figures plot per layer).
+SWEEPS: dict[str, tuple[Layer, ...]] = {"kernels": KERNELS}
 
 
 # Toy layers for the CUDA simulator (a few hundred outputs: ~1 s per call there), each with
@@ -138,18 +140,18 @@ TOY_SUITES: dict[str, tuple[Layer, ...]] = {
 
 def suite_names() -> list[str]:
     """Every suite ``suite_layers`` (and ``convlab bench --suite``) knows."""
-    return [*SUITES, *TOY_SUITES]
+    return [*SUITES, *SWEEPS, *TOY_SUITES]
 
 
 def suite_layers(suite: str, only: Sequence[str] | None = None) -> tuple[Layer, ...]:
     """The layers of ``suite`` (optionally only those named in ``only``)."""
-    if suite not in SUITES and suite not in TOY_SUITES:
+    known = {**SUITES, **SWEEPS, **TOY_SUITES}
+    if suite not in known:
         raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(suite_names())}")
-    layers = SUITES[suite] if suite in SUITES else TOY_SUITES[suite]
+    layers = known[suite]
     if only:
-        toys = (la for toy in TOY_SUITES.values() for la in toy)
-        every = (la for layers in SUITES.values() for la in layers)
-        by_name = {layer.name: layer for layer in (*every, *toys)}
+        others = (la for group in (SWEEPS, TOY_SUITES) for ls in group.values() for la in ls)
+        by_name = {layer.name: layer for layer in (*SUITES["all"], *others)}
         unknown = [n for n in only if n not in by_name]
         if unknown:
             raise ValueError(f"unknown layer {unknown[0]!r}; layers: {', '.join(by_name)}")
