@@ -256,6 +256,21 @@ def _plan(n: int, c: int, k: int, groups: int, h: int, w: int, kernel: tuple[int
     return best
 
 
+def multiplies(spec: ConvSpec, cached: bool = False) -> dict[str, int]:
+    """Real multiplies of ``spec`` by FFT with its plan: ``products`` (4 per complex
+    multiply-add, tiles x bins x C/g x K of them) and ``transforms`` (the radix-2 count
+    of a real FFT, P log2 P for P points, for C forward and K inverse per tile; the
+    filter's spectrum not counted: it is cached, or small beside them).  Direct
+    convolution does ``spec.macs()``."""
+    pl = plan(spec, cached)
+    tiles = spec.batch * pl.tiles[0] * pl.tiles[1]
+    points = pl.tile[0] * pl.tile[1]
+    cg = spec.in_channels // spec.groups
+    return {"products": 4 * tiles * pl.bins * cg * spec.out_channels,
+            "transforms": int((spec.in_channels + spec.out_channels) * tiles * points
+                              * math.log2(points))}
+
+
 # ---------------------------------------------------------------- the filter's spectrum
 def filter_spectrum(weight: np.ndarray, spec: ConvSpec, tile: tuple[int, int]) -> np.ndarray:
     """conj(DFT(w)) of every (k, c) filter, zero-padded (and dilated) to ``tile``, as the
