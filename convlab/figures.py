@@ -124,7 +124,21 @@ def _viz_figures() -> list[tuple[str, str, Callable[[Any], Any]]]:
          lambda v: v.draw_winograd_tiles(v.grid_spec((6, 7), 3, padding=1), 2)),
         ("groups.png", "groups as channel connections: groups = 1, 2, 4 (depthwise)",
          lambda v: v.draw_groups(4, 4, (1, 2, 4))),
+        ("fft_circular.png", "circular vs linear correlation: DFTs of 10 wrap the last 2 "
+         "outputs, zero-padded ones do not", lambda v: v.draw_circular_vs_linear(*_signal())),
+        ("fft_overlap_save.png", "overlap-save: 6x6 transforms of a 7x9 input, 3x3 kernel",
+         lambda v: v.draw_fft_tiles(v.grid_spec((7, 9), 3, padding=1), 6, "save")),
+        ("fft_overlap_add.png", "overlap-add, the dual: disjoint blocks, outputs added",
+         lambda v: v.draw_fft_tiles(v.grid_spec((7, 9), 3, padding=1), 6, "add")),
     ]
+
+
+def _signal() -> tuple[Any, Any]:
+    """A fixed random signal (10 samples) and 3-tap filter for the circular picture."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.standard_normal(10), rng.standard_normal(3)
 
 
 def _save_any(obj: Any, path: Path, viz: Any) -> None:
