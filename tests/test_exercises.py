@@ -30,9 +30,10 @@ def assert_rejected(exercise, fn, capsys, *words: str) -> str:
 
 
 # ------------------------------------------------------------------ every exercise
-def test_all_lists_the_seven():
+def test_all_lists_the_eight():
     assert [e.name for e in ex.ALL] == ["output_size", "same_padding", "conv_loops", "im2col",
-                                        "winograd_1d", "prange_kernel", "cuda_kernel"]
+                                        "winograd_1d", "prange_kernel", "cuda_kernel",
+                                        "fft_conv1d"]
 
 
 @pytest.mark.parametrize("exercise", ex.ALL, ids=lambda e: e.name)

@@ -20,6 +20,7 @@ notebooks in ``notebooks/exercises/`` hand them out.
 ``winograd_1d``    fn(d, g) -> [y0, y1] with 4 multiplies
 ``prange_kernel``  @njit(parallel=True) fn(x, w) -> out, race-free
 ``cuda_kernel``    @cuda.jit fn(x, w, out), checked on the CUDA simulator
+``fft_conv1d``     fn(x, w, padding) -> 1-D correlation with numpy.fft
 =================  ==========================================================
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 from .arithmetic import OutputSize, SamePadding
 from .core import Exercise, Incorrect, NotAttempted
 from .cuda import CudaKernel
+from .fourier import FFTConv1D
 from .loops import ConvLoops, Im2col
 from .parallel import PrangeKernel
 from .winograd import Winograd1D
@@ -39,9 +41,10 @@ im2col = Im2col()
 winograd_1d = Winograd1D()
 prange_kernel = PrangeKernel()
 cuda_kernel = CudaKernel()
+fft_conv1d = FFTConv1D()
 
 ALL: list[Exercise] = [output_size, same_padding, conv_loops, im2col, winograd_1d,
-                       prange_kernel, cuda_kernel]
+                       prange_kernel, cuda_kernel, fft_conv1d]
 
 __all__ = ["ALL", "Exercise", "Incorrect", "NotAttempted", "conv_loops", "cuda_kernel",
-           "im2col", "output_size", "prange_kernel", "same_padding", "winograd_1d"]
+           "fft_conv1d", "im2col", "output_size", "prange_kernel", "same_padding", "winograd_1d"]
