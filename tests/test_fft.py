@@ -334,3 +334,30 @@ def test_inputs_are_not_modified():
     convlab.conv2d(x, w, b, padding="same", algo="fft")
     for a, c in zip((x, w, b), copies, strict=True):
         np.testing.assert_array_equal(a, c)
+
+
+def test_auto_passes_over_fft_for_nonfinite_input_and_keeps_torchs_pattern():
+    from convlab.reference import conv2d_reference as ref
+
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((8, 64, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 7, 7)).astype(np.float32)
+    assert convlab.explain(x, w, padding=3).kernel.name == "fft"
+    x[2, 5, 10, 11] = np.nan
+    choice = convlab.explain(x, w, padding=3)
+    assert choice.kernel.name != "fft"
+    assert "NaN or Inf" in dict(choice.passed_over)["fft"]
+    xa, wa, _, spec = prepare(x, w, None, padding=3)
+    np.testing.assert_array_equal(np.isnan(convlab.conv2d(x, w, padding=3)),
+                                  np.isnan(ref(xa, wa, None, spec)))
+
+
+def test_float32_overflows_sooner_than_direct_convolution():
+    """The zero-frequency bin sums a whole tile: 64 pixels of 3e37 overflow float32 where
+    the 3x3 windows' sums (9 of them, times 0.1) do not (docs/design.md, "Numerics")."""
+    x = np.full((1, 1, 8, 8), 3e37, np.float32)
+    w = np.full((1, 1, 3, 3), 0.1, np.float32)
+    direct = convlab.conv2d(x, w, algo="naive")
+    assert np.isfinite(direct).all()
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not np.isfinite(fft.fft_conv(*prepare(x, w), tile=(8, 8))).all()
