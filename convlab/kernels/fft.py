@@ -14,9 +14,10 @@ transforms.  Summed over input channels, one output channel's spectrum is
 
 so the whole layer is one small complex matrix product *per frequency*:
 ``Y[f] (tiles x K) = X[f] (tiles x C) @ U[f] (C x K)`` with ``U = conj(W)``.  Its cost
-does not depend on the kernel size at all: a 15x15 kernel costs what a 3x3 does, where
-direct convolution pays kh*kw multiply-adds per output.  That is the whole lesson of the
-``kernels`` benchmark suite (notebook 11): which algorithm wins depends on k.
+hardly depends on the kernel size (only through the tiles: a wider kernel leaves fewer
+valid outputs per tile), where direct convolution pays kh*kw multiply-adds per output.
+That is the whole lesson of the ``kernels`` benchmark suite (notebook 11): which
+algorithm wins depends on k.
 
 Making it linear.  The theorem is *circular*: an output near the end of a transform
 reads samples wrapped round from the start.  Zero padding stops that: a tile of T
@@ -65,7 +66,8 @@ The pipeline, one Numba ``prange`` pass per stage over the tiles of one pass:
    ``irfft2``, and writes the first (Th - span_h + 1) x (Tw - span_w + 1) points plus the
    bias into the output.
 
-Choices measured (single-thread CPU time, float32, 64 -> 64 @56x56, batch 8):
+Choices measured (single-thread CPU time, float32, 64 -> 64 @56x56, batch 8, unless
+said otherwise):
 
 * transforms: rocket-fft (NumPy's and SciPy's FFT, pocketfft, callable inside
   ``@njit``) lets each ``prange`` job transform its tile where it gathered it and
@@ -75,10 +77,31 @@ Choices measured (single-thread CPU time, float32, 64 -> 64 @56x56, batch 8):
   30-32 ms, and 126 against 59 ms at k=15: the two transposes and the crop were a
   third of its time.  ``scipy.fft``'s ``workers=2`` gave no speed-up on this box.
 * products: BLAS ``cgemm`` per frequency, called from ``prange`` (Numba's ``np.dot``,
-  single-threaded), ran at 3-32 GFLOP/s on these shapes (tiles x 64 @ 64 x 64, tiles = 8
-  to 288); the split-plane loop at 30-72; NumPy's batched ``matmul`` outside Numba
-  matched the loop (11 ms at k=7) but needs the interleaved layout (the transposes
-  above) and its own thread pool.
+  single-threaded), ran at 3-32 GFLOP/s on random (tiles x 64) @ (64 x 64) products per
+  frequency (tiles = 8 to 288, 144 to 2664 frequencies); the split-plane loop at
+  30-72; NumPy's batched ``matmul`` outside Numba matched the loop (11 ms at k=7) but
+  needs the interleaved layout (the transposes above) and its own thread pool.
+
+Measured: ``convlab bench --suite kernels --kernels parallel,im2col,winograd_f4,fft,torch``
+(float32, batch 8, 2 threads, 2-core EPYC; four runs while other jobs used the machine,
+load 2-5, one of them with ``--settle 0.2``), fft's speed-up:
+
+=====  ===========  ==========  =============
+k      over torch   over im2col over parallel
+=====  ===========  ==========  =============
+3      0.53-0.82    2.3-2.9     0.47-0.68 (Winograd F(4,3) is fastest)
+5      1.07-1.20    1.8-5.2     1.11-1.63
+7      1.54-1.81    4.0-10      1.76-2.18
+9      1.86-2.63    6.4-10      1.73-3.31
+11     2.20-4.48    10-13       3.07-5.21
+15     4.18-6.11    13-25       3.04-4.91
+=====  ===========  ==========  =============
+
+fft is the fastest convlab kernel from k = 5 on in all four.  Alone on the machine (best
+of 3 calls, 2 threads) it took 16 ms at k=3 and 26 ms at k=7 (1 thread: 30 and 46 ms),
+the filter spectrum 1-2 ms of it.  With ``--weight-cache`` (as ``Conv2d`` runs it) it
+took 20-41 ms at every k from 5 to 15.  Right after an OpenBLAS call (im2col) the BLAS's
+spinning threads slow it down: ``--settle`` gives them time to sleep.
 
 Cost.  With P = Th Tw points and B = Th (Tw/2+1) bins per tile: (C + K) transforms of
 O(P log P) and B x C/g x K complex multiply-adds (4 real each) per tile, against direct
@@ -102,15 +125,16 @@ from zero mean (a large constant plus small detail) rounds at the constant's sca
 
 NaN and Inf (``nonfinite``): a transform mixes every pixel of its tile, so one NaN or
 Inf input pixel makes every output of each tile that reads it NaN, in all output
-channels (overlap-save tiles overlap by span - 1, so a pixel may sit in several).  A NaN or Inf
-weight makes its whole output channel NaN (the oracle also poisons the whole channel
-for NaN; for Inf it gives Inf where FFT gives NaN).  ``algo="auto"`` passes over this
+channels (overlap-save tiles overlap by span - 1, so a pixel may sit in several).  A
+NaN or Inf weight makes its whole output channel NaN (the oracle also poisons the whole
+channel for NaN; for Inf it gives Inf where FFT gives NaN).  ``algo="auto"`` passes over this
 kernel for non-finite input.
 
 Limits: stride 1 only (refused otherwise, with the reason: it computes every stride-1
 output of a tile); any kernel size (rectangular too), padding, dilation, groups
-(depthwise works, but its products are 1x1 and the transforms dominate: never
-faster), float32 and float64.  ``algo="auto"``: see ``_auto_when``.
+(depthwise works, but its products are 1x1 and the transforms dominate; auto sends
+depthwise layers to the ``depthwise`` kernel, ranked first), float32 and float64.
+``algo="auto"``: see ``_auto_when``.
 
 Source: the convolution theorem; overlap-save (Stockham 1966); FFT convolution for
 CNNs: Mathieu, Henaff, LeCun, "Fast Training of Convolutional Networks through FFTs"
