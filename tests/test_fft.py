@@ -361,3 +361,25 @@ def test_float32_overflows_sooner_than_direct_convolution():
     assert np.isfinite(direct).all()
     with np.errstate(over="ignore", invalid="ignore"):
         assert not np.isfinite(fft.fft_conv(*prepare(x, w), tile=(8, 8))).all()
+
+
+def test_the_filter_spectrum_is_kept_under_its_cap(monkeypatch):
+    spec = convlab.ConvSpec.create((8, 64, 56, 56), 64, 7, padding="same")
+    free = fft.plan(spec, cached=True)
+    cap = fft.spectrum_bytes(spec, free.tile) // 2  # the free choice no longer fits
+    monkeypatch.setattr(fft, "SPECTRUM_BYTES", cap)
+    fft._plan.cache_clear()
+    try:
+        capped = fft.plan(spec, cached=True)
+        assert fft.spectrum_bytes(spec, capped.tile) <= cap and capped.tile != free.tile
+        monkeypatch.setattr(fft, "SPECTRUM_BYTES", 1000)  # nothing fits: the smallest
+        fft._plan.cache_clear()
+        smallest = fft.plan(spec, cached=True)
+        assert smallest.tile == (8, 8)  # 7x7 'same': the smallest fast size >= the span
+        why = fft._auto_when(spec)
+        assert why is not None and "filter spectrum would take" in why
+        x, w, b, small = prepare(*random_case(np.random.default_rng(0), (1, 3, 12, 10),
+                                              (4, 3, 7, 7)), padding="same")
+        _check(x, w, b, small)  # still right when run explicitly
+    finally:
+        fft._plan.cache_clear()

@@ -110,7 +110,8 @@ outputs: FFT wins when kh kw is large next to 4B / (outputs per tile).
 
 Workspace: the spectra of one pass of tiles in and out (2 x B x tiles x (C + K) values,
 at most ``PASS_BYTES``; bigger inputs run in several passes) and the filter spectrum
-(2 x B x K x C/g values).
+(2 x B x K x C/g values, kept under ``SPECTRUM_BYTES`` by the plan where any tile can:
+it is the price of FFT convolution for wide layers).
 
 Numerics.  Every output is a sum over the whole tile's spectrum, so rounding error is
 relative to the tile's values, not to each output, and grows only with log2 of the
@@ -186,6 +187,10 @@ DFT_NS = 0.09  # per real multiply-add of the filter's pruned DFT (uncached weig
 # Workspace of one pass (the spectra of its tiles in and out), bounded so big inputs run
 # in several passes of tiles, each reading the filter spectrum once.
 PASS_BYTES = 64 * 2**20
+# The filter spectrum (2 x bins x K x C/groups values) grows with the tile and with K x C:
+# plans keep it under this (1024 -> 1024 channels at 9x9 tiles need 360 MiB: then the
+# smallest spectrum is taken, and algo="auto" declines).
+SPECTRUM_BYTES = 256 * 2**20
 
 
 def _next_size(n: int) -> int:
@@ -268,16 +273,22 @@ def _plan(n: int, c: int, k: int, groups: int, h: int, w: int, kernel: tuple[int
           itemsize: int) -> Plan:
     spec = ConvSpec(n, c, h, w, k, kernel, (1, 1), padding, dilation, groups)
     (sh, sw) = spec.effective_kernel_size
-    best: Plan | None = None
-    for th in _candidates(sh, spec.padded_height):
-        for tw in _candidates(sw, spec.padded_width):
-            cost = cost_ns(spec, (th, tw), cached, itemsize)
-            if best is None or cost < best.cost_ns:
-                step = (th - sh + 1, tw - sw + 1)
-                tiles = (_cdiv(spec.out_height, step[0]), _cdiv(spec.out_width, step[1]))
-                best = Plan((th, tw), step, tiles, _per_pass(spec, (th, tw), itemsize), cost)
-    assert best is not None
-    return best
+    sizes = [(th, tw) for th in _candidates(sh, spec.padded_height)
+             for tw in _candidates(sw, spec.padded_width)]
+    fits = [t for t in sizes if spectrum_bytes(spec, t, itemsize) <= SPECTRUM_BYTES]
+    if not fits:  # too many channels for any tile: the smallest spectrum there is
+        fits = [min(sizes, key=lambda t: spectrum_bytes(spec, t, itemsize))]
+    tile = min(fits, key=lambda t: cost_ns(spec, t, cached, itemsize))
+    step = (tile[0] - sh + 1, tile[1] - sw + 1)
+    tiles = (_cdiv(spec.out_height, step[0]), _cdiv(spec.out_width, step[1]))
+    return Plan(tile, step, tiles, _per_pass(spec, tile, itemsize),
+                cost_ns(spec, tile, cached, itemsize))
+
+
+def spectrum_bytes(spec: ConvSpec, tile: tuple[int, int], itemsize: int = 4) -> int:
+    """Bytes of the filter spectrum for ``tile``: 2 x bins x K x C/groups values."""
+    bins = tile[0] * (tile[1] // 2 + 1)
+    return 2 * bins * spec.out_channels * (spec.in_channels // spec.groups) * itemsize
 
 
 def multiplies(spec: ConvSpec, cached: bool = False) -> dict[str, int]:
@@ -457,9 +468,8 @@ def _workspace(spec: ConvSpec, itemsize: int) -> int:
     pl = plan(spec, False, itemsize)
     n_tiles = spec.batch * pl.tiles[0] * pl.tiles[1]
     per_pass = min(pl.per_pass, n_tiles)
-    spectra = 2 * pl.bins * per_pass * (spec.in_channels + spec.out_channels)
-    filt = 2 * pl.bins * spec.out_channels * spec.in_channels // spec.groups
-    return (spectra + filt) * itemsize
+    spectra = 2 * pl.bins * per_pass * (spec.in_channels + spec.out_channels) * itemsize
+    return spectra + spectrum_bytes(spec, pl.tile, itemsize)
 
 
 # algo="auto": fft where its cost model predicts it at least AUTO_MARGIN times faster than
@@ -474,8 +484,13 @@ AUTO_MARGIN = 1.25
 
 
 def _auto_when(spec: ConvSpec) -> str | None:
+    pl = plan(spec, cached=False)
+    need = spectrum_bytes(spec, pl.tile)
+    if need > SPECTRUM_BYTES:
+        return (f"its filter spectrum would take {need / 2**20:.0f} MiB "
+                f"(> {SPECTRUM_BYTES / 2**20:.0f} MiB): too many channels")
     direct_ns = spec.macs() / DIRECT_MACS_PER_NS
-    fft_ns = plan(spec, cached=False).cost_ns
+    fft_ns = pl.cost_ns
     if direct_ns >= AUTO_MARGIN * fft_ns:
         return None
     kh, kw = spec.kernel_size
