@@ -97,11 +97,11 @@ k      over torch   over im2col over parallel
 15     4.18-6.11    13-25       3.04-4.91
 =====  ===========  ==========  =============
 
-fft is the fastest convlab kernel from k = 5 on in all four.  Alone on the machine (best
+fft is the fastest convlab kernel from k = 5 on in all four.  In a quieter moment (best
 of 3 calls, 2 threads) it took 16 ms at k=3 and 26 ms at k=7 (1 thread: 30 and 46 ms),
-the filter spectrum 1-2 ms of it.  With ``--weight-cache`` (as ``Conv2d`` runs it) it
-took 20-41 ms at every k from 5 to 15.  Right after an OpenBLAS call (im2col) the BLAS's
-spinning threads slow it down: ``--settle`` gives them time to sleep.
+the filter spectrum 1-2 ms of it; the harness's medians on the busy box were 2-4x that,
+for torch too.  With ``--weight-cache`` (as ``Conv2d`` runs it) it took 20-41 ms at
+every k from 5 to 15.
 
 Cost.  With P = Th Tw points and B = Th (Tw/2+1) bins per tile: (C + K) transforms of
 O(P log P) and B x C/g x K complex multiply-adds (4 real each) per tile, against direct
