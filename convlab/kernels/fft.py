@@ -99,7 +99,7 @@ k      over torch   over im2col over parallel
 
 fft is the fastest convlab kernel from k = 5 on in all four.  In a quieter moment (best
 of 3 calls, 2 threads) it took 16 ms at k=3 and 26 ms at k=7 (1 thread: 30 and 46 ms),
-the filter spectrum 1-2 ms of it; the harness's medians on the busy box were 2-4x that,
+the filter spectrum 1-2 ms of it; the harness's medians on the busy box were 2-5x that,
 for torch too.  With ``--weight-cache`` (as ``Conv2d`` runs it) it took 20-41 ms at
 every k from 5 to 15.
 
