@@ -4,7 +4,10 @@
    compile-time figure shows real compiles), and saves its records as
    ``bench.json`` / ``bench.csv`` in the output folder.
 2. Draws the benchmark plots from those saved records (:mod:`convlab.plots`).
-3. Draws the conv-arithmetic pictures with :mod:`convlab.viz` when that module
+3. Runs the ``kernels`` sweep (one layer, k = 3 .. 15) the same way, saved as
+   ``bench_kernels.json``, and draws the algorithm crossover from it (with ``--from``,
+   the ``bench_kernels.json`` beside the given file is used if there is one).
+4. Draws the conv-arithmetic pictures with :mod:`convlab.viz` when that module
    exists (imported lazily; if it is missing, or lacks a function, the picture is
    skipped with a printed note rather than failing the rest).
 4. Draws the traced CUDA pictures of :func:`convlab.cuda_viz.example_figures` (a
@@ -54,6 +57,48 @@ BENCH_FIGURES: dict[str, tuple[str, Callable[..., Any]]] = {
 }
 
 
+# The algorithm crossover (time vs kernel size): the contenders of the issue's target, one
+# run of the kernels sweep.  --quick measures three kernel sizes.
+SWEEP_JSON = "bench_kernels.json"
+SWEEP_BENCH_ARGS = ["--suite", "kernels", "--kernels", "parallel,im2col,winograd_f4,fft,torch"]
+QUICK_SWEEP_ARGS = [*SWEEP_BENCH_ARGS, "--layers", "k3_64x56,k7_64x56,k15_64x56"]
+SWEEP_FIGURES: dict[str, tuple[str, Callable[..., Any]]] = {
+    "crossover.png": ("time vs kernel size (the kernels suite) beside the multiplies each "
+                      "algorithm does: where FFT overtakes direct convolution",
+                      plots.crossover_plot),
+}
+
+
+def build_sweep(out_dir: Path, *, quick: bool = False,
+                source: str | os.PathLike | None = None,
+                log: Callable[[str], None] = print) -> list[Path]:
+    """The crossover figure: benchmark the kernels sweep in a fresh process (or, given
+    ``source``, use the ``bench_kernels.json`` beside it) and draw from its records."""
+    json_path = out_dir / SWEEP_JSON
+    if source is not None:
+        sibling = Path(source).with_name(SWEEP_JSON)
+        if not sibling.is_file():
+            log(f"note: {', '.join(SWEEP_FIGURES)} skipped: no {SWEEP_JSON} beside {source}")
+            return []
+        if sibling.resolve() != json_path.resolve():
+            bench.load(sibling).save(json_path)
+    else:
+        argv = [*(QUICK_SWEEP_ARGS if quick else SWEEP_BENCH_ARGS), "--out", str(json_path)]
+        log(f"running: convlab bench {' '.join(argv)}  (fresh process)")
+        if bench.run_in_fresh_process(argv, cold_cache=False) != 0:
+            raise RuntimeError("the kernels sweep benchmark failed")
+    written = [json_path, json_path.with_suffix(".csv")]
+    for name, (what, draw) in SWEEP_FIGURES.items():
+        try:
+            draw(json_path, path=out_dir / name)
+        except ValueError as exc:
+            log(f"note: {name} skipped: {exc}")
+            continue
+        written.append(out_dir / name)
+        log(f"wrote {out_dir / name}  ({what})")
+    return written
+
+
 def _viz_figures() -> list[tuple[str, str, Callable[[Any], Any]]]:
     """(file name, what it shows, draw(viz) -> Figure or FuncAnimation).
 
@@ -97,6 +142,12 @@ def _viz_figures() -> list[tuple[str, str, Callable[[Any], Any]]]:
          "1, output_padding 1 -> 6x6",
          lambda v: v.draw_transposed(_transposed((1, 3, 3), 3, stride=2, padding=1,
                                                  output_padding=1), (2, 3))),
+        ("fft_circular.png", "circular vs linear correlation: DFTs of 10 wrap the last 2 "
+         "outputs, zero-padded ones do not", lambda v: v.draw_circular_vs_linear(*_signal())),
+        ("fft_overlap_save.png", "overlap-save: 6x6 transforms of a 7x9 input, 3x3 kernel",
+         lambda v: v.draw_fft_tiles(v.grid_spec((7, 9), 3, padding=1), 6, "save")),
+        ("fft_overlap_add.png", "overlap-add, the dual: disjoint blocks, outputs added",
+         lambda v: v.draw_fft_tiles(v.grid_spec((7, 9), 3, padding=1), 6, "add")),
     ]
 
 
@@ -104,6 +155,14 @@ def _transposed(input_shape: tuple[int, ...], kernel_size: int, **kwargs: Any) -
     from .shapes import TransposedSpec
 
     return TransposedSpec.create(input_shape, 1, kernel_size, **kwargs)
+
+
+def _signal() -> tuple[Any, Any]:
+    """A fixed random signal (10 samples) and 3-tap filter for the circular picture."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.standard_normal(10), rng.standard_normal(3)
 
 
 def _save_any(obj: Any, path: Path, viz: Any) -> None:
@@ -188,6 +247,7 @@ def build(out_dir: str | os.PathLike = "figures", *, quick: bool = False,
             raise RuntimeError(f"the benchmark exited with status {rc}")
     written = [json_path, json_path.with_suffix(".csv")]
     written += build_bench_plots(json_path, out, log)
+    written += build_sweep(out, quick=quick, source=source, log=log)
     if viz:
         written += build_viz(out, log) + build_cuda(out, log)
     written.append(write_index(out, written, bench.load(json_path), quick))
@@ -205,6 +265,9 @@ def write_index(out: Path, written: list[Path], result: bench.BenchResult,
     what |= {name: desc for name, (desc, _) in example_figures().items()}
     what |= {"bench.json": "the benchmark records every plot is drawn from",
              "bench.csv": "the same records, one row per (layer, kernel)"}
+    what |= {name: desc for name, (desc, _) in SWEEP_FIGURES.items()}
+    what |= {SWEEP_JSON: "the kernels sweep's records (the crossover figure)",
+             "bench_kernels.csv": "the same records, one row per (layer, kernel)"}
     c, st = result.calibration, result.settings
     lines = [
         "# figures/",

@@ -33,6 +33,22 @@ F(6,3); the registry holds 5e-6, 5e-5, 2e-4), and
 max(1, sqrt(reduction / 576)) for longer sums and by 1e-8 for float64.
 ``tests/test_numerics.py`` checks the study stays under them.
 
+FFT convolution (``fft``) is the odd one out: its error comes from the transforms,
+which mix a whole tile, so it hardly depends on the kernel size or the channel count.
+:func:`growth_study` grows one thing at a time (kernel 1x1 .. 15x15, image 8x10 ..
+64x80, channels 1 .. 256; 'same' padding), float32, worst of 3 seeds:
+
+===========  =====================  =====================  =====================
+algorithm    kernel 1 .. 15         image 8x10 .. 64x80    channels 1 .. 256
+===========  =====================  =====================  =====================
+naive        1.6e-7 .. 1.7e-6       3.8e-7 .. 5.2e-7       1.1e-7 .. 2.1e-6
+im2col       2.0e-7 .. 6.8e-7       4.0e-7 .. 5.2e-7       1.8e-7 .. 6.6e-7
+winograd_f4  3.2e-6 (3x3 only)      3.2e-6 .. 4.3e-6       2.2e-6 .. 1.1e-5
+fft          1.6e-7 .. 2.7e-7       1.9e-7 .. 2.5e-7       2.0e-7 .. 3.4e-7
+===========  =====================  =====================  =====================
+
+so ``fft``'s ``rtol`` is 3e-6 (``suggest_rtol``: 2.6e-6).
+
 NaN and Inf: each entry of B^T d B mixes several pixels of a tile, so a
 non-finite pixel reaches outputs that do not depend on it: for F(4,3) and
 F(6,3) every output of each tile whose interior holds it (a row or column of
@@ -138,3 +154,79 @@ def nan_footprint(algo: str, size: tuple[int, int] = (12, 12),
     w = rng.standard_normal((1, 1, 3, 3))
     spec = ConvSpec.from_shapes(x.shape, w.shape, padding=1)
     return ~np.isfinite(get(algo)(x, w, None, spec)[0, 0])
+
+
+# --------------------------------------------------------------------------- growth
+GROWTH_ALGOS = ("naive", "im2col", "winograd_f4", "fft")
+GROWTH_BASE = {"kernel": 3, "size": (16, 20), "channels": 16}
+GROWTH_AXES = {
+    "kernel": (1, 3, 5, 7, 9, 11, 13, 15),
+    "size": ((8, 10), (16, 20), (32, 40), (64, 80)),
+    "channels": (1, 4, 16, 64, 256),
+}
+
+
+def growth_study(
+    algos: Sequence[str] = GROWTH_ALGOS,
+    axes: dict[str, Sequence[Any]] | None = None,
+    dtypes: Sequence[Any] = (np.float32, np.float64),
+    *,
+    base: dict[str, Any] | None = None,
+    out_channels: int = 8,
+    batch: int = 1,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> list[dict[str, Any]]:
+    """Error vs the float64 oracle as one thing grows at a time: the kernel size, the
+    image size, the input channels (the others stay at ``base``), 'same' padding.
+
+    FFT convolution's error comes from its transforms, which mix a whole tile: it
+    grows with the transform size (log2 of its points), not with the kernel's taps the
+    way a direct sum's does.  Winograd appears where it applies (3x3 only).
+
+    Returns one dict per (axis, value, algo, dtype, seed) that the kernel supports,
+    with the keys of :func:`error_study`'s rows (``channels`` included) plus ``axis``,
+    ``value``, ``kernel`` (kh = kw) and ``size`` ((H, W)); ``vs_direct`` is relative to
+    the first algorithm.  :func:`summarize_growth` keeps the worst seed.
+    """
+    axes = GROWTH_AXES if axes is None else axes
+    base = {**GROWTH_BASE, **(base or {})}
+    rows: list[dict[str, Any]] = []
+    for axis, values in axes.items():
+        for value in values:
+            case = {**base, axis: value}
+            k, (h, w), c = case["kernel"], tuple(case["size"]), case["channels"]
+            for dtype in dtypes:
+                dt = np.dtype(dtype)
+                for seed in seeds:
+                    rng = np.random.default_rng(seed)
+                    x = rng.standard_normal((batch, c, h, w)).astype(dt)
+                    wt = rng.standard_normal((out_channels, c, k, k)).astype(dt)
+                    b = rng.standard_normal(out_channels).astype(dt)
+                    spec = ConvSpec.from_shapes(x.shape, wt.shape, padding="same")
+                    ref = conv2d_reference(x, wt, b, spec)
+                    first = None
+                    for algo in algos:
+                        kernel = get(algo)
+                        if kernel.supports(spec) is not None:
+                            continue
+                        tol = kernel.tolerance(spec, dt)
+                        report = compare(kernel(x, wt, b, spec), ref, tol)
+                        first = report.max_abs if first is None else first
+                        rows.append(dict(
+                            axis=axis, value=value, algo=algo, dtype=dt.name, channels=c,
+                            kernel=k, size=(h, w), seed=seed,
+                            reduction=spec.reduction_length, max_abs=report.max_abs,
+                            max_rel=report.max_rel, tolerance=tol, ok=report.ok,
+                            vs_direct=report.max_abs / first if first > 0 else float("nan"),
+                        ))  # fmt: skip
+    return rows
+
+
+def summarize_growth(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Worst case over seeds: one row per (axis, value, algo, dtype)."""
+    worst: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["axis"], str(row["value"]), row["algo"], row["dtype"])
+        if key not in worst or row["max_rel"] > worst[key]["max_rel"]:
+            worst[key] = row
+    return list(worst.values())

@@ -11,7 +11,9 @@ JSON file :meth:`~convlab.bench.BenchResult.save` wrote), returns a matplotlib
 * :func:`roofline_plot` achieved GFLOP/s against arithmetic intensity, under the
   measured compute and memory-bandwidth ceilings;
 * :func:`compile_plot`  Numba's first call (compile or cache load) vs a warm call;
-* :func:`error_plot`    each kernel's error vs the float64 oracle, with its tolerance.
+* :func:`error_plot`    each kernel's error vs the float64 oracle, with its tolerance;
+* :func:`crossover_plot` time vs kernel size on a sweep (the ``kernels`` suite), with the
+  multiplies each algorithm does drawn beside: where FFT overtakes direct convolution.
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so
 drawing many of them leaks nothing and needs no GUI backend (PNG output uses
@@ -30,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from .bench import LADDER, RIVAL, BenchResult, Record, format_time, load
+from .shapes import ConvSpec
 
 DPI = 110
 RIVAL_LABEL = "PyTorch conv2d"
@@ -37,6 +40,7 @@ _FIXED_COLOURS = {
     "python": "#8c564b", "naive": "#7f7f7f", "parallel": "#2ca02c", "im2col": "#1f77b4",
     "winograd_f2": "#ff7f0e", "winograd_f4": "#d62728", "winograd_f6": "#9467bd",
     "cuda_naive": "#bcbd22", "cuda_tiled": "#17becf", RIVAL: "#000000",
+    "fft": "#e6ab02",
 }
 _SPARE_COLOURS = ["#e377c2", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
@@ -388,6 +392,138 @@ def error_plot(result: ResultLike, path: str | os.PathLike | None = None) -> Fig
     ax.legend(fontsize=8, loc="upper left")
     _footnote(fig, res, f"errors below {ERROR_FLOOR:g} drawn at {ERROR_FLOOR:g}; checked at "
                         "the gate's batch (smaller for big layers)")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- crossover
+def sweep_specs(result: ResultLike) -> dict[str, ConvSpec]:
+    """Each layer's :class:`ConvSpec` (at its recorded batch), rebuilt from the run's
+    settings: the records keep the arguments every layer was built from."""
+    from .bench import Layer
+
+    res = _result(result)
+    args = res.settings.get("layer_args", {})
+    specs = {}
+    for layer in res.layers():
+        if layer not in args:
+            raise ValueError(f"the records do not say how layer {layer!r} was built")
+        a = dict(args[layer])
+        a["size"] = tuple(a["size"])
+        batch = next(r.batch for r in res.records if r.layer == layer)
+        specs[layer] = Layer(**a).spec(batch)
+    return specs
+
+
+def algorithm_multiplies(spec: ConvSpec, algo: str) -> int | None:
+    """Real multiplies ``algo`` does for ``spec`` (None where it cannot run it): direct
+    convolution's N K (C/g) kh kw Ho Wo; Winograd F(m x m, 3 x 3)'s (m+2)^2 per output
+    tile and (c, k) pair; FFT's products plus transforms (:func:`convlab.kernels.fft.
+    multiplies`)."""
+    from .kernels import fft, get
+
+    if get(algo).supports(spec) is not None:
+        return None
+    if algo.startswith("winograd_f"):
+        m = int(algo.removeprefix("winograd_f"))
+        tiles = spec.batch * -(-spec.out_height // m) * -(-spec.out_width // m)
+        return tiles * (m + 2) ** 2 * spec.in_channels // spec.groups * spec.out_channels
+    if algo == "fft":
+        return sum(fft.multiplies(spec).values())
+    return spec.macs()
+
+
+def crossover(result: ResultLike, challenger: str = "fft") -> int | None:
+    """The smallest kernel size from which ``challenger`` was the fastest convlab kernel
+    on every larger layer of the sweep (PyTorch not counted), or None."""
+    res = _result(result)
+    specs = sweep_specs(res)
+    ours = [k for k in res.kernels() if k != RIVAL]
+    start = None
+    for layer in sorted(specs, key=lambda la: specs[la].kernel_size):
+        times = {k: r.median_s for k in ours
+                 if (r := res.get(layer, k)) is not None and r.status == "ok" and r.median_s}
+        if challenger in times and min(times, key=times.get) == challenger:  # type: ignore[arg-type]
+            start = specs[layer].kernel_size[0] if start is None else start
+        else:
+            start = None
+    return start
+
+
+def crossover_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
+                   kernels: Sequence[str] | None = None) -> Figure:
+    """Left: median time per call vs kernel size, one line per kernel (band: interquartile
+    range), PyTorch dashed.  Right: the multiplies each algorithm does on the same layers
+    (direct convolution, Winograd F(4,3) where it applies, FFT's products and transforms).
+    Drawn from a sweep whose layers differ in kernel size (``convlab bench --suite
+    kernels``)."""
+    from .kernels import fft
+
+    res = _result(result)
+    specs = sweep_specs(res)
+    sizes = [s.kernel_size[0] for s in specs.values()]
+    if len(set(sizes)) != len(sizes) or len(sizes) < 2:
+        raise ValueError("a crossover plot needs layers that differ in kernel size "
+                         "(convlab bench --suite kernels)")
+    layers = sorted(specs, key=lambda la: specs[la].kernel_size[0])
+    ks = [specs[la].kernel_size[0] for la in layers]
+    names = _order(kernels or res.kernels())
+    fig = Figure(figsize=(12.5, 5.2))
+    ax, bx = fig.subplots(1, 2)
+    for name in names:
+        pts = [(k, r) for k, la in zip(ks, layers, strict=True)
+               if (r := res.get(la, name)) is not None and r.status == "ok" and r.median_s]
+        if not pts:
+            continue
+        x = [k for k, _ in pts]
+        c = colour(name, names)
+        rival = name == RIVAL
+        ax.plot(x, [r.median_s * 1e3 for _, r in pts], marker="o", ms=5, color=c,
+                lw=2.4 if rival else 1.7, ls="--" if rival else "-", label=_label(name))
+        ax.fill_between(x, [(r.q1_s or r.median_s) * 1e3 for _, r in pts],
+                        [(r.q3_s or r.median_s) * 1e3 for _, r in pts], color=c, alpha=0.18,
+                        lw=0)
+    start = crossover(res)
+    if start is not None:
+        ax.axvline(start, color="#666666", lw=1, ls=":")
+        ax.annotate(f"fft fastest convlab kernel\nfrom k = {start} on", (start, 0.97),
+                    xycoords=("data", "axes fraction"), xytext=(4, 0),
+                    textcoords="offset points", va="top", fontsize=8, color="#444444")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_plain)
+    ax.set_xticks(ks)
+    ax.set_xlabel("kernel size k (k x k, 'same' padding)")
+    ax.set_ylabel("median time per call (ms, log scale)")
+    first = specs[layers[0]]
+    ax.set_title(f"Time vs kernel size: {first.in_channels}->{first.out_channels} @"
+                 f"{first.height}x{first.width}, batch {first.batch}, "
+                 f"{res.settings.get('dtype')}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="upper left")
+    counts = {
+        "direct (parallel, im2col)": ([specs[la].macs() for la in layers], "#1f77b4", "-"),
+        "Winograd F(4,3)": ([algorithm_multiplies(specs[la], "winograd_f4")
+                             for la in layers], colour("winograd_f4"), "-"),
+        "FFT products": ([fft.multiplies(specs[la])["products"] for la in layers],
+                         colour("fft"), "--"),
+        "FFT products + transforms": ([algorithm_multiplies(specs[la], "fft")
+                                       for la in layers], colour("fft"), "-"),
+    }
+    for label, (values, c, ls) in counts.items():
+        pts = [(k, v / 1e9) for k, v in zip(ks, values, strict=True) if v is not None]
+        if pts:
+            bx.plot(*zip(*pts, strict=True), marker="s", ms=4, color=c, ls=ls, label=label)
+    bx.set_yscale("log")
+    bx.yaxis.set_major_formatter(_plain)
+    bx.set_xticks(ks)
+    bx.set_xlabel("kernel size k")
+    bx.set_ylabel("real multiplies per call (billions, log scale)")
+    bx.set_title("The work each algorithm does on the same layers", fontsize=10)
+    bx.grid(True, which="both", alpha=0.25)
+    bx.legend(fontsize=8, loc="upper left")
+    _footnote(fig, res, "bands: interquartile range; FFT counts use its planned tiles "
+                        "(4 real multiplies per complex product, P log2 P per real transform "
+                        "of P points); direct convolution: N K C kh kw Ho Wo")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _finish(fig, path)
 

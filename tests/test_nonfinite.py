@@ -86,9 +86,9 @@ def where_of(poison: str) -> str:
 
 
 def test_which_kernels_differ():
-    """Winograd mixes tiles; the loops that skip padding taps miss 0 x Inf = NaN there."""
+    """Winograd and fft mix tiles; the loops that skip padding taps miss 0 x Inf = NaN."""
     differ = {n for n in cpu_kernel_names() if kernels.get(n).nonfinite != "exact"}
-    assert differ == {"winograd_f2", "winograd_f4", "winograd_f6", "naive", "python",
+    assert differ == {"winograd_f2", "winograd_f4", "winograd_f6", "fft", "naive", "python",
                       "depthwise"}
 
 

@@ -4,7 +4,8 @@ A :class:`Layer` is a convolution as ``torch.nn.Conv2d`` arguments plus an input
 size; the harness builds its :class:`~convlab.shapes.ConvSpec` for the run's batch.
 The suites follow DeepBench-style choices: the seed tutorial's toy layer, ResNet's
 and VGG's 3x3 layers, a 7x7 stride-2 stem, 1x1 downsample and pointwise layers,
-MobileNet's depthwise layers and dilated (DeepLab-style) layers.
+MobileNet's depthwise layers and dilated (DeepLab-style) layers; and one sweep, ``kernels``:
+a ResNet-sized layer with the kernel growing from 3x3 to 15x15 (the algorithm crossover).
 """
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ SWEEP_3X3 = tuple(
 )
 
 
+# The algorithm crossover: one layer, the kernel growing.  Direct convolution's work grows
+# with k^2, FFT convolution's hardly at all (its transforms and products depend on the
+# tile, not on the taps), Winograd only exists for 3x3: which kernel wins at which k?
+KERNEL_SIZES = (3, 5, 7, 9, 11, 13, 15)
+KERNELS = tuple(
+    Layer(f"k{k}_64x56", 64, (56, 56), 64, k, padding="same",
+          note=f"{k}x{k} 64->64 @56x56 'same': the kernel-size sweep")
+    for k in KERNEL_SIZES
+)
+
+
 def _unique(layers: Iterable[Layer]) -> tuple[Layer, ...]:
     seen: dict[str, Layer] = {}
     for layer in layers:
@@ -116,9 +128,12 @@ SUITES: dict[str, tuple[Layer, ...]] = {
     "dilated": DILATED,
     # ~1 minute on 2 cores for the default kernels: one layer of each kind
     "quick": (SEED, RESNET[2], MOBILENET[0], MOBILENET[2], DILATED[1]),
-    "sweep3x3": SWEEP_3X3,
     "all": _unique((SEED,) + RESNET + VGG + MOBILENET + DILATED),
 }
+
+# Sweeps: one layer with one thing growing, for the crossover plots (plots.crossover_plot).
+# Kept out of SUITES and "all" (real networks' layers, which the figures plot per layer).
+SWEEPS: dict[str, tuple[Layer, ...]] = {"kernels": KERNELS, "sweep3x3": SWEEP_3X3}
 
 
 # Toy layers for the CUDA simulator (a few hundred outputs: ~1 s per call there), each with
@@ -137,17 +152,18 @@ TOY_SUITES: dict[str, tuple[Layer, ...]] = {
 
 def suite_names() -> list[str]:
     """Every suite ``suite_layers`` (and ``convlab bench --suite``) knows."""
-    return [*SUITES, *TOY_SUITES]
+    return [*SUITES, *SWEEPS, *TOY_SUITES]
 
 
 def suite_layers(suite: str, only: Sequence[str] | None = None) -> tuple[Layer, ...]:
     """The layers of ``suite`` (optionally only those named in ``only``)."""
-    if suite not in SUITES and suite not in TOY_SUITES:
+    known = {**SUITES, **SWEEPS, **TOY_SUITES}
+    if suite not in known:
         raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(suite_names())}")
-    layers = SUITES[suite] if suite in SUITES else TOY_SUITES[suite]
+    layers = known[suite]
     if only:
-        by_name = {layer.name: layer for suite_ in (*SUITES.values(), *TOY_SUITES.values())
-                   for layer in suite_}
+        by_name = {layer.name: layer for group in (SUITES, SWEEPS, TOY_SUITES)
+                   for suite_ in group.values() for layer in suite_}
         unknown = [n for n in only if n not in by_name]
         if unknown:
             raise ValueError(f"unknown layer {unknown[0]!r}; layers: {', '.join(by_name)}")

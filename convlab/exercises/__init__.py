@@ -24,6 +24,7 @@ shows the task.  The notebooks in ``notebooks/exercises/`` hand them out.
 ``cuda_kernel``    @cuda.jit fn(x, w, out), checked on the CUDA simulator
 ``cuda_tiled``     @cuda.jit fn(x, w, out) with shared-memory tiles, traffic checked
 ``conv_backward``  fn(x, w, dout, stride, padding, dilation) -> (dx, dw, db)
+``fft_conv1d``     fn(x, w, padding) -> 1-D correlation with numpy.fft
 =================  ==========================================================
 """
 
@@ -34,6 +35,7 @@ from .backward import ConvBackward
 from .core import Exercise, Incorrect, NotAttempted
 from .cuda import CudaKernel
 from .cuda_tiled import CudaTiled
+from .fourier import FFTConv1D
 from .loops import ConvLoops, Im2col
 from .parallel import PrangeKernel
 from .winograd import Winograd1D
@@ -47,10 +49,11 @@ prange_kernel = PrangeKernel()
 cuda_kernel = CudaKernel()
 cuda_tiled = CudaTiled()
 conv_backward = ConvBackward()
+fft_conv1d = FFTConv1D()
 
 ALL: list[Exercise] = [output_size, same_padding, conv_loops, im2col, winograd_1d,
-                       prange_kernel, cuda_kernel, cuda_tiled, conv_backward]
+                       prange_kernel, cuda_kernel, cuda_tiled, conv_backward, fft_conv1d]
 
 __all__ = ["ALL", "Exercise", "Incorrect", "NotAttempted", "conv_backward", "conv_loops",
-           "cuda_kernel", "cuda_tiled", "im2col", "output_size", "prange_kernel",
-           "same_padding", "winograd_1d"]
+           "cuda_kernel", "cuda_tiled", "fft_conv1d", "im2col", "output_size",
+           "prange_kernel", "same_padding", "winograd_1d"]
