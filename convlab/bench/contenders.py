@@ -42,8 +42,8 @@ from .timing import Timer, wall_timer
 
 RIVAL = "torch"
 # The order the ladder plot and the default kernel list use; missing names are skipped.
-LADDER = ("python", "naive", "parallel", "im2col", "winograd_f2", "winograd_f4", "winograd_f6",
-          "cuda_naive", "cuda_tiled")
+LADDER = ("python", "naive", "parallel", "im2col", "depthwise", "winograd_f2", "winograd_f4",
+          "winograd_f6", "fft", "cuda_naive", "cuda_tiled")
 # A rival is not ours: its gate only catches gross errors (layout, padding), with room for
 # the library's own algorithm choices (cuDNN or oneDNN may pick Winograd, whose float32
 # error is F(6,3)-like: convlab's winograd_f6 allows 2e-4 at 576 products).
