@@ -65,13 +65,13 @@ from .table import format_table, format_time, geomean
 from .timing import MIN_SAMPLE_S, NOISY_SPREAD, Timer, wall_timer
 
 __all__ = [
-    "CUDNN", "COLD_CACHE_ENV", "DEFAULT_BATCH", "DILATED", "GATE_FLOPS", "GPU_RIVALS", "LADDER",
-    "MIN_SAMPLE_S", "MOBILENET", "NOISY_SPREAD", "RECORD_FIELDS", "RESNET", "RIVAL", "SEED",
-    "STATUSES", "SUITES", "SWEEPS", "Sampling", "TOY_SUITES", "VGG", "BenchResult",
-    "BenchmarkInterrupted", "Contender", "Layer", "Record", "Timer", "calibrate", "check_device", "check_writable",
-    "disturbance", "format_table", "format_time", "gate_batch", "geomean", "kernel_contender",
-    "known_kernels", "load", "measure_bandwidth", "measure_peak", "no_calibration",
-    "output_paths", "resolve_kernels", "run_benchmark", "run_in_fresh_process",
-    "measure_spec", "suite_layers", "suite_names", "torch_available", "torch_contender",
-    "wall_timer",
+    "CUDNN", "COLD_CACHE_ENV", "DEFAULT_BATCH", "DILATED", "GATE_FLOPS", "GPU_RIVALS",
+    "LADDER", "MIN_SAMPLE_S", "MOBILENET", "NOISY_SPREAD", "RECORD_FIELDS", "RESNET", "RIVAL",
+    "SEED", "STATUSES", "SUITES", "SWEEPS", "Sampling", "TOY_SUITES", "VGG", "BenchResult",
+    "BenchmarkInterrupted", "Contender", "Layer", "Record", "Timer", "calibrate",
+    "check_device", "check_writable", "disturbance", "format_table", "format_time",
+    "gate_batch", "geomean", "kernel_contender", "known_kernels", "load", "measure_bandwidth",
+    "measure_peak", "no_calibration", "output_paths", "resolve_kernels", "run_benchmark",
+    "run_in_fresh_process", "measure_spec", "suite_layers", "suite_names", "torch_available",
+    "torch_contender", "wall_timer",
 ]
