@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import convlab
-from convlab import tuning
+from convlab import kernels, tuning
 from convlab.functional import kernel_spec, prepare
 from convlab.kernels.registry import KERNELS, register
 from convlab.reference import conv2d_reference
@@ -195,3 +195,20 @@ def test_cli_tune_show_and_clear(cache_file, capsys):
     assert main(["tune", "--clear"]) == 0
     assert "forgot 1" in capsys.readouterr().out
     assert not os.path.exists(cache_file)
+
+
+def test_bench_times_auto_as_what_it_runs(cache_file):
+    """The harness's 'auto' contender runs what conv2d(algo='auto') would: the rule, then,
+    once tuned, the measured winner; its record says which kernel ran."""
+    from convlab import bench
+
+    layer = bench.Layer("tune_test", 8, (9, 10), 6, 3, padding=1, batch=2)
+    calib = {"peak_gflops": 1.0, "peak_what": "x", "bandwidth_gbs": 1.0, "bandwidth_what": "y"}
+    rule = kernels.choose(SPEC).kernel.name
+    rec = bench.run_benchmark(layers=[layer], kernel_names=["auto"], repeats=1,
+                              progress=False, calibration=calib).records[0]
+    assert rec.status == "ok" and rec.note == f"ran {rule} (rule)"
+    tuning.default_cache().put(tuning.key_for(SPEC, np.float32), _entry("im2col"))
+    rec = bench.run_benchmark(layers=[layer], kernel_names=["auto"], repeats=1,
+                              progress=False, calibration=calib).records[0]
+    assert rec.status == "ok" and rec.note == "ran im2col (measured)"

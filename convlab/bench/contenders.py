@@ -27,6 +27,7 @@ same way.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from .ops import FORWARD, KERNEL_OPS, Op, op_named
 from .timing import Timer, wall_timer
 
 RIVAL = "torch"
+AUTO = "auto"  # algo="auto" as a contender: whatever it picks on each layer
 # The order the ladder plot and the default kernel list use; missing names are skipped.
 LADDER = ("python", "naive", "parallel", "im2col", "depthwise", "winograd_f2", "winograd_f4",
           "winograd_f6", "fft", "cuda_naive", "cuda_tiled")
@@ -109,6 +111,27 @@ def kernel_contender(kern: Kernel, weight_cache: bool = False, *,
 
     return Contender(kern.name, kern.device, kern.description, kern.why_not, kern.tolerance,
                      setup, timer, estimate, stages)
+
+
+def auto_contender(weight_cache: bool = False) -> Contender:
+    """What ``conv2d(..., algo="auto")`` runs on each layer: the kernel the autotuner
+    measured fastest on this machine, else the rule's (:func:`convlab.tuning.choose`),
+    timed like that kernel; its record's note names the kernel.  With ``weight_cache``
+    it runs as a ``Conv2d`` layer does."""
+    from ..tuning import choose
+
+    def chosen(spec: ConvSpec, dtype: Any) -> Kernel:
+        return choose(spec, dtype).kernel
+
+    def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec) -> Placed:
+        kern = chosen(spec, x.dtype)
+        placed = kernel_contender(kern, weight_cache).setup(x, w, b, spec)
+        how = choose(spec, x.dtype).source
+        return dataclasses.replace(placed, note=f"ran {kern.name} ({how})")
+
+    return Contender(AUTO, "cpu", "algo='auto': the measured winner, else the rule",
+                     lambda spec: None, lambda spec, dtype: chosen(spec, dtype).tolerance(
+                         spec, dtype), setup)
 
 
 def rival_tolerance(spec: ConvSpec, dtype: Any, op: str = "forward") -> float:
@@ -203,7 +226,7 @@ def resolve_kernels(names: Sequence[str | Contender] | None, device: str = "cpu"
             chosen.extend(GPU_RIVALS)
         return chosen
     known = list(dict.fromkeys(known_kernels() + [n for op in ops for n in known_kernels(op=op)]
-                               + [RIVAL, *GPU_RIVALS]))
+                               + [RIVAL, AUTO, *GPU_RIVALS]))
     chosen: list[str | Contender] = []
     for name in names:
         if isinstance(name, Contender):
@@ -234,6 +257,8 @@ def make_contenders(names: Sequence[str | Contender], weight_cache: bool,
                 made[name.name] = name
         elif name == RIVAL:
             made[name] = torch_contender()
+        elif name == AUTO:
+            made[name] = auto_contender(weight_cache)
         elif name in gpu.GPU_RIVALS:
             made[name] = gpu.torch_gpu_contender(name)
         elif name not in kernels.KERNELS:  # an algorithm with backward kernels only

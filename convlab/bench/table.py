@@ -118,7 +118,8 @@ def _row(r: Record, gpu: bool, width: int = 13) -> str:
             f"{format_time(r.median_s):>11}"
             f"{spread_txt:>8}{_fmt(r.gflops, '.3g'):>9}"
             f"{_fmt(pct, '.1f'):>8}{_fmt(r.vs_torch, '.3g'):>9}"
-            f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}")
+            f"{_fmt(r.vs_naive, '.3g'):>9}{_fmt(r.max_rel_err, '.1e'):>9}"
+            + (f"  {r.note}" if r.note else ""))
 
 
 def format_table(result: BenchResult) -> str:
