@@ -6,6 +6,7 @@
     convlab bench --device cuda --suite resnet
     convlab tune --suite resnet            (then --show, --clear)
     convlab figures [--out DIR] [--quick]
+    convlab release notebooks/exercises/source --out handout
 
 Bad arguments print one line saying what was wrong and exit with status 2.
 """
@@ -288,6 +289,20 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from .release import release
+
+    targets, differ = release(args.sources, args.out, check=args.check)
+    if args.check:
+        for path in differ:
+            print(f"differs from its teacher version: {path}")
+        print(f"{len(targets) - len(differ)} of {len(targets)} student notebooks in "
+              f"{args.out}/ match their teacher versions")
+        return 1 if differ else 0
+    print(f"{len(targets)} student notebooks in {args.out}/ ({len(differ)} changed)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convlab", description="convlab: a 2-D convolution kernel lab")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -388,6 +403,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="draw from saved records instead of benchmarking")
     figs.add_argument("--no-viz", action="store_true", help="skip the conv-arithmetic pictures")
     figs.set_defaults(func=_cmd_figures)
+
+    rel = sub.add_parser(
+        "release", help="write the student versions of teacher exercise notebooks "
+                        "(solutions and hidden tests stripped, as nbgrader does)",
+        description="Write the student version of each teacher notebook: every region "
+                    "between '### BEGIN SOLUTION' and '### END SOLUTION' becomes "
+                    "nbgrader's stub, '### BEGIN/END HIDDEN TESTS' regions are removed, "
+                    "outputs cleared, graded cells locked. The teacher notebooks stay "
+                    "nbgrader source notebooks as they are.")
+    rel.add_argument("sources", nargs="+", metavar="SOURCE",
+                     help="teacher notebooks, or folders of them (e.g. "
+                          "notebooks/exercises/source)")
+    rel.add_argument("--out", required=True, metavar="DIR",
+                     help="where the student notebooks go (same file names)")
+    rel.add_argument("--check", action="store_true",
+                     help="write nothing; exit 1 if a student notebook in --out differs "
+                          "from what its teacher version gives")
+    rel.set_defaults(func=_cmd_release)
     return parser
 
 
