@@ -7,6 +7,7 @@
     convlab tune --suite resnet            (then --show, --clear)
     convlab figures [--out DIR] [--quick]
     convlab release notebooks/exercises/source --out handout
+    convlab grade submissions/ --out grades.csv --jobs 2
 
 Bad arguments print one line saying what was wrong and exit with status 2.
 """
@@ -303,6 +304,61 @@ def _cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> int:
+    """Bytes from '1GiB', '1G', '512M', '1500MB' or a plain number (K, M, G are powers
+    of 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size like 1GiB, 512M or 2000000000; "
+                                         f"got {text!r}")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from . import grading
+    from .grading import report
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise ValueError(f"--out {args.out!r}: the grades file must end in .csv")
+    if not out.resolve().parent.is_dir():
+        raise ValueError(f"cannot write --out {args.out!r}: its folder does not exist")
+    stem = out.with_suffix("")
+    feedback = Path(args.feedback) if args.feedback else Path(f"{stem}_feedback")
+    summary = Path(f"{stem}_summary.md")
+    plot = _plot_path(args.plot) if args.plot else Path(f"{stem}.png")
+    limits = grading.Limits(timeout_s=args.timeout, memory_bytes=args.memory)
+
+    def progress(task, rows, seconds: float) -> None:
+        if args.progress:
+            counts = ", ".join(f"{sum(r.result == h for r in rows)} {h}"
+                               for h in grading.RESULTS if any(r.result == h for r in rows))
+            print(f"graded {task.student}: {task.notebook} ({counts or 'no checks'}; "
+                  f"{seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    try:
+        rows = grading.grade(args.submissions, limits=limits, jobs=args.jobs,
+                             scheduler=args.scheduler, exercises=args.exercises,
+                             progress=progress)
+    except (RuntimeError, OSError) as exc:
+        print(f"convlab grade: {exc}", file=sys.stderr)
+        return 1
+    report.write_csv(rows, out)
+    written = report.write_feedback(rows, feedback)
+    table = report.summary_table(rows)
+    summary.write_text(table + "\n", encoding="utf-8")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    report.plot_summary(rows, plot)
+    print(table)
+    print(f"\ngrades in {out}, feedback for {len(written)} students in {feedback}/, "
+          f"summary in {summary}, histograms in {plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convlab", description="convlab: a 2-D convolution kernel lab")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -421,6 +477,47 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write nothing; exit 1 if a student notebook in --out differs "
                           "from what its teacher version gives")
     rel.set_defaults(func=_cmd_release)
+
+    from .grading import ISOLATION
+
+    grade = sub.add_parser(
+        "grade", help="run every student's exercise notebooks and collect the checks' "
+                      "verdicts (CSV, feedback per student, summary, histograms)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run each submitted exercise notebook top to bottom in a fresh kernel "
+                    "and collect every check's verdict: correct, incorrect, not attempted, "
+                    "error or timed out.\n\nSUBMISSIONS: folders holding one notebook per "
+                    "student (named by the file) or one folder per student (named by the "
+                    "folder, all its notebooks), or single notebooks.\n\n" + ISOLATION)
+    grade.add_argument("submissions", nargs="+", metavar="SUBMISSIONS",
+                       help="folders of submissions, or notebooks")
+    grade.add_argument("--out", required=True, metavar="GRADES.csv",
+                       help="the grades: student, exercise, result, message, notebook; "
+                            "beside it GRADES_feedback/ (one markdown file per student), "
+                            "GRADES_summary.md and GRADES.png (histograms)")
+    grade.add_argument("--feedback", metavar="DIR",
+                       help="where the feedback files go (default GRADES_feedback)")
+    grade.add_argument("--plot", metavar="FILE.png",
+                       help="the histograms (default GRADES.png)")
+    grade.add_argument("--timeout", type=_positive_float, default=300.0, metavar="SECONDS",
+                       help="wall-clock limit per notebook, first cell to last (default 300)")
+    grade.add_argument("--memory", type=_size, default=1 << 30, metavar="SIZE",
+                       help="memory a notebook's kernel may allocate (its data segment, "
+                            "Python and Numba included, about 400 MiB of it; default 1GiB)")
+    grade.add_argument("--jobs", type=_positive_int, default=1,
+                       help="notebooks run at once on this machine (each kernel gets 2 Numba "
+                            "threads; default 1)")
+    grade.add_argument("--scheduler", metavar="ADDRESS",
+                       help="hand the notebooks to this Dask distributed scheduler (e.g. "
+                            "tcp://10.0.0.5:8786) instead of running them here; needs "
+                            "convlab[grade] installed on every worker")
+    grade.add_argument("--exercises", type=_names, metavar="NAME,...",
+                       help="the exercises to grade (default: every exercise some "
+                            "notebook checks); one a student's notebooks never check is "
+                            "'not attempted'")
+    grade.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no line per graded notebook on stderr")
+    grade.set_defaults(func=_cmd_grade)
     return parser
 
 
