@@ -8,6 +8,7 @@
     convlab figures [--out DIR] [--quick]
     convlab release notebooks/exercises/source --out handout
     convlab grade submissions/ --out grades.csv --jobs 2
+    convlab explore
 
 Bad arguments print one line saying what was wrong and exit with status 2.
 """
@@ -359,6 +360,19 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from .explore import serve
+
+    size = args.size if len(args.size) == 2 else args.size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"--size: expected H,W (at least 1), got {args.size}")
+    try:
+        return serve(size, port=args.port, open_browser=args.browser)
+    except RuntimeError as exc:
+        print(f"convlab explore: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convlab", description="convlab: a 2-D convolution kernel lab")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -518,6 +532,17 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no line per graded notebook on stderr")
     grade.set_defaults(func=_cmd_grade)
+
+    explore = sub.add_parser(
+        "explore", help="the conv-arithmetic explorer as a page of its own, to project in "
+                        "class (served by Voila until Ctrl-C)")
+    explore.add_argument("--size", type=_ints, default=(5, 7), metavar="H,W",
+                         help="the input's height and width at the start (default 5,7)")
+    explore.add_argument("--port", type=_positive_int, metavar="PORT",
+                         help="serve on this port of 127.0.0.1 (default: a free one)")
+    explore.add_argument("--no-browser", dest="browser", action="store_false",
+                         help="do not open a browser; just print the address")
+    explore.set_defaults(func=_cmd_explore)
     return parser
 
 

@@ -85,8 +85,10 @@ def summary_table(rows: Sequence[Row]) -> str:
     students = list(dict.fromkeys(r.student for r in rows))
     scores = Counter(sum(r.result == "correct" for r in rows if r.student == s and r.exercise)
                      for s in students)
-    lines += ["", f"{len(students)} students; correct answers per student: "
-              + ", ".join(f"{k} correct: {scores[k]}" for k in sorted(scores))]
+    ranked = sorted(scores, reverse=True)
+    lines += ["", f"{len(students)} students: " + ", ".join(
+        f"{scores[k]} got {k}" + (f" of {len(counts)} exercises correct" if n == 0 else "")
+        for n, k in enumerate(ranked))]
     return "\n".join(lines)
 
 
