@@ -65,13 +65,28 @@ def _install_chromium() -> str:
     found = shutil.which("chromium")
     if not found:
         pytest.skip("apt-get installed chromium, but no `chromium` is on PATH")
-    print(f"\n[test_browser] installed Debian's chromium in {time.monotonic() - t0:.0f} s",
-          file=sys.__stderr__)
+    _say(f"installed Debian's chromium in {time.monotonic() - t0:.0f} s")
     return found
 
 
+_REPORTER: list = []
+
+
+def _say(line: str) -> None:
+    """A line in pytest's own output, shown whether the test passes or not."""
+    if _REPORTER:
+        capture, reporter = _REPORTER
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n[test_browser] {line}")
+    else:
+        print(f"[test_browser] {line}", file=sys.__stderr__)
+
+
 @pytest.fixture(scope="session")
-def browser():
+def browser(request):
+    plugins = request.config.pluginmanager
+    found = [plugins.get_plugin("capturemanager"), plugins.get_plugin("terminalreporter")]
+    _REPORTER[:] = found if all(found) else []
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not "
                                    "installed (pip install -e '.[test]')")
     path = _install_chromium()
@@ -84,7 +99,7 @@ def browser():
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("browser-screenshots")
-    print(f"\n[test_browser] screenshots in {folder}", file=sys.__stderr__)
+    _say(f"screenshots in {folder}")
     return folder
 
 
@@ -286,16 +301,44 @@ def move(page, scope, description: str, key: str, times: int = 1) -> None:
         handle.press(key)
 
 
+def run_all(page, tries: int = 3) -> None:
+    """Run > Run All Cells, once the kernel is up. A click made while the page is still
+    connecting to the kernel is dropped by JupyterLab (the cells stay unexecuted, no
+    message), so the click is repeated until the first cell has run."""
+    page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$")).first.wait_for(
+        timeout=TIMEOUT_MS)
+    for _ in range(tries):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        try:
+            page.locator(".jp-InputPrompt", has_text=re.compile(r"\[\d+\]")).first.wait_for(
+                timeout=30_000)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: click again
+            continue
+    raise AssertionError(f"Run All Cells, clicked {tries} times, ran no cell")
+
+
+def _diagnose(page, shots: Path, name: str) -> str:
+    """On a failure: a screenshot of the whole page, and the errors it shows."""
+    try:
+        page.screenshot(path=str(shots / f"{name}-failure.png"), full_page=True)
+        errors = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']"
+                              ).all_inner_texts()
+        dialogs = page.locator(".jp-Dialog").all_inner_texts()
+    except Exception as err:  # noqa: BLE001 - the page itself may be gone
+        return f"(no diagnosis: {err})"
+    return (f"screenshot {shots / (name + '-failure.png')}; errors on the page: "
+            f"{[e[-1500:] for e in errors]}; dialogs: {dialogs}")
+
+
 # ------------------------------------------------------------------ the tests
 @pytest.mark.slow
 def test_notebook_02_sliders_in_jupyterlab(browser, jupyterlab, artifacts):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         page.goto(f"{jupyterlab}/lab/tree/{NOTEBOOK.name}")
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-            timeout=TIMEOUT_MS)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
+        run_all(page)
         pad_by = page.locator(".widget-label", has_text=re.compile("^pad by$"))
         pad_by.wait_for(timeout=TIMEOUT_MS)
         cell = page.locator(".jp-Cell").filter(has=pad_by)
@@ -310,6 +353,8 @@ def test_notebook_02_sliders_in_jupyterlab(browser, jupyterlab, artifacts):
         expect(page, cell, ConvSpec.create((1, 5, 7), 1, 4, 2, 1, 1), artifacts,
                "nb02-2-kernel4-stride2")
         page.screenshot(path=str(artifacts / "nb02-3-whole-page.png"), full_page=False)
+    except Exception as err:
+        raise AssertionError(f"{err}\n{_diagnose(page, artifacts, 'nb02')}") from err
     finally:
         page.close()
 
@@ -352,6 +397,8 @@ def test_convlab_explore_page(browser, explore_page, artifacts):
         same_d2 = ConvSpec.create((1, 3, 7), 1, 3, padding="same", dilation=2)
         expect(page, body, same_d2, artifacts, "explore-3-same-dilation2")
         assert f"padding (t,b,l,r) = {same_d2.padding}" in body.inner_text()
+    except Exception as err:
+        raise AssertionError(f"{err}\n{_diagnose(page, artifacts, 'explore')}") from err
     finally:
         page.close()
 
@@ -370,9 +417,9 @@ def test_picture_reader_reads_what_viz_draws():
              viz.grid_spec((3, 7), 3, padding="same", dilation=2),
              viz.grid_spec((6, 5), (4, 2), stride=(2, 1), padding=(2, 1), dilation=(1, 3)),
              viz.grid_spec((5, 4), 4, padding="same")]
-    for spec in specs:
-        for dpi in (72, 100):
-            buf = io.BytesIO()
-            viz.draw_conv(spec).savefig(buf, format="png", dpi=dpi)
-            assert read_picture(buf.getvalue()) == shown(spec), (spec, dpi)
+    for k, spec in enumerate(specs):
+        dpi = (72, 100)[k % 2]  # the page's size, and a larger one
+        buf = io.BytesIO()
+        viz.draw_conv(spec).savefig(buf, format="png", dpi=dpi)
+        assert read_picture(buf.getvalue()) == shown(spec), (spec, dpi)
     assert shown(specs[2]) != shown(specs[3])
