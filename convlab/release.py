@@ -20,6 +20,8 @@ What it leaves to nbgrader: its gradebook and the checksums it stores in the cel
 ``convlab release SOURCE... --out DIR`` writes one student notebook per teacher
 notebook; ``--check`` only compares (exit status 1 and the names of the notebooks that
 differ), which is how the repository keeps its handed-out notebooks in step.
+:func:`teacher_version` goes the other way once, for a handed-out notebook written
+before the teacher versions existed.
 """
 
 from __future__ import annotations
@@ -94,6 +96,62 @@ def student_version(nb: dict[str, Any], name: str = "notebook") -> dict[str, Any
             cell["outputs"] = []
             cell["execution_count"] = None
     out.get("metadata", {}).pop("celltoolbar", None)
+    return out
+
+
+STUB = re.compile(r"^(?P<indent>[ \t]*)# YOUR CODE HERE\n(?P=indent)"
+                  r"(raise NotImplementedError(\(\))?|pass)[ \t]*$", re.M)
+
+
+def teacher_version(nb: dict[str, Any], solutions: dict[str, Any] | None = None,
+                    name: str = "notebook") -> dict[str, Any]:
+    """The teacher version of a handed-out exercise notebook: how a notebook written the
+    older way (stubs only, the solution in ``exercise.solution()``) comes under one source.
+
+    For every check cell (convlab metadata), the code cell before it is its answer cell:
+    its stub (``# YOUR CODE HERE`` then ``raise NotImplementedError`` or ``pass``) becomes
+    the body of the exercise's reference solution between the solution markers, and both
+    cells get nbgrader's metadata and the teacher's check (:mod:`.exercises.cells`).
+    ``solutions`` maps exercise names to solution functions (default: each exercise's
+    ``solution()``). The locks a release adds are removed. ``student_version`` of the
+    result gives ``nb`` back, up to nbgrader's stub.
+    """
+    from .exercises import cells
+    from .exercises.core import source_of
+
+    out = copy.deepcopy(nb)
+    checks = cells.check_cells(out["cells"])
+    if not checks:
+        raise ReleaseError(f"{name}: no check cell (metadata convlab.exercise)")
+    for i, exercise, answer in checks:
+        if i == 0 or out["cells"][i - 1]["cell_type"] != "code":
+            raise ReleaseError(f"{name}, cell {i}: the check of {exercise} has no code cell "
+                               "before it for the answer")
+        if solutions is not None and exercise in solutions:
+            fn = solutions[exercise]
+        else:
+            from . import exercises
+
+            fn = getattr(exercises, exercise).solution(show=False)
+        lines = source_of(fn).rstrip("\n").split("\n")
+        first = next(k for k, line in enumerate(lines) if line.startswith("def "))
+        body = "\n".join(lines[first + 1:])
+        cell = out["cells"][i - 1]
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        match = STUB.search(source)
+        if match is None:
+            raise ReleaseError(f"{name}, cell {i - 1}: no '# YOUR CODE HERE' stub to put the "
+                               f"solution of {exercise} in")
+        indent = match.group("indent")
+        cell["source"] = (source[:match.start()] + f"{indent}{cells.SOLUTION_BEGIN}\n{body}\n"
+                          f"{indent}{cells.SOLUTION_END}" + source[match.end():])
+        check = out["cells"][i]
+        check["source"] = cells.check_source(exercise, answer)
+        for target, meta in ((cell, cells.answer_metadata(exercise)),
+                             (check, cells.check_metadata(exercise, answer))):
+            target["metadata"] = {k: v for k, v in target.get("metadata", {}).items()
+                                  if k not in ("deletable", "editable")}
+            target["metadata"].update(meta)
     return out
 
 

@@ -21,7 +21,7 @@ import pytest
 import convlab.exercises as ex
 from convlab.exercises import cells
 from convlab.exercises.core import source_of
-from convlab.release import ReleaseError, release, student_version
+from convlab.release import ReleaseError, release, student_version, teacher_version
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -82,6 +82,36 @@ def test_teacher_cells_carry_solution_and_hidden_test(path):
         assert "SOLUTION" not in student.cells[i - 1].source
         assert student.cells[i].metadata["editable"] is False
         assert student.cells[i - 1].metadata["deletable"] is False
+
+
+@pytest.mark.parametrize("path", TEACHER_NOTEBOOKS, ids=lambda p: p.stem)
+def test_teacher_version_of_the_release_is_the_teacher_notebook(path):
+    teacher = _read(path)
+    back = teacher_version(student_version(teacher, path.name), name=path.name)
+    assert json.dumps(back, sort_keys=True) == json.dumps(teacher, sort_keys=True)
+
+
+def test_teacher_version_of_an_older_handout():
+    """A notebook written before the teacher versions: a `pass` or bare
+    `raise NotImplementedError` stub, the check cell with convlab's metadata only."""
+    older = _nb(("import numpy as np", {}),
+                ("def same_padding(kernel, dilation):\n    # YOUR CODE HERE\n    pass",
+                 {}),
+                ("ex.same_padding.check(same_padding)",
+                 {"convlab": {"exercise": "same_padding", "answer": "same_padding"}}))
+    teacher = teacher_version(older, name="old.ipynb")
+    assert cells.solution_regions(teacher.cells[1].source) == [
+        cells.solution_regions(_read(TEACHER / "01_shapes.ipynb").cells[
+            cells.check_cells(_read(TEACHER / "01_shapes.ipynb").cells)[1][0] - 1].source)[0]]
+    assert teacher.cells[2].source == cells.check_source("same_padding", "same_padding")
+    assert teacher.cells[2].metadata == cells.check_metadata("same_padding", "same_padding")
+    assert student_version(teacher).cells[1].source == (
+        "def same_padding(kernel, dilation):\n    # YOUR CODE HERE\n"
+        "    raise NotImplementedError()")
+    no_stub = _nb(("def f():\n    return 1", {}), ("ex.same_padding.check(f)",
+                  {"convlab": {"exercise": "same_padding", "answer": "f"}}))
+    with pytest.raises(ReleaseError, match="no '# YOUR CODE HERE' stub"):
+        teacher_version(no_stub)
 
 
 def _nb(*sources: tuple[str, dict]) -> dict:
