@@ -49,6 +49,8 @@ WINDOW = "#cc0000"  # the window's outline
 # ------------------------------------------------------------------ the browser
 def _install_chromium() -> str:
     """Debian's chromium, installed with apt-get if missing and allowed; else skip."""
+    if _INSTALLED:
+        return _INSTALLED[0]
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
@@ -66,10 +68,12 @@ def _install_chromium() -> str:
     if not found:
         pytest.skip("apt-get installed chromium, but no `chromium` is on PATH")
     _say(f"installed Debian's chromium in {time.monotonic() - t0:.0f} s")
+    _INSTALLED.append(found)
     return found
 
 
 _REPORTER: list = []
+_INSTALLED: list[str] = []  # once per session
 
 
 def _say(line: str) -> None:
@@ -82,8 +86,11 @@ def _say(line: str) -> None:
         print(f"[test_browser] {line}", file=sys.__stderr__)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(request):
+    """Chromium, driven by Playwright, for this module only: Playwright's sync API keeps
+    an event loop marked running in this thread while it is started, which nbclient
+    (tests/test_notebooks.py, in this same process) must not find there."""
     plugins = request.config.pluginmanager
     found = [plugins.get_plugin("capturemanager"), plugins.get_plugin("terminalreporter")]
     _REPORTER[:] = found if all(found) else []
@@ -94,6 +101,13 @@ def browser(request):
         chromium = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
         yield chromium
         chromium.close()
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    assert loop is None, "Playwright left an event loop running in the test process"
 
 
 @pytest.fixture(scope="module")

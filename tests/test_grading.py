@@ -311,8 +311,8 @@ def test_limits_reach_the_kernel(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
         "import os, resource\n"
-        "assert resource.getrlimit(resource.RLIMIT_DATA)[0] == 700 << 20\n"
-        "assert resource.getrlimit(resource.RLIMIT_FSIZE)[0] == 5 << 20\n"
+        "assert resource.getrlimit(resource.RLIMIT_DATA) == (700 << 20, 700 << 20)\n"
+        "assert resource.getrlimit(resource.RLIMIT_FSIZE) == (5 << 20, 5 << 20)\n"
         "assert os.path.exists('data.txt') and os.getcwd() != " + repr(str(tmp_path)) + "\n"
         "assert os.environ['NUMBA_NUM_THREADS'] == '2'\n"
         "def output_size(size, kernel, stride, padding, dilation):\n"

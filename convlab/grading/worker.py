@@ -41,9 +41,11 @@ THREAD_ENV = {"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_TH
 
 
 def _limit(which: int, value: int) -> None:
-    soft, hard = resource.getrlimit(which)
+    """Soft and hard limit both ``value`` (or lower, if the hard limit already is): the
+    kernel may not raise it again."""
+    _, hard = resource.getrlimit(which)
     value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-    resource.setrlimit(which, (value, value if hard == resource.RLIM_INFINITY else hard))
+    resource.setrlimit(which, (value, value))
 
 
 def apply_limits(job: dict[str, Any]) -> None:
