@@ -8,6 +8,9 @@
     convlab bench --device cuda --suite resnet
     convlab tune --suite resnet            (then --show, --clear)
     convlab figures [--out DIR] [--quick]
+    convlab release notebooks/exercises/source --out handout
+    convlab grade submissions/ --out grades.csv --jobs 2
+    convlab explore
 
 Bad arguments print one line saying what was wrong and exit with status 2.
 """
@@ -341,6 +344,88 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from .release import release
+
+    targets, differ = release(args.sources, args.out, check=args.check)
+    if args.check:
+        for path in differ:
+            print(f"differs from its teacher version: {path}")
+        print(f"{len(targets) - len(differ)} of {len(targets)} student notebooks in "
+              f"{args.out}/ match their teacher versions")
+        return 1 if differ else 0
+    print(f"{len(targets)} student notebooks in {args.out}/ ({len(differ)} changed)")
+    return 0
+
+
+def _size(text: str) -> int:
+    """Bytes from '1GiB', '1G', '512M', '1500MB' or a plain number (K, M, G are powers
+    of 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size like 1GiB, 512M or 2000000000; "
+                                         f"got {text!r}")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from . import grading
+    from .grading import report
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise ValueError(f"--out {args.out!r}: the grades file must end in .csv")
+    if not out.resolve().parent.is_dir():
+        raise ValueError(f"cannot write --out {args.out!r}: its folder does not exist")
+    stem = out.with_suffix("")
+    feedback = Path(args.feedback) if args.feedback else Path(f"{stem}_feedback")
+    summary = Path(f"{stem}_summary.md")
+    plot = _plot_path(args.plot) if args.plot else Path(f"{stem}.png")
+    limits = grading.Limits(timeout_s=args.timeout, memory_bytes=args.memory)
+
+    def progress(task, rows, seconds: float) -> None:
+        if args.progress:
+            counts = ", ".join(f"{sum(r.result == h for r in rows)} {h}"
+                               for h in grading.RESULTS if any(r.result == h for r in rows))
+            print(f"graded {task.student}: {task.notebook} ({counts or 'no checks'}; "
+                  f"{seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    try:
+        rows = grading.grade(args.submissions, limits=limits, jobs=args.jobs,
+                             scheduler=args.scheduler, exercises=args.exercises,
+                             progress=progress)
+    except (RuntimeError, OSError) as exc:
+        print(f"convlab grade: {exc}", file=sys.stderr)
+        return 1
+    report.write_csv(rows, out)
+    written = report.write_feedback(rows, feedback)
+    table = report.summary_table(rows)
+    summary.write_text(table + "\n", encoding="utf-8")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    report.plot_summary(rows, plot)
+    print(table)
+    print(f"\ngrades in {out}, feedback for {len(written)} students in {feedback}/, "
+          f"summary in {summary}, histograms in {plot}")
+    return 0
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from .explore import serve
+
+    size = args.size if len(args.size) == 2 else args.size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"--size: expected H,W (at least 1), got {args.size}")
+    try:
+        return serve(size, port=args.port, open_browser=args.browser)
+    except RuntimeError as exc:
+        print(f"convlab explore: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convlab", description="convlab: a 2-D convolution kernel lab")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -455,6 +540,76 @@ def build_parser() -> argparse.ArgumentParser:
                       help="draw from saved records instead of benchmarking")
     figs.add_argument("--no-viz", action="store_true", help="skip the conv-arithmetic pictures")
     figs.set_defaults(func=_cmd_figures)
+
+    rel = sub.add_parser(
+        "release", help="write the student versions of teacher exercise notebooks "
+                        "(solutions and hidden tests stripped, as nbgrader does)",
+        description="Write the student version of each teacher notebook: every region "
+                    "between '### BEGIN SOLUTION' and '### END SOLUTION' becomes "
+                    "nbgrader's stub, '### BEGIN/END HIDDEN TESTS' regions are removed, "
+                    "outputs cleared, graded cells locked. The teacher notebooks stay "
+                    "nbgrader source notebooks as they are.")
+    rel.add_argument("sources", nargs="+", metavar="SOURCE",
+                     help="teacher notebooks, or folders of them (e.g. "
+                          "notebooks/exercises/source)")
+    rel.add_argument("--out", required=True, metavar="DIR",
+                     help="where the student notebooks go (same file names)")
+    rel.add_argument("--check", action="store_true",
+                     help="write nothing; exit 1 if a student notebook in --out differs "
+                          "from what its teacher version gives")
+    rel.set_defaults(func=_cmd_release)
+
+    from .grading import ISOLATION
+
+    grade = sub.add_parser(
+        "grade", help="run every student's exercise notebooks and collect the checks' "
+                      "verdicts (CSV, feedback per student, summary, histograms)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run each submitted exercise notebook top to bottom in a fresh kernel "
+                    "and collect every check's verdict: correct, incorrect, not attempted, "
+                    "error or timed out.\n\nSUBMISSIONS: folders holding one notebook per "
+                    "student (named by the file) or one folder per student (named by the "
+                    "folder, all its notebooks), or single notebooks.\n\n" + ISOLATION)
+    grade.add_argument("submissions", nargs="+", metavar="SUBMISSIONS",
+                       help="folders of submissions, or notebooks")
+    grade.add_argument("--out", required=True, metavar="GRADES.csv",
+                       help="the grades: student, exercise, result, message, notebook; "
+                            "beside it GRADES_feedback/ (one markdown file per student), "
+                            "GRADES_summary.md and GRADES.png (histograms)")
+    grade.add_argument("--feedback", metavar="DIR",
+                       help="where the feedback files go (default GRADES_feedback)")
+    grade.add_argument("--plot", metavar="FILE.png",
+                       help="the histograms (default GRADES.png)")
+    grade.add_argument("--timeout", type=_positive_float, default=300.0, metavar="SECONDS",
+                       help="wall-clock limit per notebook, first cell to last (default 300)")
+    grade.add_argument("--memory", type=_size, default=1 << 30, metavar="SIZE",
+                       help="memory a notebook's kernel may allocate (its data segment, "
+                            "Python and Numba included, about 400 MiB of it; default 1GiB)")
+    grade.add_argument("--jobs", type=_positive_int, default=1,
+                       help="notebooks run at once on this machine (each kernel gets 2 Numba "
+                            "threads; default 1)")
+    grade.add_argument("--scheduler", metavar="ADDRESS",
+                       help="hand the notebooks to this Dask distributed scheduler (e.g. "
+                            "tcp://10.0.0.5:8786) instead of running them here; needs "
+                            "convlab[grade] installed on every worker")
+    grade.add_argument("--exercises", type=_names, metavar="NAME,...",
+                       help="the exercises to grade (default: every exercise some "
+                            "notebook checks); one a student's notebooks never check is "
+                            "'not attempted'")
+    grade.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no line per graded notebook on stderr")
+    grade.set_defaults(func=_cmd_grade)
+
+    explore = sub.add_parser(
+        "explore", help="the conv-arithmetic explorer as a page of its own, to project in "
+                        "class (served by Voila until Ctrl-C)")
+    explore.add_argument("--size", type=_ints, default=(5, 7), metavar="H,W",
+                         help="the input's height and width at the start (default 5,7)")
+    explore.add_argument("--port", type=_positive_int, metavar="PORT",
+                         help="serve on this port of 127.0.0.1 (default: a free one)")
+    explore.add_argument("--no-browser", dest="browser", action="store_false",
+                         help="do not open a browser; just print the address")
+    explore.set_defaults(func=_cmd_explore)
     return parser
 
 

@@ -29,8 +29,14 @@ program                                  what the test does
                                          tuning memory); ``info --cuda-static`` without the
                                          CUDA toolchain must exit 2 saying how to get it (with
                                          it, tests/test_cuda_static.py runs the same report);
-                                         every ``--out``/``--plot`` goes to a temporary folder.
-                                         Exit status 0, and the shown output if any.
+                                         every ``--out``/``--plot`` goes to a temporary folder;
+                                         ``grade`` reads its submissions from the repository
+                                         and runs in a temporary folder, where its relative
+                                         ``--out`` lands (``--scheduler`` is not in the
+                                         table); ``explore`` is started with ``--no-browser``
+                                         on a free port, must serve its page (HTTP 200), and
+                                         is stopped as Ctrl-C stops it. Exit status 0, and
+                                         the shown output if any.
 ``pytest ...``, ``python -m pytest``     ``pytest --collect-only`` with the same arguments:
                                          it must collect tests without an error (the suite
                                          itself is what runs this file).
@@ -62,6 +68,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,10 +282,48 @@ def _extra_installing(package: str) -> str | None:
                  if any(re.match(rf"{package}\b", r) for r in reqs)), None)
 
 
-def _run(argv: list[str], env: dict[str, str], timeout: int = TIMEOUT_S):
+def _run(argv: list[str], env: dict[str, str], timeout: int = TIMEOUT_S, cwd: Path = REPO):
     full_env = dict(os.environ, **env)
-    return subprocess.run(argv, cwd=REPO, env=full_env, capture_output=True, text=True,
+    return subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _explore(run: list[str], env: dict[str, str], ctx: Context) -> None:
+    """Serve the explorer, fetch its page, stop it as Ctrl-C does (by its pid)."""
+    import signal
+    import urllib.request
+
+    from convlab.explore import free_port
+
+    port = free_port()
+    run = _without(_without(run, "--port"), "--no-browser", takes_value=False)
+    run += ["--no-browser", "--port", str(port)]
+    log = ctx.tmp / "explore.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "convlab.cli", *run], cwd=ctx.tmp,
+                                env=dict(os.environ, **env), stdout=out,
+                                stderr=subprocess.STDOUT)
+    ctx.log.append(f"convlab {' '.join(run)}")
+    try:
+        served, deadline = False, time.monotonic() + 120
+        while not served and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    served = r.status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert served, (f"`convlab {' '.join(run)}` served no page in 120 s:\n"
+                        f"{log.read_text(errors='replace')[-3000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, (f"`convlab {' '.join(run)}` exited {proc.returncode} "
+                                  f"when stopped:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -337,7 +382,19 @@ def _convlab(argv: list[str], env: dict[str, str], ctx: Context, shown: Shown) -
     elif args.command == "tune" and not (args.show or args.clear):
         run = _without(_without(_without(run, "--layers"), "--repeats"), "--suite")
         run += ["--layers", "seed", "--repeats", "1", "--no-progress"]
-    proc = _run([sys.executable, "-m", "convlab.cli", *run], env)
+    elif args.command == "release":
+        if not args.check:
+            run = _without(run, "--out") + ["--out", str(ctx.tmp / "release")]
+    elif args.command == "explore":
+        _explore(run, env, ctx)
+        return
+    cwd = REPO
+    if args.command == "grade":
+        assert args.scheduler is None, "convlab grade --scheduler: not in the table"
+        assert not Path(args.out).is_absolute(), "convlab grade --out: give a relative path"
+        run = [str(REPO / w) if w in args.submissions else w for w in run]
+        cwd = ctx.tmp
+    proc = _run([sys.executable, "-m", "convlab.cli", *run], env, cwd=cwd)
     ctx.log.append(f"convlab {' '.join(run)}")
     assert proc.returncode == 0, (f"`convlab {' '.join(run)}` exited {proc.returncode}:\n"
                                   f"{proc.stderr[-3000:]}")

@@ -55,10 +55,87 @@ def test_none_is_not_attempted(exercise, capsys):
 
 
 @pytest.mark.parametrize("exercise", ex.ALL, ids=lambda e: e.name)
-def test_hint_and_task(exercise, capsys):
+def test_hint_tiers_and_task(exercise, capsys):
+    shown = []
+    for level in (1, 2, 3):
+        exercise.hint(level)
+        out = capsys.readouterr().out
+        assert out.startswith(f"Hint {level}/3 ({exercise.name}): "), out
+        shown.append(out)
     exercise.hint()
-    assert capsys.readouterr().out.startswith(f"Hint ({exercise.name}):")
+    assert capsys.readouterr().out == shown[0]  # hint() is the nudge
+    assert "hint(2)" in shown[0] and "hint(3)" in shown[1] and "solution()" in shown[2]
+    assert len(set(exercise.hints)) == 3
+    # a nudge names the idea, never the formula or the code: no assignment, indexing or
+    # floor division (the old single hint of winograd_1d gave the whole transform)
+    for sign in ("=", "[", "//"):
+        assert sign not in exercise.hints[0], (sign, exercise.hints[0])
     assert exercise.title in str(exercise) and exercise.task in str(exercise)
+
+
+@pytest.mark.parametrize("level", [0, 4, "2", 1.0, True])
+def test_hint_levels_are_1_to_3(level):
+    with pytest.raises(ValueError, match="hint level must be 1"):
+        ex.output_size.hint(level)
+
+
+def test_winograd_nudge_keeps_the_transform_back(capsys):
+    ex.winograd_1d.hint()
+    nudge = capsys.readouterr().out
+    ex.winograd_1d.hint(3)
+    nearly = capsys.readouterr().out
+    for secret in ("(g0+g1+g2)/2", "d0-d2", "m1-m2-m3"):
+        assert secret not in nudge and secret in nearly
+
+
+def test_a_new_exercise_must_give_three_hint_tiers():
+    from convlab.exercises.core import Exercise
+
+    class Fine(Exercise):  # noqa: F841 - defining it is the test
+        name = "fine"
+        hints = ("a nudge", "more", "nearly the answer")
+
+    for bad in [("only one",), ("a", "b"), ("a", "b", "b"), ("a", "", "c"), ["a", "b", "c"]]:
+        with pytest.raises(TypeError, match="hints must be a tuple of 3"):
+            type("Bad", (Exercise,), {"name": "bad", "hints": bad})
+    with pytest.raises(TypeError, match="hint_text is gone"):
+        type("Old", (Exercise,), {"name": "old", "hint_text": "everything at once",
+                                  "hints": ("a", "b", "c")})
+
+
+# ------------------------------------------------------------------ the outcome channel
+def test_check_records_each_verdict_as_a_json_line(tmp_path, monkeypatch, capsys):
+    import json
+
+    log = tmp_path / "outcomes.jsonl"
+    monkeypatch.setenv("CONVLAB_OUTCOMES", str(log))
+    ex.output_size.check(ex.output_size.solution(show=False))
+    ex.output_size.check(lambda size, kernel, stride, padding, dilation: size)
+    ex.same_padding.check(None)
+    printed = capsys.readouterr().out
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["exercise"], r["result"]) for r in lines] == [
+        ("output_size", "correct"), ("output_size", "incorrect"),
+        ("same_padding", "not attempted")]
+    assert lines[-1]["message"] == ex.same_padding.last_message
+    for record in lines:  # the message is what the student read, not a summary of it
+        assert record["message"] in printed
+
+
+def test_check_records_nothing_without_the_variable(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CONVLAB_OUTCOMES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    ex.same_padding.check(None)
+    assert list(tmp_path.iterdir()) == []
+    assert ex.same_padding.last_message.startswith("Not attempted yet (same_padding)")
+
+
+def test_an_unwritable_outcome_file_costs_a_warning_not_the_check(tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv("CONVLAB_OUTCOMES", str(tmp_path / "no_such_dir" / "o.jsonl"))
+    ex.same_padding.check(None)
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Not attempted yet") and "could not record" in captured.err
 
 
 def _raises(*args):

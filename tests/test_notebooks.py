@@ -4,13 +4,15 @@ Each notebook is its own test.  The kernel is this interpreter: a throw-away
 kernelspec named python3 whose argv starts with ``sys.executable`` is put first
 on JUPYTER_PATH, and the first cell checks it.
 
-Exercise notebooks (notebooks/exercises/) run twice:
+Exercises come in two versions of each notebook, written from one source:
 
-* **as handed out**: the stubs untouched; every check cell must say "not attempted"
-  (a teacher can hand them out and running them never crashes);
-* **solved**: before each check cell the test injects a cell holding the reference
-  solution's source (what ``exercise.solution()`` prints), bound to the name the check
-  uses, as a student would type it; every check must then say "correct".
+* **solved**: the teacher version (notebooks/exercises/source/), solutions in place
+  between ``### BEGIN SOLUTION`` / ``### END SOLUTION``, run as a teacher has it; every
+  check must say "correct" (the cell's own hidden assertion says so too);
+* **as handed out**: the student version (notebooks/exercises/, what ``convlab release``
+  writes from the teacher version; tests/test_release.py keeps them in step), stubs
+  untouched; every check cell must say "not attempted" (a teacher can hand them out and
+  running them never crashes).
 
 A check cell is found by its metadata, ``{"convlab": {"exercise": NAME, "answer": VAR}}``:
 it calls ``ex.NAME.check(VAR)``.
@@ -30,6 +32,7 @@ pytest.importorskip("ipykernel")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXERCISES = NOTEBOOKS / "exercises"
+TEACHER = EXERCISES / "source"
 ALL = sorted(p for p in NOTEBOOKS.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 CELL_TIMEOUT_S = 600
 
@@ -41,53 +44,36 @@ def _name(path: Path) -> str:
 def _cases() -> list:
     cases = []
     for path in ALL:
-        if EXERCISES in path.parents:
-            cases += [pytest.param(path, "as-handed-out", id=f"{_name(path)}[as-handed-out]"),
-                      pytest.param(path, "solved", id=f"{_name(path)}[solved]")]
+        if path.parent == EXERCISES:
+            cases.append(pytest.param(path, "as-handed-out", id=f"{_name(path)}[as-handed-out]"))
+        elif path.parent == TEACHER:
+            cases.append(pytest.param(path, "solved", id=f"{_name(path)}[solved]"))
         else:
             cases.append(pytest.param(path, None, id=_name(path)))
     return cases
 
 
 def _check_cells(nb) -> list[tuple[int, str, str]]:
-    found = []
-    for i, cell in enumerate(nb.cells):
-        meta = cell.metadata.get("convlab", {})
-        if cell.cell_type == "code" and "exercise" in meta:
-            found.append((i, meta["exercise"], meta["answer"]))
-    return found
+    from convlab.exercises.cells import check_cells
 
-
-def _solution_cell(name: str, answer: str) -> str:
-    """The reference solution's source as a cell, as a student would type it: so the
-    check reads the source of a function defined in a notebook cell, as it will in class."""
-    import convlab.exercises as ex
-    from convlab.exercises.core import source_of
-
-    fn = getattr(ex, name).solution(show=False)
-    inner = getattr(fn, "py_func", fn)
-    return ("import numpy as np\nfrom numba import cuda, njit, prange\n\n\n"
-            f"{source_of(fn)}\n{answer} = {inner.__name__}\n")
+    return check_cells(nb.cells)
 
 
 def _prepare(nb, mode: str | None):
     """The notebook as the test runs it: a first cell checking the interpreter, and for
-    exercise notebooks the solutions and verdict assertions around each check cell."""
+    exercise notebooks an assertion of the verdict after each check cell."""
     new = nbformat.v4.new_code_cell
     cells = [new(f"import sys\nassert sys.executable == {sys.executable!r}, sys.executable")]
-    checks = {i: (name, answer) for i, name, answer in _check_cells(nb)}
+    checks = {i: name for i, name, _ in _check_cells(nb)}
     if mode is not None:
         assert checks, "an exercise notebook needs check cells (metadata convlab.exercise)"
     for i, cell in enumerate(nb.cells):
-        name, answer = checks.get(i, (None, None))
-        if name and mode == "solved":
-            cells.append(new(_solution_cell(name, answer)))
         cells.append(cell)
-        if name:
+        if i in checks:
             want = "correct" if mode == "solved" else "not attempted"
             cells.append(new(f"import convlab.exercises as _ex\n"
-                             f"assert _ex.{name}.last_status == {want!r}, "
-                             f"_ex.{name}.last_status"))
+                             f"assert _ex.{checks[i]}.last_status == {want!r}, "
+                             f"_ex.{checks[i]}.last_status"))
     nb.cells = cells
     return nb
 
@@ -138,6 +124,11 @@ def test_notebook_is_committed_clean(path: Path) -> None:
 def test_every_exercise_is_handed_out():
     import convlab.exercises as ex
 
-    handed_out = {name for p in ALL if EXERCISES in p.parents
-                  for _, name, _ in _check_cells(nbformat.read(p, as_version=4))}
-    assert handed_out == {e.name for e in ex.ALL}
+    def checks(paths):
+        return {p.name: [c[1:] for c in _check_cells(nbformat.read(p, as_version=4))]
+                for p in paths}
+
+    handed_out = checks(p for p in ALL if p.parent == EXERCISES)
+    assert {name for found in handed_out.values() for name, _ in found} == {
+        e.name for e in ex.ALL}
+    assert checks(p for p in ALL if p.parent == TEACHER) == handed_out  # one source each

@@ -10,9 +10,11 @@ Not attempted yet (output_size): ...
 
 Each exercise has ``check(fn)`` (prints the verdict and returns None, so a notebook
 cell shows the message alone), ``last_status`` (the verdict: "correct", "incorrect",
-"not attempted", or None before the first check), ``hint()`` and ``solution()``
-(prints the reference source and returns it as a callable).  ``print(exercise)``
-shows the task.  The notebooks in ``notebooks/exercises/`` hand them out.
+"not attempted", or None before the first check) and ``last_message`` (its text),
+``hint()`` (a nudge), ``hint(2)`` (more), ``hint(3)`` (nearly the answer) and
+``solution()`` (prints the reference source and returns it as a callable).
+``print(exercise)`` shows the task.  The notebooks in ``notebooks/exercises/`` hand
+them out; ``convlab grade`` collects the verdicts of a class (``core.record_outcome``).
 
 =================  ==========================================================
 ``output_size``    fn(size, kernel, stride, padding, dilation) -> int

@@ -54,9 +54,15 @@ class OutputSize(Exercise):
     task = ("Write output_size(size, kernel, stride, padding, dilation) -> int: the output "
             "length along one axis for an input of `size` cells, padded by `padding` on both "
             "sides, as torch.nn.Conv2d computes it.")
-    hint_text = ("The dilated window covers dilation*(kernel-1)+1 cells. Count how many "
-                 "times it fits in the padded input when it moves `stride` cells at a time; "
-                 "a window that would hang off the end is not counted (floor, with //).")
+    hints = (
+        "Think about the window, not the kernel: with dilation, how many cells does it "
+        "span? Then count the positions where it fits entirely inside the padded input.",
+        "The padded input has size + 2*padding cells; the dilated window spans "
+        "dilation*(kernel-1)+1. Moving `stride` cells at a time, count the start positions "
+        "whose window ends inside: a window that would hang off the end is not counted.",
+        "After the first position the window fits (size + 2*padding - span) // stride more "
+        "times, with span = dilation*(kernel-1)+1: add 1 for the first. Floor (//), never "
+        "/ or ceil.")
     praise = "floor((size + 2*padding - dilation*(kernel-1) - 1) / stride) + 1."
 
     def _check(self, fn: Any) -> None:
@@ -108,9 +114,14 @@ class SamePadding(Exercise):
     task = ("Write same_padding(kernel, dilation) -> (before, after): the padding that "
             "padding='same' adds along one axis (before = top/left, after = bottom/right) "
             "with stride 1, exactly as PyTorch splits it.")
-    hint_text = ("With stride 1 the output keeps the input's size when the padding adds up "
-                 "to the window's span minus one, dilation*(kernel-1). When that total is "
-                 "odd, PyTorch puts the extra cell after (bottom/right).")
+    hints = (
+        "With stride 1, an output as big as the input needs as many padding cells in total "
+        "as the window's span has cells beyond the first.",
+        "The total padding is dilation*(kernel-1), the window's span minus one. Split it "
+        "between before and after; when the total is odd one side gets one more: which "
+        "side does PyTorch choose?",
+        "total = dilation*(kernel-1); before = total // 2; after = total - before (an odd "
+        "total puts the extra cell after: bottom/right). Return (before, after).")
     praise = "total = dilation*(kernel-1); before = total//2, the rest after."
 
     def _check(self, fn: Any) -> None:

@@ -121,12 +121,18 @@ class ConvBackward(Exercise):
             "gradient w.r.t. the output (N, K, H_out, W_out); stride, padding (zeros, both "
             "sides), dilation are pairs (along H, along W); no groups.  Return the gradients "
             "w.r.t. x, w and the bias: shapes (N, C, H, W), (K, C, kh, kw), (K,).")
-    hint_text = ("Every product xpad[n, c, i*sh + p*dh, j*sw + q*dw] * w[k, c, p, q] fed "
-                 "out[n, k, i, j]: loop over n, k, i, j, c, p, q and pass g = dout[n, k, i, j] "
-                 "back to both factors: dxpad[n, c, y, x] += g * w[k, c, p, q] and "
-                 "dw[k, c, p, q] += g * xpad[n, c, y, x]. dxpad has the padded shape; crop "
-                 "the padding at the end (its gradient goes nowhere). db sums dout over "
-                 "N, H, W.")
+    hints = (
+        "Follow each product of the forward: every output is the bias plus one product "
+        "of an input cell and a weight per tap of its window. The output's gradient flows "
+        "back to both factors of each of those products, and to the bias.",
+        "Loop over n, k, i, j, c, p, q as the forward does, with y = i*sh + p*dh and "
+        "x = j*sw + q*dw in the padded input: dxpad[n, c, y, x] += g * w[k, c, p, q] and "
+        "dw[k, c, p, q] += g * xpad[n, c, y, x]. Which cells of dxpad are the input's?",
+        "Every product xpad[n, c, i*sh + p*dh, j*sw + q*dw] * w[k, c, p, q] fed "
+        "out[n, k, i, j]: pass g = dout[n, k, i, j] back to both factors: dxpad[n, c, y, x] "
+        "+= g * w[k, c, p, q] and dw[k, c, p, q] += g * xpad[n, c, y, x]. dxpad has the "
+        "padded shape; crop the padding off at the end, ph rows from the top and pw "
+        "columns from the left (its gradient goes nowhere). db sums dout over N, H, W.")
     praise = ("the same loops as the forward, run backwards: every fast backward kernel "
               "turns these scatters into gathers (a correlation with the flipped kernel, "
               "or a matrix product).")

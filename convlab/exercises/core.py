@@ -13,18 +13,55 @@ In the style of Kaggle's learntools: a student writes a function, passes it to
 
 ``check`` prints the verdict and returns None, so a check cell shows the message and
 nothing after it; the verdict is kept in ``last_status`` ("correct", "incorrect",
-"not attempted") for notebooks, tests and scripts to read.
+"not attempted") and its text in ``last_message``, for notebooks, tests and scripts to read.
+
+**Hints come in three tiers.** ``hint()`` is a nudge (which idea to use), ``hint(2)``
+says more (the structure of an answer), ``hint(3)`` nearly gives the answer away (the
+formula or the loop nest, without the finished code); ``solution()`` is the last resort.
+An exercise states its tiers as ``hints = (nudge, more, nearly)``: the base class refuses
+a subclass that does not give exactly three, so a new exercise cannot forget one.
+
+**Grading.** When the environment variable ``CONVLAB_OUTCOMES`` names a file, every
+``check`` also appends its verdict to that file as one JSON line (``{"exercise": ...,
+"result": ..., "message": ...}``): the structured channel ``convlab grade`` reads, so a
+grader never parses printed text. Nothing is written when the variable is unset.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import sys
 import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+OUTCOMES_ENV = "CONVLAB_OUTCOMES"
+RESULTS = ("correct", "incorrect", "not attempted")
+HINT_TIERS = ("a nudge", "more", "nearly the answer")
+
+
+def record_outcome(exercise: str, result: str, message: str) -> None:
+    """Append one check's verdict to the file named by ``$CONVLAB_OUTCOMES`` (if set).
+
+    One ``json.dumps`` line per call, written with a single ``write`` on a file opened for
+    appending, so lines from one process never interleave. A file that cannot be written
+    costs a warning on stderr, never the student's notebook.
+    """
+    path = os.environ.get(OUTCOMES_ENV)
+    if not path:
+        return
+    line = json.dumps({"exercise": exercise, "result": result, "message": message}) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+    except OSError as err:
+        print(f"convlab: could not record the verdict in ${OUTCOMES_ENV}={path!r}: {err}",
+              file=sys.stderr)
 
 
 class NotAttempted(Exception):
@@ -131,20 +168,39 @@ def source_of(fn: Callable[..., Any]) -> str:
 
 
 class Exercise:
-    """One exercise.  Subclasses set the texts and implement :meth:`_check`."""
+    """One exercise.  Subclasses set the texts and implement :meth:`_check`.
+
+    ``hints`` holds three tiers, from a nudge to nearly the answer (see the module
+    docstring); every subclass with a ``name`` must give exactly three.
+    """
 
     name: str = ""
     title: str = ""
     task: str = ""  # what to write: the signature and the rules
-    hint_text: str = ""
+    hints: tuple[str, str, str] = ("", "", "")  # a nudge, more, nearly the answer
     praise: str = "Correct!"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "hint_text" in vars(cls):
+            raise TypeError(f"{cls.__name__}: hint_text is gone; give hints = (a nudge, "
+                            "more, nearly the answer): three strings")
+        hints = getattr(cls, "hints", ())
+        if cls.name and not (isinstance(hints, tuple) and len(hints) == len(HINT_TIERS)
+                             and all(isinstance(h, str) and h.strip() for h in hints)
+                             and len(set(hints)) == len(hints)):
+            raise TypeError(f"{cls.__name__}: hints must be a tuple of {len(HINT_TIERS)} "
+                            f"different, non-empty strings ({', '.join(HINT_TIERS)}); got "
+                            f"{hints!r}")
 
     def __init__(self) -> None:
         self.last_status: str | None = None
+        self.last_message: str | None = None
 
     # --------------------------------------------------------------- public
     def check(self, fn: Any) -> None:
-        """Run every case and print the verdict; ``last_status`` keeps it.
+        """Run every case and print the verdict; ``last_status`` and ``last_message`` keep
+        it (and ``$CONVLAB_OUTCOMES``, when set, gets it as a JSON line).
 
         Returns None on purpose: a notebook cell ending in ``check(...)`` shows the
         message alone, not the message followed by ``False``.
@@ -152,20 +208,27 @@ class Exercise:
         try:
             note = self._check(fn)
         except NotAttempted as why:
-            self.last_status = "not attempted"
-            print(f"Not attempted yet ({self.name}): {why}")
-            return
+            status, text = "not attempted", f"Not attempted yet ({self.name}): {why}"
         except Incorrect as why:
-            self.last_status = "incorrect"
             # the notebooks and the README import the exercises as `ex`; the student's
             # own function often has the exercise's name, so name the real call
-            print(f"Incorrect ({self.name}): {why}\n(Stuck? Call ex.{self.name}.hint().)")
-            return
-        self.last_status = "correct"
-        print(f"Correct ({self.name}): {note or self.praise}")
+            status = "incorrect"
+            text = f"Incorrect ({self.name}): {why}\n(Stuck? Call ex.{self.name}.hint().)"
+        else:
+            status, text = "correct", f"Correct ({self.name}): {note or self.praise}"
+        self.last_status, self.last_message = status, text
+        print(text)
+        record_outcome(self.name, status, text)
 
-    def hint(self) -> None:
-        print(f"Hint ({self.name}): {self.hint_text}")
+    def hint(self, level: int = 1) -> None:
+        """Print hint ``level``: 1 a nudge, 2 more, 3 nearly the answer."""
+        tiers = len(self.hints)
+        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= tiers:
+            raise ValueError(f"hint level must be 1 (a nudge), 2 (more) or 3 (nearly the "
+                             f"answer); got {level!r}")
+        more = (f"\n(More: ex.{self.name}.hint({level + 1}).)" if level < tiers else
+                f"\n(That is the last hint; ex.{self.name}.solution() shows an answer.)")
+        print(f"Hint {level}/{tiers} ({self.name}): {self.hints[level - 1]}{more}")
 
     def solution(self, show: bool = True) -> Callable[..., Any]:
         """Print the reference solution's source (unless ``show=False``); return it."""

@@ -126,9 +126,16 @@ class CudaKernel(Exercise):
             "output; the thread at j, i = cuda.grid(2) computes out[:, i, j] (x along "
             "columns, y along rows). Threads outside the output must do nothing. Use only "
             "cuda, np, math inside (it runs on the CUDA simulator in another process).")
-    hint_text = ("j, i = cuda.grid(2) (x first!); then `if i < out.shape[1] and j < "
-                 "out.shape[2]:` and inside it, for each k, sum x[c, i+p, j+q] * w[k, c, p, q] "
-                 "into a local `acc` and store out[k, i, j] = acc.")
+    hints = (
+        "One thread per output pixel: a thread finds which pixel it owns, does nothing "
+        "if that lies outside the output, and computes every output channel there with "
+        "conv_loops' inner loops (stride 1, no padding).",
+        "cuda.grid(2) returns (x, y): x runs along columns (j), y along rows (i). The grid "
+        "is rounded up to whole 4x4 blocks, so check i and j against out's shape before "
+        "touching any memory.",
+        "j, i = cuda.grid(2) (x first!); then `if i < out.shape[1] and j < out.shape[2]:` "
+        "and inside it, for each k, sum x[c, i+p, j+q] * w[k, c, p, q] into a local `acc` "
+        "and store out[k, i, j] = acc.")
     praise = "a real GPU runs the same kernel, thousands of threads at once."
 
     def _check(self, fn: Any) -> str:

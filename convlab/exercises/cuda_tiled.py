@@ -115,11 +115,19 @@ class CudaTiled(Exercise):
             "global memory (2*C*9 numbers per output). Every thread reaches every "
             "syncthreads; threads off the output's edge skip only the store. Use only "
             "cuda, np, math inside.")
-    hint_text = ("t = ty*4 + tx numbers the 16 threads; `for e in range(t, 36, 16):` shares "
-                 "the 36 patch cells among them (py, px = e // 6, e % 6); `if t < 9:` nine "
-                 "threads copy w[k, c, t // 3, t % 3]. Then cuda.syncthreads(); acc += "
-                 "patch[ty+p, tx+q] * w_s[p, q] over p, q < 3; cuda.syncthreads(). The "
-                 "`if i < out.shape[1] and j < out.shape[2]` guard goes around the store only.")
+    hints = (
+        "A block's 16 outputs read one 6x6 input patch per channel: copy it into shared "
+        "memory once, with all 16 threads helping, wait, compute from shared memory, and "
+        "wait again before the next channel overwrites it.",
+        "Number the threads t = ty*4 + tx (0..15) and let them copy the 36 patch cells in "
+        "turns (cell e by thread e % 16), 0 past the input's edge; nine threads copy the "
+        "3x3 weights. cuda.syncthreads() after copying and after summing; guard only the "
+        "final store, so every thread reaches every barrier.",
+        "t = ty*4 + tx numbers the 16 threads; `for e in range(t, 36, 16):` shares the 36 "
+        "patch cells among them (py, px = e // 6, e % 6); `if t < 9:` nine threads copy "
+        "w[k, c, t // 3, t % 3]. Then cuda.syncthreads(); acc += patch[ty+p, tx+q] * "
+        "w_s[p, q] over p, q < 3; cuda.syncthreads(). The `if i < out.shape[1] and j < "
+        "out.shape[2]` guard goes around the store only.")
     praise = "each block reads its patch once, instead of 9 times per output channel."
 
     def _check(self, fn: Any) -> str:

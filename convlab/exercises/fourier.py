@@ -85,11 +85,17 @@ class FFTConv1D(Exercise):
             "on each side, with w: y[i] = sum_p xpad[i + p] * w[p], for the "
             "len(x) + 2*padding - len(w) + 1 windows that fit (what Conv1d computes). "
             "Transform, multiply pointwise, transform back; no loops over outputs.")
-    hint_text = ("xpad = np.pad(x, padding); choose a transform size L >= len(xpad) + "
-                 "len(w) - 1 so that nothing wraps round; Y = np.fft.rfft(xpad, L) * "
-                 "np.conj(np.fft.rfft(w, L)) (conj: a correlation, not a convolution); "
-                 "y = np.fft.irfft(Y, L); output i is y[i]: keep the first "
-                 "len(xpad) - len(w) + 1.")
+    hints = (
+        "A product of spectra is a *circular* correlation (or, without a conjugate, a "
+        "convolution): make the transforms long enough that nothing wraps round, and "
+        "think about which of the two numpy.fft gives you.",
+        "Pad x first (np.pad), pick a transform length L >= len(xpad) + len(w) - 1, "
+        "multiply np.fft.rfft(xpad, L) by the *conjugate* of np.fft.rfft(w, L), go back "
+        "with np.fft.irfft(..., L). Which of the L results are windows that fit?",
+        "xpad = np.pad(x, padding); choose a transform size L >= len(xpad) + len(w) - 1 so "
+        "that nothing wraps round; Y = np.fft.rfft(xpad, L) * np.conj(np.fft.rfft(w, L)) "
+        "(conj: a correlation, not a convolution); y = np.fft.irfft(Y, L); output i is "
+        "y[i]: keep the first len(xpad) - len(w) + 1.")
     praise = ("a pointwise product per frequency instead of len(w) products per output: "
               "convlab's fft kernel does this in 2-D, tile by tile (notebook 11).")
 

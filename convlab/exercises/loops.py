@@ -74,10 +74,17 @@ class ConvLoops(Exercise):
             "(K, C, kh, kw), stride/padding/dilation are pairs (along H, along W), padding "
             "adds zeros on both sides; return the (N, K, H_out, W_out) cross-correlation "
             "(no bias, groups=1), as torch.nn.functional.conv2d computes it.")
-    hint_text = ("out[n, k, i, j] = sum over c, p, q of xpad[n, c, i*sh + p*dh, j*sw + q*dw] "
-                 "* w[k, c, p, q], with xpad = np.pad(x, ((0,0), (0,0), (ph,ph), (pw,pw))). "
-                 "Do not flip w: Conv2d is a cross-correlation. Stride and dilation (sh, dh) "
-                 "go with rows (i, p), (sw, dw) with columns (j, q).")
+    hints = (
+        "Write it straight from the definition: one loop per index of the output (n, k, "
+        "i, j) and one per term of the sum (c, p, q), seven loops. Pad x first, so the "
+        "window never leaves the array.",
+        "out[n, k, i, j] sums xpad[n, c, row, col] * w[k, c, p, q] over c, p, q: the "
+        "window of output row i starts at row i*sh and tap p sits p*dh rows further (the "
+        "same for columns with sw, dw). Do not flip w: Conv2d is a cross-correlation. The "
+        "output size per axis is exercise output_size's formula.",
+        "out[n, k, i, j] = sum over c, p, q of xpad[n, c, i*sh + p*dh, j*sw + q*dw] * "
+        "w[k, c, p, q], with xpad = np.pad(x, ((0,0), (0,0), (ph,ph), (pw,pw))). Stride "
+        "and dilation (sh, dh) go with rows (i, p), (sw, dw) with columns (j, q).")
     praise = "these are the loops every fast kernel in convlab reorganises."
 
     def _check(self, fn: Any) -> None:
@@ -136,9 +143,14 @@ class Im2col(Exercise):
             "(C*kh*kw, H_out*W_out) matrix whose column i*W_out + j holds the window of "
             "output (i, j): row (c*kh + p)*kw + q is xpad[c, i*sh + p*dh, j*sw + q*dw] "
             "(zero padding). Then w.reshape(K, -1) @ cols is the convolution.")
-    hint_text = ("Loop over c, p, q (the row) and i, j (the column). The row order must "
-                 "match w.reshape(K, -1): c slowest, then p, then q. Pad first with "
-                 "np.pad(x, ((0,0), (ph,ph), (pw,pw))).")
+    hints = (
+        "Each column is one output's window, flattened; each row is one tap (c, p, q) read "
+        "at every output position. It is conv_loops with the multiplication taken out.",
+        "Pad x first; the output size is as in conv_loops. Loop over the taps c, p, q (the "
+        "row) and the outputs i, j (the column i*W_out + j). The row order must match "
+        "w.reshape(K, -1): c slowest, then p, then q.",
+        "row = (c*kh + p)*kw + q and cols[row, i*W_out + j] = xpad[c, i*sh + p*dh, j*sw + "
+        "q*dw], with xpad = np.pad(x, ((0,0), (ph,ph), (pw,pw))).")
     praise = "each output is now one dot product of a weight row with a column: a GEMM."
 
     def _check(self, fn: Any) -> None:

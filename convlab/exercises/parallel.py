@@ -90,10 +90,16 @@ class PrangeKernel(Exercise):
             "(N, C, H, W), w is (K, C, kh, kw), stride 1, no padding ('valid'), no bias; "
             "return the (N, K, H-kh+1, W-kw+1) cross-correlation. Parallelise with prange "
             "over independent outputs so no two iterations write the same element.")
-    hint_text = ("Put prange on a loop over outputs, e.g. `for nk in prange(N * K)` with "
-                 "n, k = nk // K, nk % K, and sum the C*kh*kw products into a local "
-                 "variable `acc` before one `out[n, k, i, j] = acc`. prange over c (the "
-                 "reduction) makes every thread add into the same out[n, k, i, j]: a race.")
+    hints = (
+        "prange is safe only over iterations that write different elements. Of the seven "
+        "loops, which ones index the outputs, and which ones add into the same output?",
+        "Put prange on an output loop (n, k, or n and k together), never on c, p or q: "
+        "those add into the same out[n, k, i, j] from several threads. Sum the products "
+        "into a local variable and store it once.",
+        "`for nk in prange(N * K)` with n, k = nk // K, nk % K; inside, for each (i, j) "
+        "sum the C*kh*kw products into a local `acc`, then `out[n, k, i, j] = acc`. "
+        "prange over c (the reduction) makes every thread add into the same "
+        "out[n, k, i, j]: a race.")
     praise = "every thread owns its outputs: no race, same bits every run."
 
     def _check(self, fn: Any) -> str | None:

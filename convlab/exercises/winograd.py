@@ -95,9 +95,17 @@ class Winograd1D(Exercise):
             "y1 = d1*g0 + d2*g1 + d3*g2, using only 4 multiplications of data values "
             "(direct needs 6). Products of filter values with constants or each other are "
             "free (the filter transform is done once). Use only + - * / on d and g.")
-    hint_text = ("Transform the filter: u = (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2); the input: "
-                 "v = (d0-d2, d1+d2, d2-d1, d1-d3); multiply m = v*u elementwise (4 "
-                 "multiplies); then y0 = m0+m1+m2 and y1 = m1-m2-m3. Check it by expanding.")
+    hints = (
+        "Do not multiply inputs by taps directly. Transform both first: sums and "
+        "differences of the d values cost no multiplications, combinations of the g values "
+        "are free (done once per filter). Multiply the transformed values pairwise (4 "
+        "products), then add and subtract the products to get y0 and y1.",
+        "Follow the notebook's matrices: u = G g (4 numbers from the filter), v = B^T d (4 "
+        "numbers, additions only), m = u * v element by element (the 4 multiplies), "
+        "y = A^T m (additions only). Write each row out by hand, with + - * / on elements.",
+        "Transform the filter: u = (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2); the input: "
+        "v = (d0-d2, d1+d2, d2-d1, d1-d3); multiply m = v*u elementwise (4 multiplies); "
+        "then y0 = m0+m1+m2 and y1 = m1-m2-m3. Check it by expanding.")
     praise = "4 multiplies instead of 6: in 2-D, F(2x2,3x3) does 16 instead of 36."
 
     def _check(self, fn: Any) -> None:

@@ -1,0 +1,139 @@
+"""The child side of ``convlab grade``: run one notebook in a fresh kernel, with limits.
+
+Started by :func:`convlab.grading.run.run_task` as ``python -m convlab.grading.worker
+JOBDIR`` in a new session (its own process group). JOBDIR holds ``job.json`` (the
+notebook, the limits, the check cells) and ``work/``, the throw-away copy of the
+submission the notebook runs in.
+
+Before the kernel starts, this process lowers its own resource limits, which the kernel
+(and anything the kernel starts) inherits: the data segment (``RLIMIT_DATA``: heap and
+private memory maps, so an allocation past it raises MemoryError), the size of any file
+written (``RLIMIT_FSIZE``), CPU seconds (``RLIMIT_CPU``, a backstop should this process
+die and leave the kernel behind) and core dumps (none). The wall-clock limit is enforced
+cell by cell by nbclient here, and for the whole run by the parent, which kills this
+process group and the kernel's (its pid is written to ``kernel.pid``).
+
+Every check cell is first reset to the teacher's call, ``ex.NAME.check(VAR)`` (a
+submission's edits to it do not count); cells run with ``allow_errors``, so an error
+costs only the exercises it breaks. Events go, one JSON line each, to ``events.jsonl``,
+the same file the kernel's checks append their verdicts to (``$CONVLAB_OUTCOMES``), so
+their order says which check cell produced which verdict: ``{"cell": i, "event":
+"start"}``, ``{"cell": i, "event": "end", "error": [ename, evalue] or null}``,
+``{"cell": i, "event": "timeout" | "died"}``, ``{"event": "finished"}``. Outputs other
+than errors are dropped as they arrive: a cell printing megabytes costs no memory here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+KERNEL_NAME = "convlab-grade"
+# the kernel's threads: two Numba threads are enough for prange to race, and a fixed
+# count keeps the data segment (thread stacks count) the same on every machine
+THREAD_ENV = {"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
+
+
+def _limit(which: int, value: int) -> None:
+    """Soft and hard limit both ``value`` (or lower, if the hard limit already is): the
+    kernel may not raise it again."""
+    _, hard = resource.getrlimit(which)
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(which, (value, value))
+
+
+def apply_limits(job: dict[str, Any]) -> None:
+    """Lower this process's limits; the kernel started next inherits them."""
+    _limit(resource.RLIMIT_DATA, int(job["memory_bytes"]))
+    _limit(resource.RLIMIT_FSIZE, int(job["file_bytes"]))
+    _limit(resource.RLIMIT_CPU, int(job["cpu_s"]))
+    _limit(resource.RLIMIT_CORE, 0)
+
+
+def _events(path: Path):
+    def emit(**event: Any) -> None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event) + "\n")
+    return emit
+
+
+def _kernelspec(jobdir: Path) -> None:
+    """This interpreter as a kernel, first on JUPYTER_PATH (the kernel must import the
+    convlab that grades, whatever kernels the machine has)."""
+    spec = jobdir / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "convlab grade", "language": "python"}))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(jobdir)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
+
+
+def _first_error(cell: Any) -> list[str] | None:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return [str(out.get("ename", "")), str(out.get("evalue", ""))[:2000]]
+    return None
+
+
+def main(jobdir: Path) -> int:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    job = json.loads((jobdir / "job.json").read_text())
+    work = jobdir / "work"
+    emit = _events(jobdir / "events.jsonl")
+    nb = nbformat.read(work / job["notebook"], as_version=4)
+    for index, source in job["checks"].items():
+        nb.cells[int(index)].source = source
+        nb.cells[int(index)].outputs = []
+
+    class ErrorsOnly(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):  # type: ignore[override]
+            if msg["msg_type"] != "error":
+                return None  # dropped: only errors are read, and printing may be huge
+            return super().output(outs, msg, display_id, cell_index)
+
+    _kernelspec(jobdir)
+    os.environ.update(THREAD_ENV)
+    os.environ["CONVLAB_OUTCOMES"] = str(jobdir / "events.jsonl")
+    os.environ["MPLBACKEND"] = "Agg"
+    apply_limits(job)
+    client = ErrorsOnly(nb, kernel_name=KERNEL_NAME, allow_errors=True,
+                        shutdown_kernel="immediate", timeout=int(job["timeout_s"]),
+                        resources={"metadata": {"path": str(work / Path(job["notebook"]).parent)}})
+    with client.setup_kernel():
+        (jobdir / "kernel.pid").write_text(str(client.km.provisioner.pid))
+        deadline = time.monotonic() + float(job["timeout_s"])
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                emit(cell=index, event="timeout")
+                break
+            client.timeout = max(1, int(remaining))
+            emit(cell=index, event="start")
+            try:
+                client.execute_cell(cell, index)
+            except CellTimeoutError:
+                emit(cell=index, event="timeout")
+                break
+            except DeadKernelError:
+                emit(cell=index, event="died")
+                break
+            emit(cell=index, event="end", error=_first_error(cell))
+        else:
+            emit(event="finished")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
