@@ -62,7 +62,10 @@ class Tuned:
     """A measured winner for one key."""
 
     winner: str
-    times: dict[str, float]  # median seconds per call, per kernel that passed the gate
+    # per kernel that passed the gate: its fastest sample, seconds per call (another
+    # program can only ever add time to a sample, so the minimum is the least disturbed
+    # estimate, as Python's timeit advises; medians picked wrong kernels on a busy box)
+    times: dict[str, float]
     date: str
     cost_s: float = 0.0  # how long the tuning took (compiles included)
     compile_s: float = 0.0  # of which first calls' JIT compiles / cache loads
@@ -296,7 +299,7 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
                              max_call_s=float("inf"))
     records = bench.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
                                  options)
-    times = {r.kernel: r.median_s for r in records if r.status == "ok" and r.median_s}
+    times = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
     failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
     if not times:
         raise RuntimeError(f"every kernel failed while tuning {spec.describe()}: "

@@ -212,3 +212,49 @@ def test_bench_times_auto_as_what_it_runs(cache_file):
     rec = bench.run_benchmark(layers=[layer], kernel_names=["auto"], repeats=1,
                               progress=False, calibration=calib).records[0]
     assert rec.status == "ok" and rec.note == "ran im2col (measured)"
+
+
+def test_bench_gates_auto_with_the_tolerance_of_the_kernel_it_ran(cache_file, monkeypatch):
+    """The harness checks a big layer on fewer images than it times.  'auto' must be held
+    to the tolerance of the kernel it ran on the layer (the tuned winner for the full
+    batch), not to that of the rule's pick for the smaller batch, which nobody tuned:
+    that mix-up once failed a measured winograd_f6 against winograd_f4's tolerance."""
+    from convlab import bench
+    from convlab.bench import measure
+
+    def loose(x, w, b, spec):  # off by 1e-4 relative: inside its own rtol, not the rule's
+        return KERNELS["naive"].run(x, w, b, spec) * np.float32(1 + 1e-4)
+
+    monkeypatch.setattr(measure, "GATE_FLOPS", 1.0)  # gate one image of the two
+    register("tune_test_loose", description="right to 1e-4", rtol=1e-3)(loose)
+    try:
+        layer = bench.Layer("tune_test", 8, (9, 10), 6, 3, padding=1, batch=2)
+        assert kernels.choose(SPEC).kernel.tolerance(SPEC, np.float32) < 1e-4
+        tuning.default_cache().put(tuning.key_for(SPEC, np.float32), _entry("tune_test_loose"))
+        calib = {"peak_gflops": 1.0, "peak_what": "x", "bandwidth_gbs": 1.0,
+                 "bandwidth_what": "y"}
+        rec = bench.run_benchmark(layers=[layer], kernel_names=["auto"], repeats=1,
+                                  progress=False, calibration=calib).records[0]
+    finally:
+        KERNELS.pop("tune_test_loose", None)
+    assert rec.gate_batch == 1 and rec.note == "ran tune_test_loose (measured)"
+    assert rec.status == "ok", rec.reason
+    assert rec.tolerance >= 1e-4
+
+
+def test_tuning_compares_fastest_samples_not_medians(cache_file, monkeypatch):
+    """Another program can only add time to a sample.  On a busy machine a kernel whose
+    samples were hit more has the worse median but still the truer minimum: the tuner
+    compares minima (it picked parallel over a 4x faster Winograd on a busy box when it
+    compared medians)."""
+    from convlab import bench
+
+    def busy_measurement(spec, x, w, b, contenders, *args, **kwargs):
+        def rec(kernel, median_s, min_s):
+            return bench.Record("tune", "", kernel, "cpu", "float32", spec.batch, "ok",
+                                median_s=median_s, min_s=min_s)
+        return [rec("naive", 0.9, 0.1), rec("im2col", 0.5, 0.4)]
+
+    monkeypatch.setattr(bench, "measure_spec", busy_measurement)
+    tuned = tuning.tune(SPEC, np.float32, repeats=3)
+    assert tuned.winner == "naive" and tuned.times == {"naive": 0.1, "im2col": 0.4}
