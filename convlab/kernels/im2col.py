@@ -21,7 +21,8 @@ How the kernel builds it:
    tap's offset: column ``i*Ws + j`` holds the input under output (i, j) when
    ``j < Wo``, and junk for the ``Ws - Wo`` columns that run past the row's end.
    Lowering is then one memcpy per row and image (1.6x faster than copying
-   ``Wo``-long pieces and zero-filling the padding at 56x56, 3.3x at 14x14);
+   ``Wo``-long pieces and zero-filling the padding at 56x56, 3.3x at 14x14,
+   measured against that first version while this file was written);
    the GEMM does ``Ws/Wo`` times the work (+3.5% at 56x56, +29% at 7x7), and
    the junk columns are dropped when the result is copied into the output.
 2. **The bias rides in the GEMM.**  One more weight column holds the bias and
@@ -36,7 +37,8 @@ How the kernel builds it:
 4. **The lowering runs on one thread.**  A Numba ``prange`` copy is not faster
    here (the copy is memory-bound: ~10 GB/s with one thread or two), and
    alternating Numba's OpenMP threads with OpenBLAS's threads made both pools
-   spin against each other: ~3x slower in total.  One thread pool per kernel.
+   spin against each other: ~3x slower in total (measured against that
+   version, not kept).  One thread pool per kernel.
 5. A 1x1, stride-1, unpadded convolution needs no lowering at all: the input
    image *is* its column matrix, so the GEMM runs on it directly.
 6. Grouped convolutions whose per-group product is tiny (depthwise:
@@ -44,17 +46,21 @@ How the kernel builds it:
    overhead; below ``SMALL_GEMM_MACS`` multiply-adds per output column, one
    Numba ``prange`` task per (image, group, band of rows) lowers its own
    L2-sized column block and multiplies it in a loop vectorised over columns.
-   Still ~4.5x slower than PyTorch there: a 9x blow-up of a memory-bound layer.
+   Still 2.4-4.5x slower than PyTorch there (``convlab bench --suite mobilenet
+   --layers mb_dw_32x112 --kernels im2col,depthwise,torch``): a 9x blow-up of a
+   memory-bound layer, which ``depthwise.py`` avoids.
 
 Cost.  The GEMM does the N*K*(C/g)*kh*kw*Ho*Wo multiply-adds of direct
 convolution (times ``Ws/Wo``); the price is memory: the column matrix holds
 ``kh*kw`` times as many values as the input (:func:`blowup`, 9x for 3x3), and
 writing then re-reading it is traffic direct convolution never pays.  Measured
-on a 2-core AMD EPYC (Zen 3), float32, batch 8, ResNet 3x3 64ch@56: lowering
-5.8 ms (~10 GB/s: memory-bound), GEMMs 13.3 ms (~140 GFLOP/s, where a 2048^3
-sgemm reaches ~185: 64 rows is a thin GEMM, and BLAS packs every column it
-reads), copy-out 0.4 ms; PyTorch's whole convolution takes 11-12 ms.  The
-lowering is 7-26% of the time on the ResNet/VGG 3x3 layers, the GEMM the rest.
+with ``convlab bench --suite resnet --layers res_64x56,res_512x7 --kernels
+im2col,torch --split`` on a 2-core AMD EPYC (Zen 3), float32, batch 8, ResNet 3x3
+64ch@56: lowering 6.1 ms (~10 GB/s: memory-bound), GEMMs 10.7 ms (~170 GFLOP/s,
+where a 2048^3 sgemm reaches ~200: 64 rows is a thin GEMM, and BLAS packs every
+column it reads), copy-out 0.9 ms; PyTorch's whole convolution took 9-18 ms in the
+same runs (a busy machine).  At 512ch@7x7: lowering 5.8, GEMM 12.3, copy-out 0.6 ms.
+The lowering is a fifth to a third of the time, the GEMM the rest.
 
 Workspace.  Bounded by a cap, 256 MiB by default, counting everything the
 kernel allocates at once: the zero-padded (and stride-split) copy of the input,
@@ -348,7 +354,8 @@ def _auto_when(spec: ConvSpec) -> str | None:
     """Where auto prefers im2col to the direct ``parallel`` kernel.
 
     Measured on a 2-core AMD EPYC (Zen 3), float32, batch 8, DESIGN.md's layer
-    suite (scripts/bench_cpu.py): im2col was faster (or level) on every layer
+    suite (``convlab bench --suite all --kernels im2col,parallel`` remeasures it;
+    ``convlab tune`` measures it for your machine): im2col was faster (or level) on every layer
     whose GEMM is big both ways, >= 256 rows (K/groups) and a reduction
     (C/groups)*kh*kw >= 256 (ResNet 256@14, 512@7, VGG conv3_2..conv5_2, the
     dilated 256@14, the 512-channel 1x1), and on 1x1 stride-1 unpadded layers,

@@ -38,12 +38,24 @@ without threadpoolctl each call stays under OpenBLAS's single-thread threshold
 (2^18 multiply-adds), which costs ~1.3x.  ``plan`` picks the sizes; the
 scratch memory is kept between calls (fresh pages fault on first touch).
 
-Where the time goes (2 cores, float32, batch 8, F(4,3), filter cached,
-``scripts/bench_winograd.py``): 64ch@56x56: input 2.6 ms, GEMMs 3.9 ms
-(119 GFLOP/s), output 1.3 ms, 1.40x torch; 512ch@7x7: input 1.5, GEMMs 6.4
-(95 GFLOP/s: U is 36 MiB, streamed from memory, for 16-tile GEMMs), output 0.6,
-1.41x torch.  Transforming the filter on every call adds 0.1 ms (64 channels)
-to 8 ms (512 channels): ``Conv2d`` caches it.
+Where the time goes: ``convlab bench --suite resnet --layers
+res_64x56,res_128x28,res_256x14,res_512x7 --kernels winograd_f4,winograd_f2,im2col,torch
+--weight-cache --split`` (drop ``--weight-cache`` to transform the filter on every call, as
+functional ``conv2d`` does).  One run on the 2-core EPYC, float32, batch 8, filter cached
+(a busy machine: torch's own samples scattered by up to 80 %):
+
+    layer        input tr.  GEMMs     output tr.  total    vs torch
+    64ch@56x56   2.2 ms     2.3 ms    1.1 ms      5.9 ms   2.3x
+    128ch@28x28  1.5        3.8       0.9         8.5      1.5x
+    256ch@14x14  1.4        4.9       0.6         7.1      1.8x
+    512ch@7x7    1.1        7.8       0.5         9.6      1.1x
+
+The transforms are memory-bound passes (~10 GB/s of ~30); the GEMMs run at ~120-160
+GFLOP/s of Winograd multiplies where they are wide, but at 512ch@7x7 each has only 16
+tiles per image and U (36 x 512 x 512 floats, 36 MiB) is streamed from memory for
+every block of tiles: that layer is bound by U's traffic, not by arithmetic.
+Transforming the filter on every call adds 0.2 ms (64 channels) to ~5 ms (512
+channels, where it then costs as much as the GEMMs): ``Conv2d`` caches it.
 
 Numerics: the transforms multiply by constants up to 5.25 (F(6,3)'s B^T) and
 divide back down (G, A^T), so rounding error grows with m.  Measured float32
@@ -249,7 +261,8 @@ def _workspace(m: int):
 
 
 # algo="auto" (measured with a sweep of 3x3 layers, C = K = 4..256, 7..56 pixels, batch 1
-# and 8, against the best of im2col and parallel; the numbers are in the issue note):
+# and 8, against the best of im2col and parallel; `convlab bench --suite sweep3x3 --kernels
+# winograd_f2,winograd_f4,im2col,parallel` measures the sweep again on your machine):
 # * with fewer than 32 channels per group in or out, the transforms cost more than the
 #   multiplies they save: parallel wins at batch 8 (Winograd at 0.4-0.9x of it);
 # * F(4,3) needs tiles to amortise its per-call filter transform (36 values per weight
