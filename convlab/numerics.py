@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from .kernels import get
+from .kernels.registry import REFERENCE_REDUCTION
 from .reference import compare, conv2d_reference
 from .shapes import ConvSpec
 
@@ -134,7 +135,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def suggest_rtol(rows: list[dict[str, Any]], algo: str, margin: float = 10.0) -> float:
     """The registry ``rtol`` these measurements support for ``algo``: the worst float32
     ``max_rel``, scaled back to the 576-product reference reduction, times ``margin``."""
-    scaled = [r["max_rel"] / max(1.0, math.sqrt(r["reduction"] / 576)) for r in rows
+    scaled = [r["max_rel"] / max(1.0, math.sqrt(r["reduction"] / REFERENCE_REDUCTION))
+              for r in rows
               if r["algo"] == algo and r["dtype"] == "float32"]
     return margin * max(scaled)
 

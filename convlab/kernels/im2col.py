@@ -353,10 +353,10 @@ def lower(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
 def _auto_when(spec: ConvSpec) -> str | None:
     """Where auto prefers im2col to the direct ``parallel`` kernel.
 
-    Measured on a 2-core AMD EPYC (Zen 3), float32, batch 8, DESIGN.md's layer
+    Measured on a 2-core AMD EPYC (Zen 3), float32, batch 8, the benchmark's layer
     suite (``convlab bench --suite all --kernels im2col,parallel`` remeasures it;
-    ``convlab tune`` measures it for your machine): im2col was faster (or level) on every layer
-    whose GEMM is big both ways, >= 256 rows (K/groups) and a reduction
+    ``convlab tune`` measures it for your machine): im2col was faster (or level)
+    on every layer whose GEMM is big both ways, >= 256 rows (K/groups) and a reduction
     (C/groups)*kh*kw >= 256 (ResNet 256@14, 512@7, VGG conv3_2..conv5_2, the
     dilated 256@14, the 512-channel 1x1), and on 1x1 stride-1 unpadded layers,
     which need no lowering at all.  The direct kernel won wherever the GEMM is
