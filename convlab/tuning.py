@@ -54,6 +54,12 @@ CACHE_ENV = "CONVLAB_TUNE_CACHE"
 # tuning happens inside a user's first call: one, so each candidate costs two calls.
 # `convlab tune`, run ahead of time, takes more (--repeats).
 TUNE_REPEATS = 1
+# Before each timed sample, one untimed call of the same kernel (after a 1 ms pause).  The
+# samples are taken round-robin, and right after an im2col (OpenBLAS) or PyTorch call
+# their thread pools keep spinning for a while: the next kernel ran 2x slower (Winograd
+# F(4,3) on 64ch@56: 7.3 -> 16.9 ms), so the order of the candidates, not their speed,
+# decided.  The untimed call absorbs that (see convlab.bench.timing, "settle").
+TUNE_SETTLE = 1e-3
 SEED = 1234
 
 
@@ -296,7 +302,7 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     b = rng.standard_normal(spec.bias_shape).astype(dt)
     contenders = {k.name: bench.kernel_contender(k) for k in kernels}
     options = bench.Sampling(repeats=repeats, warmup=False, sampled_check=True,
-                             max_call_s=float("inf"))
+                             max_call_s=float("inf"), settle=TUNE_SETTLE)
     records = bench.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
                                  options)
     times = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}

@@ -258,3 +258,32 @@ def test_tuning_compares_fastest_samples_not_medians(cache_file, monkeypatch):
     monkeypatch.setattr(bench, "measure_spec", busy_measurement)
     tuned = tuning.tune(SPEC, np.float32, repeats=3)
     assert tuned.winner == "naive" and tuned.times == {"naive": 0.1, "im2col": 0.4}
+
+
+def test_a_kernel_timed_after_a_spinning_pool_is_not_blamed_for_it(cache_file):
+    """Samples are taken round-robin, and a library's thread pool keeps spinning for a
+    while after its call (OpenBLAS, PyTorch), slowing whatever runs next.  Stand-ins: the
+    'victim' takes 2 ms, but 100 ms more when it runs right after the 'spinner' (20 ms),
+    which it always follows.  The tuner must still see the victim as the faster one."""
+    import time
+
+    after_spinner = [False]
+
+    def spinner(x, w, b, spec):
+        time.sleep(0.02)
+        after_spinner[0] = True
+        return KERNELS["naive"].run(x, w, b, spec)
+
+    def victim(x, w, b, spec):
+        time.sleep(0.102 if after_spinner[0] else 0.002)
+        after_spinner[0] = False
+        return KERNELS["naive"].run(x, w, b, spec)
+
+    register("tune_test_spinner", description="spins after its calls")(spinner)
+    register("tune_test_victim", description="runs after the spinner")(victim)
+    try:
+        tuned = tuning.tune(SPEC, np.float32, repeats=3)
+    finally:
+        KERNELS.pop("tune_test_spinner", None)
+        KERNELS.pop("tune_test_victim", None)
+    assert tuned.times["tune_test_victim"] < tuned.times["tune_test_spinner"]
