@@ -253,7 +253,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             dtype=args.dtype, repeats=args.repeats, max_call_s=args.max_call,
             budget_s=args.budget, device=args.device, rival=not args.no_torch,
             progress=not args.no_progress, weight_cache=args.weight_cache, split=args.split,
-            settle=args.settle, drop_busy=args.drop_busy, on_layer=save, ops=ops)
+            settle=bench.DEFAULT_SETTLE if args.settle is None else args.settle,
+            drop_busy=args.drop_busy, on_layer=save, ops=ops)
     except bench.BenchmarkInterrupted as stop:
         result = stop.result
         if result.records:
@@ -496,9 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--split", action="store_true",
                        help="also time each stage of kernels that can be split (im2col: "
                             "lower/GEMM/copy out; Winograd: input/GEMMs/output transform)")
-    bench.add_argument("--settle", type=_nonnegative_float, default=0.0, metavar="SECONDS",
+    bench.add_argument("--settle", type=_nonnegative_float, default=None,
+                       metavar="SECONDS",
                        help="before each sample, sleep this long and make one untimed call "
-                            "(lets other libraries' spinning threads stop; default 0)")
+                            "(so another library's still-spinning threads slow that call, "
+                            "not the timed one; default 0.001, 0 turns it off)")
     bench.add_argument("--drop-busy", type=_fraction, metavar="FRACTION",
                        help="take a round of samples again when other processes used more "
                             "than this share of the CPUs during it (Linux; e.g. 0.1)")

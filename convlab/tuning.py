@@ -58,7 +58,8 @@ TUNE_REPEATS = 1
 # samples are taken round-robin, and right after an im2col (OpenBLAS) or PyTorch call
 # their thread pools keep spinning for a while: the next kernel ran 2x slower (Winograd
 # F(4,3) on 64ch@56: 7.3 -> 16.9 ms), so the order of the candidates, not their speed,
-# decided.  The untimed call absorbs that (see convlab.bench.timing, "settle").
+# decided.  The untimed call absorbs that (see convlab.bench.timing, "settle"; the bench
+# does the same by default).
 TUNE_SETTLE = 1e-3
 SEED = 1234
 

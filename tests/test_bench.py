@@ -182,6 +182,35 @@ def test_samples_are_interleaved_across_contenders():
     assert log == ["a", "b"] + ["a", "b"] * 3  # warm-ups, then round-robin samples
 
 
+def test_a_contender_is_not_timed_in_the_previous_ones_spinning_threads(temp_kernels):
+    """After a call into OpenBLAS or PyTorch their threads keep spinning for a while and
+    slow whatever runs next; in a round-robin one contender always follows the same other.
+    Stand-ins: 'victim' takes 2 ms, or 100 ms more right after 'spinner' (20 ms), which it
+    always follows.  By default every sample follows an untimed call of its own contender,
+    which pays that price; with ``settle=0`` the victim is blamed (the check that the
+    stand-ins show the effect at all)."""
+    import time
+
+    after_spinner = [False]
+
+    def spinner(x, w, b, spec):
+        time.sleep(0.02)
+        after_spinner[0] = True
+        return _good(x, w, b, spec)
+
+    def victim(x, w, b, spec):
+        time.sleep(0.102 if after_spinner[0] else 0.002)
+        after_spinner[0] = False
+        return _good(x, w, b, spec)
+
+    names = [temp_kernels("bench_test_spinner", spinner), temp_kernels("bench_test_victim", victim)]
+    for settle, victim_faster in ((None, True), (0.0, False)):
+        kwargs = {} if settle is None else {"settle": settle}
+        res = _run(names, layers=TINY[:1], repeats=3, **kwargs)
+        spun, vic = res.get(TINY[0].name, names[0]), res.get(TINY[0].name, names[1])
+        assert (vic.median_s < spun.median_s) is victim_faster, (settle, vic.median_s)
+
+
 def test_the_gate_runs_the_full_batch_call_that_is_timed():
     """No kernel is gated at one batch and timed at another (a CUDA kernel's tiles, or
     im2col's chunks, depend on the batch): every call, gate included, is the full batch."""

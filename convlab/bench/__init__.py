@@ -62,10 +62,11 @@ from .suites import (
     suite_names,
 )
 from .table import format_table, format_time, geomean
-from .timing import MIN_SAMPLE_S, NOISY_SPREAD, Timer, wall_timer
+from .timing import DEFAULT_SETTLE, MIN_SAMPLE_S, NOISY_SPREAD, Timer, wall_timer
 
 __all__ = [
-    "CUDNN", "COLD_CACHE_ENV", "DEFAULT_BATCH", "DILATED", "GATE_FLOPS", "GPU_RIVALS",
+    "CUDNN", "COLD_CACHE_ENV", "DEFAULT_BATCH", "DEFAULT_SETTLE", "DILATED", "GATE_FLOPS",
+    "GPU_RIVALS",
     "LADDER", "MIN_SAMPLE_S", "MOBILENET", "NOISY_SPREAD", "RECORD_FIELDS", "RESNET", "RIVAL",
     "SEED", "STATUSES", "SUITES", "SWEEPS", "Sampling", "TOY_SUITES", "VGG", "BenchResult",
     "BenchmarkInterrupted", "Contender", "Layer", "Record", "Timer", "calibrate",

@@ -35,7 +35,7 @@ from ..shapes import ConvSpec
 from .contenders import Contender, estimate
 from .ops import FORWARD, Problem, forward_problem
 from .records import Record
-from .timing import Timing, repeats_for, sample, summary
+from .timing import DEFAULT_SETTLE, Timing, repeats_for, sample, summary
 
 # The oracle runs at ~2-4 GFLOP/s: gate on the largest batch that stays under this.
 GATE_FLOPS = 4e8
@@ -48,7 +48,7 @@ class Sampling:
     repeats: int | None = None  # samples per contender; None: adaptive (about budget_s)
     budget_s: float = 0.5
     max_call_s: float = 2.0
-    settle: float = 0.0
+    settle: float = DEFAULT_SETTLE
     drop_busy: float | None = None
     split: bool = False
     warmup: bool = True  # a warm call before the samples (else the gate's call warms)

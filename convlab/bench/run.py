@@ -39,6 +39,7 @@ from .measure import Sampling, gate_batch, measure
 from .ops import FORWARD, Op, op_named, op_of, problem
 from .records import BenchResult, Record
 from .suites import DEFAULT_BATCH, Layer, suite_layers
+from .timing import DEFAULT_SETTLE
 
 # Set (to "1") by `convlab bench --cold-cache` in the child process it starts with an empty
 # NUMBA_CACHE_DIR, so the records say their first calls include a real compile.
@@ -71,7 +72,7 @@ def run_benchmark(
     calibration: dict[str, Any] | None = None,
     weight_cache: bool = False,
     split: bool = False,
-    settle: float = 0.0,
+    settle: float = DEFAULT_SETTLE,
     drop_busy: float | None = None,
     on_layer: Callable[[BenchResult], None] | None = None,
     ops: Sequence[str] = ("forward",),

@@ -16,9 +16,13 @@ Three guards against a disturbed machine, all options of the harness:
 
 * ``settle`` seconds of sleep plus one untimed call before each sample.  Right after
   a call into another library its thread pool may still be spinning (OpenBLAS's
-  threads spin for ~0.2 s after a GEMM) and slow the next contender down 2-4x; and
-  memory freed a while ago may have been handed back to a VM host and cost much
-  more to fault in again.  Off by default (it multiplies a run's length).
+  threads spin for ~0.2 s after a GEMM) and slow the next contender down 2-4x
+  (Winograd F(4,3) on 64ch@56: 7.3 ms alone, 16.9 ms right after an im2col call), so
+  in a round-robin the order of the contenders would decide; and memory freed a while
+  ago may have been handed back to a VM host and cost much more to fault in again.
+  On by default with :data:`DEFAULT_SETTLE` (1 ms: the untimed call is what matters;
+  it doubles the calls, not the samples); ``--settle 0`` turns it off, ``--settle
+  0.2`` also lets the spinning stop before the untimed call.
 * ``drop_busy`` (a fraction): a round during which *other* processes used more than
   that share of the machine's CPUs (read from ``/proc/stat``, Linux only) is dropped
   and taken again, at most ``reps`` extra rounds.
@@ -42,6 +46,8 @@ Timer = Callable[[Callable[[], Any], int], float]
 
 # Sub-millisecond calls are timed in groups so one sample is at least this long.
 MIN_SAMPLE_S = 2e-3
+# Before each sample: this long a pause, then one untimed call (see "settle" above).
+DEFAULT_SETTLE = 1e-3
 # A pair is "noisy" when half its interquartile range exceeds this fraction of its median.
 NOISY_SPREAD = 0.2
 
