@@ -11,7 +11,11 @@ Conv2d(5, 2, kernel_size=(3, 3), stride=(1, 1))
 (64, 2, 8, 10)
 """
 
-# First: the kernels are compiled with cache=True, and Numba refuses to define them when it
+# Before anything loads NumPy: OpenBLAS reads how long its idle threads spin only then.
+from . import _blas_threads  # noqa: F401  (imported for its effect, before NumPy)
+
+# isort: split
+# Then: the kernels are compiled with cache=True, and Numba refuses to define them when it
 # has nowhere to write its cache (a read-only install); _numba_cache gives it a place.
 from . import _numba_cache  # noqa: F401  (imported for its effect, before the kernels)
 

@@ -122,6 +122,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
           + ("calls from several Python threads run in parallel)" if layer in THREADSAFE_LAYERS
              else "calls from several Python threads take turns: this layer is not "
                   "thread-safe)"))
+    from ._blas_threads import describe as blas_threads
+
+    print(f"blas threads     {blas_threads()}")
     print("versions         " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()
                                          if v and k != "convlab"))
     missing = [k for k, v in info["versions"].items() if not v]

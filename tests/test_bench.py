@@ -393,3 +393,20 @@ def test_the_seed_layer_is_checked_at_its_batch_of_64():
     rec = _run(["naive"], layers=bench.SUITES["seed"], repeats=1).records[0]
     assert rec.status == "ok" and rec.batch == 64 and rec.gate_batch == 64
 
+
+
+def test_a_busy_machine_is_said_in_one_line_and_wild_spreads_are_capped():
+    """When the ceilings measured before and after the run disagree by more than 20 % the
+    table opens with one NOTE line a student can read; a spread past 100 % prints as
+    '>±100%' (the harness once printed '±3870 %'); a quiet run has neither."""
+    res = _run([_contender("bench_test_calm")], layers=TINY[:1])
+    res.calibration.update(peak_gflops_runs=[201.0, 202.0], bandwidth_gbs_runs=[30.0, 31.0])
+    quiet = bench.format_table(res)
+    assert "NOTE:" not in quiet and ">±100%" not in quiet
+    res.calibration["peak_gflops_runs"] = [65.0, 201.0]
+    rec = res.records[0]
+    rec.q1_s, rec.q3_s = rec.median_s * 0.1, rec.median_s * 40
+    busy = bench.format_table(res)
+    note = [line for line in busy.splitlines() if line.startswith("NOTE:")]
+    assert len(note) == 1 and "busy" in note[0] and "65 then 201 GFLOP/s" in note[0]
+    assert ">±100%" in busy and "3870" not in busy

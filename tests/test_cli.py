@@ -1,5 +1,7 @@
 """The convlab command: shape calculator and info."""
 
+import functools
+import os
 import subprocess
 import sys
 
@@ -80,3 +82,20 @@ def test_console_script_runs():
                              "1,3,8,8", "--out-channels", "4", "--kernel-size", "3"],
                             capture_output=True, text=True, check=True)
     assert "(1, 4, 6, 6)" in result.stdout
+
+
+def test_openblas_idle_threads_are_told_to_sleep_unless_the_user_chose():
+    """OpenBLAS's threads spin ~0.1 s after each GEMM and slow whatever kernel runs next;
+    convlab, imported before NumPy (always so in the convlab command), asks for the
+    shortest spin, leaves a value the user set alone, and says what is in force."""
+    code = "import convlab, os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    run = functools.partial(subprocess.run, capture_output=True, text=True, check=True)
+    assert run([sys.executable, "-c", code], env=env).stdout.strip() == "4"
+    assert run([sys.executable, "-c", code],
+               env={**env, "OPENBLAS_THREAD_TIMEOUT": "20"}).stdout.strip() == "20"
+    numpy_first = "import numpy; " + code  # too late to change OpenBLAS: left unset
+    assert run([sys.executable, "-c", numpy_first], env=env).stdout.strip() == "None"
+    command = "import sys; from convlab.cli import main; sys.exit(main(['info']))"
+    info = run([sys.executable, "-c", command], env=env).stdout  # as the console script
+    assert "blas threads     OpenBLAS idle threads: spin 2**4 cycles" in info
