@@ -180,18 +180,19 @@ def _lookup(algo: Any) -> Kernel | None:
 
 
 def _pick(algo: str, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
-          b: np.ndarray | None) -> Kernel:
-    """The kernel "auto" or "tune" runs for these (prepared) arrays."""
+          b: np.ndarray | None, cached: bool = False) -> Kernel:
+    """The kernel "auto" or "tune" runs for these (prepared) arrays; ``cached``: a
+    WeightCache keeps the weight's transform between calls (the tuner measured both)."""
     from . import tuning
 
     if algo == "tune" and spec.output_elements() > 0:
-        tuned = tuning.tune(spec, x.dtype)
+        tuned = tuning.tune(spec, x.dtype, cached=cached)
         kernel = kernels.get(tuned.winner)
         if kernel.nonfinite == "exact" or _all_finite(x, w, b):
             return kernel
-    choice = tuning.choose(spec, x.dtype)
+    choice = tuning.choose(spec, x.dtype, cached=cached)
     if choice.kernel.nonfinite != "exact" and not _all_finite(x, w, b):  # ~0.1 ms / 1e6
-        choice = tuning.choose(spec, x.dtype, finite=False)
+        choice = tuning.choose(spec, x.dtype, finite=False, cached=cached)
     return choice.kernel
 
 
@@ -274,7 +275,7 @@ def conv2d(
     xa, wa, ba, spec = prepare(x, weight, bias, stride, padding, dilation, groups,
                                padding_mode)
     if kernel is None:
-        kernel = _pick(algo, spec, xa, wa, ba)
+        kernel = _pick(algo, spec, xa, wa, ba, cached=cache is not None)
     else:
         kernel.check(spec)
     if spec.output_elements() == 0:  # a batch or channels of 0: torch's empty output

@@ -31,6 +31,7 @@ atomically, so no process loses another's entries.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import hashlib
@@ -61,6 +62,8 @@ TUNE_REPEATS = 1
 # decided.  The untimed call absorbs that (see convlab.bench.timing, "settle"; the bench
 # does the same by default).
 TUNE_SETTLE = 1e-3
+# The name suffix of a kernel timed with its weight transformed once (see tune()).
+CACHED = "+cached"
 SEED = 1234
 
 
@@ -239,11 +242,14 @@ def _cpu() -> str:
     return f"{cpu_name()} ({platform.machine()})"
 
 
-def key_for(spec: ConvSpec, dtype: Any) -> str:
-    """The memory's key for ``spec`` (as kernels see it) in ``dtype`` on this machine."""
+def key_for(spec: ConvSpec, dtype: Any, cached: bool = False) -> str:
+    """The memory's key for ``spec`` (as kernels see it) in ``dtype`` on this machine;
+    ``cached``: for a weight transformed once and reused (``Conv2d``'s WeightCache), not
+    on every call (functional ``conv2d``)."""
     import numba
 
     parts = {
+        "weight_cache": bool(cached),
         "kernels": kernel_set(),
         "spec": [spec.batch, spec.in_channels, spec.height, spec.width, spec.out_channels,
                  *spec.kernel_size, *spec.stride, *spec.padding, *spec.dilation, spec.groups],
@@ -261,10 +267,11 @@ def candidates(spec: ConvSpec) -> list[registry.Kernel]:
             if k.device == "cpu" and k.macs_per_s is None and k.why_not(spec) is None]
 
 
-def lookup(spec: ConvSpec, dtype: Any, cache: TuningCache | None = None) -> Tuned | None:
-    """The remembered winner for ``spec`` here, or None (none, or one naming a kernel
-    that no longer exists or no longer supports the spec)."""
-    entry = (cache or default_cache()).get(key_for(spec, dtype))
+def lookup(spec: ConvSpec, dtype: Any, cache: TuningCache | None = None,
+           cached: bool = False) -> Tuned | None:
+    """The remembered winner for ``spec`` here (``cached``: see :func:`key_for`), or None
+    (none, or one naming a kernel that no longer exists or no longer supports the spec)."""
+    entry = (cache or default_cache()).get(key_for(spec, dtype, cached))
     if entry is None:
         return None
     kern = registry.KERNELS.get(entry.get("winner", ""))
@@ -279,17 +286,23 @@ def lookup(spec: ConvSpec, dtype: Any, cache: TuningCache | None = None) -> Tune
 
 
 def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None = None,
-         force: bool = False, repeats: int = TUNE_REPEATS) -> Tuned:
+         force: bool = False, repeats: int = TUNE_REPEATS, cached: bool = False) -> Tuned:
     """The fastest kernel for ``spec`` in ``dtype`` here: remembered, or measured now
     (``repeats`` timed calls per candidate after its checked first call) and then
-    remembered.  ``force`` measures again."""
+    remembered.  ``force`` measures again.
+
+    Both ways a layer runs are measured in one go and both winners remembered: a kernel
+    that transforms its weight (Winograd, FFT) is timed with the transform on every call,
+    as functional ``conv2d`` runs it, and with the weight transformed once, as ``Conv2d``
+    runs it (``cached``, the one returned); the others are the same either way.  The
+    winners differ: FFT's filter spectrum costs more than some whole convolutions."""
     import time
 
     from . import bench
 
     cache = cache or default_cache()
     if not force:
-        known = lookup(spec, dtype, cache)
+        known = lookup(spec, dtype, cache, cached)
         if known is not None:
             return known
     kernels = candidates(spec)
@@ -302,30 +315,51 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     w = rng.standard_normal(spec.weight_shape).astype(dt)
     b = rng.standard_normal(spec.bias_shape).astype(dt)
     contenders = {k.name: bench.kernel_contender(k) for k in kernels}
+    contenders.update({k.name + CACHED: dataclasses.replace(
+        bench.kernel_contender(k, weight_cache=True), name=k.name + CACHED)
+        for k in kernels if k.transform_weight is not None})
     options = bench.Sampling(repeats=repeats, warmup=False, sampled_check=True,
                              max_call_s=float("inf"), settle=TUNE_SETTLE)
     records = bench.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
                                  options)
-    times = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
+    measured = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
     failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
-    if not times:
+    if not measured:
         raise RuntimeError(f"every kernel failed while tuning {spec.describe()}: "
                            + "; ".join(failed))
-    tuned = Tuned(min(times, key=times.__getitem__), times,
-                  _dt.datetime.now().isoformat(timespec="seconds"),
-                  time.perf_counter() - start,
-                  sum(r.compile_s or 0.0 for r in records if r.status == "ok"), failed)
-    cache.put(key_for(spec, dtype), {"winner": tuned.winner, "times": tuned.times,
-                                     "date": tuned.date, "cost_s": tuned.cost_s,
-                                     "compile_s": tuned.compile_s,
-                                     "failed": list(tuned.failed)})
-    return tuned
+    date = _dt.datetime.now().isoformat(timespec="seconds")
+    cost = time.perf_counter() - start
+    compile_s = sum(r.compile_s or 0.0 for r in records if r.status == "ok")
+    found = {}
+    for way in (False, True):
+        times = {}
+        for name, t in measured.items():
+            if name.endswith(CACHED):
+                continue
+            if way and name + CACHED in contenders:
+                if name + CACHED not in measured:  # its run with a cached weight failed
+                    continue
+                t = measured[name + CACHED]
+            times[name] = t
+        if not times:  # only cached runs passed: nothing to say about this way
+            continue
+        found[way] = Tuned(min(times, key=times.__getitem__), times, date, cost, compile_s,
+                           failed)
+        cache.put(key_for(spec, dtype, way), {
+            "winner": found[way].winner, "times": times, "date": date, "cost_s": cost,
+            "compile_s": compile_s, "failed": list(failed)})
+    if cached not in found:
+        raise RuntimeError(f"every kernel failed while tuning {spec.describe()}: "
+                           + "; ".join(failed))
+    return found[cached]
 
 
-def choose(spec: ConvSpec, dtype: Any, finite: bool = True) -> registry.Choice:
+def choose(spec: ConvSpec, dtype: Any, finite: bool = True,
+           cached: bool = False) -> registry.Choice:
     """``algo="auto"``: a remembered winner when there is one (and the input is finite
-    or the winner keeps the oracle's NaN/Inf pattern), else the registry's rule."""
-    known = lookup(spec, dtype)
+    or the winner keeps the oracle's NaN/Inf pattern), else the registry's rule.
+    ``cached``: the weight is transformed once and reused (``Conv2d``), see :func:`tune`."""
+    known = lookup(spec, dtype, cached=cached)
     if known is not None:
         kern = registry.KERNELS[known.winner]
         if finite or kern.nonfinite == "exact":

@@ -46,7 +46,9 @@ def test_tune_remembers_and_auto_uses_it(cache_file):
     assert set(tuned.times) == {k.name for k in tuning.candidates(SPEC)}
     assert tuned.times[tuned.winner] == min(tuned.times.values())
     data = json.loads(cache_file.read_text())
-    assert list(data["entries"]) == [tuning.key_for(SPEC, np.float32)]
+    # one measurement, both ways a layer runs (weight transformed per call, or cached)
+    assert sorted(data["entries"]) == sorted(tuning.key_for(SPEC, np.float32, cached)
+                                             for cached in (False, True))
     again = tuning.tune(SPEC, np.float32)
     assert again.remembered and again.winner == tuned.winner
     choice = convlab.explain(SPEC.input_shape, SPEC.weight_shape, padding=1)
@@ -167,7 +169,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
 
 def test_the_key_holds_everything_that_changes_the_answer():
     key = json.loads(tuning.key_for(SPEC, np.float32))
-    assert set(key) == {"kernels", "spec", "dtype", "threads", "cpu"}
+    assert set(key) == {"kernels", "spec", "dtype", "threads", "cpu", "weight_cache"}
     assert tuning.key_for(SPEC, np.float32) != tuning.key_for(SPEC.with_batch(3), np.float32)
     assert tuning.key_for(SPEC, np.float32) != tuning.key_for(SPEC, np.float64)
 
@@ -191,9 +193,10 @@ def test_cli_tune_show_and_clear(cache_file, capsys):
     assert main(["tune", "--layers", "seed", "--no-progress"]) == 0
     assert "remembered" in capsys.readouterr().out
     assert main(["tune", "--show"]) == 0
-    assert "1 measurements" in capsys.readouterr().out
+    shown = capsys.readouterr().out  # one layer, measured both ways it can run
+    assert "2 measurements" in shown and "Conv2d: " in shown and "conv2d: " in shown
     assert main(["tune", "--clear"]) == 0
-    assert "forgot 1" in capsys.readouterr().out
+    assert "forgot 2" in capsys.readouterr().out
     assert not os.path.exists(cache_file)
 
 
@@ -287,3 +290,53 @@ def test_a_kernel_timed_after_a_spinning_pool_is_not_blamed_for_it(cache_file):
         KERNELS.pop("tune_test_spinner", None)
         KERNELS.pop("tune_test_victim", None)
     assert tuned.times["tune_test_victim"] < tuned.times["tune_test_spinner"]
+
+
+def test_conv2d_and_Conv2d_get_the_winner_for_how_they_run(cache_file, monkeypatch):
+    """A kernel that transforms its weight (Winograd, FFT) is slow when conv2d does the
+    transform on every call and fast when Conv2d keeps it: the tuner measures both ways
+    in one go, and each path runs its own winner.  Stand-ins: 'transforms' costs 30 ms a
+    transform and 1 ms a call; 'plain' takes 10 ms a call."""
+    import time
+
+    ran = []
+
+    def transform(w, spec):
+        time.sleep(0.03)
+        return w.copy()
+
+    def transforms(x, w, b, spec, transformed_weight=None):
+        if transformed_weight is None:  # conv2d: no cache, the kernel transforms itself
+            transformed_weight = transform(w, spec)
+        time.sleep(0.001)
+        ran.append("tune_test_transforms")
+        return KERNELS["naive"].run(x, transformed_weight, b, spec)
+
+    def plain(x, w, b, spec):
+        time.sleep(0.01)
+        ran.append("tune_test_plain")
+        return KERNELS["naive"].run(x, w, b, spec)
+
+    register("tune_test_transforms", description="a weight transform",
+             transform_weight=transform)(transforms)
+    register("tune_test_plain", description="no weight transform")(plain)
+    monkeypatch.setattr(tuning, "candidates", lambda spec: [KERNELS["tune_test_transforms"],
+                                                            KERNELS["tune_test_plain"]])
+    try:
+        module = tuning.tune(SPEC, np.float32, repeats=3, cached=True)
+        functional = tuning.lookup(SPEC, np.float32, cached=False)
+        x = np.random.default_rng(1).standard_normal(SPEC.input_shape).astype(np.float32)
+        layer = convlab.Conv2d(8, 6, 3, padding=1, seed=0)
+        ran.clear()
+        convlab.conv2d(x, layer.weight, layer.bias, padding=1)  # algo="auto"
+        by_function = ran[:]
+        ran.clear()
+        np.testing.assert_allclose(layer(x), convlab.conv2d(x, layer.weight, layer.bias,
+                                                            padding=1, algo="naive"),
+                                   rtol=1e-5, atol=1e-5)
+        by_module = ran[0]
+    finally:
+        KERNELS.pop("tune_test_transforms", None)
+        KERNELS.pop("tune_test_plain", None)
+    assert module.winner == "tune_test_transforms" and functional.winner == "tune_test_plain"
+    assert by_function == ["tune_test_plain"] and by_module == "tune_test_transforms"

@@ -123,7 +123,7 @@ def auto_contender(weight_cache: bool = False) -> Contender:
     ran: list[Kernel] = []  # the kernel the last setup chose: its tolerance is the gate's
 
     def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec) -> Placed:
-        choice = choose(spec, x.dtype)
+        choice = choose(spec, x.dtype, cached=weight_cache)
         ran[:] = [choice.kernel]
         placed = kernel_contender(choice.kernel, weight_cache).setup(x, w, b, spec)
         return dataclasses.replace(placed, note=f"ran {choice.kernel.name} ({choice.source})")
@@ -132,7 +132,7 @@ def auto_contender(weight_cache: bool = False) -> Contender:
         # Not choose(spec): the harness asks for the gated batch's spec, which the tuner
         # may never have measured, so the rule's pick there can be another kernel (with
         # a tighter tolerance) than the one that ran on the layer.
-        kern = ran[0] if ran else choose(spec, dtype).kernel
+        kern = ran[0] if ran else choose(spec, dtype, cached=weight_cache).kernel
         return kern.tolerance(spec, dtype)
 
     return Contender(AUTO, "cpu", "algo='auto': the measured winner, else the rule",
