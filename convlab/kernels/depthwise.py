@@ -33,22 +33,28 @@ This kernel reads the input once and writes the output once:
    outputs and the loop vectorises.
 3. **The multiplier's channels from one load.**  Each input row segment is used for
    all ``m`` filters of its channel while it is in L1.
-4. **One task per (image, channel)**: ``prange`` over independent outputs, each summed
+4. **Three taps per pass** for a 3-wide filter row at stride 1: the accumulator row is
+   loaded and stored once per filter row, not once per tap (3x less L1 traffic for
+   3x3 filters; 1.4x faster measured); the one or two edge columns whose taps fall
+   on the padding go tap by tap.
+5. **One task per (image, channel)**: ``prange`` over independent outputs, each summed
    by one thread in a fixed order (bit-identical run to run); accumulators (one output
    row per filter) stay in L1 and are written once.
 
 Cost: N*C*m*Ho*Wo*kh*kw multiply-adds, the input read once and the output written
 once from memory (plus the per-task phase split when ``sw > 1``, in cache).  What bounds
-it: memory and, in cache, the accumulator traffic (each of the kh*kw taps loads and stores
-the output row once).  Measured with ``convlab bench --suite mobilenet --layers
-mb_dw_32x112,mb_dw_64x112s2 --kernels depthwise,parallel,im2col,torch`` (2-core EPYC,
-float32, batch 8, one run on a busy box): 3.05 ms at 32ch@112 (1.39x torch, 1.8x
-``parallel``, 3.3x im2col; ~8 GB/s of the ~30 GB/s the machine copies at) and 4.18 ms at
-64ch@112 stride 2 (2.5x torch in that run; 0.9-1.1x in quieter micro-benchmarks).  One
-fix was worth 4-5x: the inner loops index slices from 0 (see the comment there).  Limits:
+it: memory and, in cache, the accumulator traffic (each filter row, or with a column
+stride each tap, loads and stores the output row once).  Measured with ``convlab bench
+--suite mobilenet --layers mb_dw_32x112,mb_dw_64x112s2 --kernels
+depthwise,parallel,im2col,torch`` (2-core EPYC, float32, batch 8, one run): 1.9 ms at
+32ch@112 (1.49x torch, 2.1x ``parallel``, 4x im2col; 13.5 GB/s of the ~31-35 GB/s the
+machine copies at) and 3.8 ms at 64ch@112 stride 2 (1.12x torch; in other runs
+0.8-1.0x: the phase split and three passes per filter row bound it there).  One fix
+was worth 4-5x: the inner loops index slices from 0 (see the comment there).  Limits:
 depthwise only (``groups == in_channels``, any multiplier, kernel size, stride,
 dilation and padding); float32 and float64.  ``fastmath={"contract"}``: multiply-adds
-are fused (FMA), the sum order is not changed.
+are fused (FMA); each output sums its taps in a fixed order (row by row; a row of
+three taps summed first, then added), so results are bit-identical run to run.
 
 ``algo="auto"`` picks it for every depthwise layer (rank 12, ahead of im2col and
 parallel, which do not suit it: see above).  Source: Howard et al. 2017, "MobileNets"
@@ -105,6 +111,15 @@ def _depthwise(x, w, bias, out, sh, sw, top, left, dh, dw):
         phase[q], shift[q] = b, a
         lo[q] = max(0, -a)
         hi[q] = max(lo[q], min(wo, (width - b + sw - 1) // sw - a))
+    # A filter row of three adjacent taps (MobileNet's 3x3, stride 1) is added in one
+    # pass over the accumulator row instead of three: in the columns [inner_lo,
+    # inner_hi) all three land inside the input.  (With a column stride the three taps
+    # sit in two phase planes; three slices there measured no faster than three passes.)
+    three = kw == 3 and sw == 1 and dw == 1
+    inner_lo, inner_hi = 0, wo
+    for q in range(kw):
+        inner_lo, inner_hi = max(inner_lo, lo[q]), min(inner_hi, hi[q])
+    inner_hi = max(inner_hi, inner_lo)
     for t in prange(n_batch * c_in):  # one task per (image, channel): no two share an output
         n = t // c_in
         c = t % c_in
@@ -128,6 +143,24 @@ def _depthwise(x, w, bias, out, sh, sw, top, left, dh, dw):
                 y = i * sh + p * dh - top
                 if y < 0 or y >= height:
                     continue  # a row of zero padding: nothing to add
+                if three:
+                    cols = inner_hi - inner_lo
+                    # one slice of the input row from the first tap on: two arrays in
+                    # the loop, so LLVM's run-time overlap check stays one check
+                    src = ph[0, y, inner_lo + shift[0]:inner_lo + shift[0] + cols + 2]
+                    for j in range(m):
+                        k = c * m + j
+                        w0, w1, w2 = w[k, 0, p, 0], w[k, 0, p, 1], w[k, 0, p, 2]
+                        dst = acc[j, inner_lo:inner_hi]
+                        for u in range(cols):  # one load and store of acc for 3 taps
+                            dst[u] += w0 * src[u] + w1 * src[u + 1] + w2 * src[u + 2]
+                        for q in range(3):  # the few edge columns, tap by tap
+                            wq = w[k, 0, p, q]
+                            for jo in range(lo[q], min(hi[q], inner_lo)):
+                                acc[j, jo] += wq * ph[phase[q], y, jo + shift[q]]
+                            for jo in range(max(lo[q], inner_hi), hi[q]):
+                                acc[j, jo] += wq * ph[phase[q], y, jo + shift[q]]
+                    continue
                 for q in range(kw):
                     first, cols = lo[q], hi[q] - lo[q]
                     if cols <= 0:
