@@ -6,6 +6,8 @@ indexing (a flipped kernel or swapped axes give the same answer on them).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -86,3 +88,19 @@ def conv_cases(draw, max_hw: int = 9, max_channels: int = 6, max_batch: int = 2,
 
 def cpu_kernel_names() -> list[str]:
     return [k.name for k in kernels.KERNELS.values() if k.device == "cpu"]
+
+
+# Tests that stop a convlab command with Ctrl-C (SIGINT) start it as a terminal would.  A
+# shell that starts a job in the background (`cmd &`, as some CI runners and nohup-style
+# wrappers do) makes it ignore SIGINT, and a Python started so never installs the handler
+# that turns SIGINT into KeyboardInterrupt: the command then cannot be stopped by Ctrl-C,
+# whatever convlab does.  This restores the handler, then runs ``python -m convlab.cli``.
+_CTRL_C_WORKS = ("import runpy, signal, sys; "
+                 "signal.signal(signal.SIGINT, signal.default_int_handler); "
+                 "sys.argv[0] = 'convlab'; "
+                 "runpy.run_module('convlab.cli', run_name='__main__', alter_sys=True)")
+
+
+def convlab_command(*args: str) -> list[str]:
+    """The argv of ``python -m convlab.cli *args`` with Ctrl-C working (see above)."""
+    return [sys.executable, "-c", _CTRL_C_WORKS, *args]

@@ -35,6 +35,8 @@ import pytest
 
 from convlab import ConvSpec
 
+from helpers import convlab_command
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "02_shapes_and_arithmetic.ipynb"
 TIMEOUT_MS = 180_000  # a cold kernel on a busy 2-core machine
@@ -381,8 +383,7 @@ def explore_page(tmp_path_factory):
     port = _free_port()
     log = tmp / "explore.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "convlab.cli", "explore",
-                                 "--no-browser", "--port", str(port)],
+        proc = subprocess.Popen(convlab_command("explore", "--no-browser", "--port", str(port)),
                                 stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
     try:
         _wait_http(f"http://127.0.0.1:{port}/", proc, log)

@@ -76,6 +76,8 @@ import pytest
 
 from convlab.cli import build_parser
 
+from helpers import convlab_command
+
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["README.md", "notebooks/README.md", "notebooks/**/*.ipynb"]
 PROGRAMS = {"convlab", "pip", "pip3", "python", "python3", "pytest", "jupyter", ".", "source"}
@@ -300,7 +302,7 @@ def _explore(run: list[str], env: dict[str, str], ctx: Context) -> None:
     run += ["--no-browser", "--port", str(port)]
     log = ctx.tmp / "explore.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "convlab.cli", *run], cwd=ctx.tmp,
+        proc = subprocess.Popen(convlab_command(*run), cwd=ctx.tmp,
                                 env=dict(os.environ, **env), stdout=out,
                                 stderr=subprocess.STDOUT)
     ctx.log.append(f"convlab {' '.join(run)}")
