@@ -8,6 +8,8 @@ import pytest
 from convlab import bench, figures
 from convlab.cli import main
 
+from helpers import convlab_command
+
 CALIB = {"peak_gflops": 100.0, "peak_what": "test GEMM", "bandwidth_gbs": 10.0,
          "bandwidth_what": "test copy"}
 
@@ -134,15 +136,14 @@ def test_ctrl_c_keeps_the_finished_layers_and_exits_130(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     out = tmp_path / "r.json"
-    code = "import sys; from convlab.cli import main; sys.exit(main(sys.argv[1:]))"
+    # as a terminal starts it, so Ctrl-C works even if this test runs in a background job
+    # (see helpers.convlab_command); each layer takes some seconds: 2000 samples
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "bench", "--layers", "seed,tiny_3x3,tiny_dw_s2",
-         "--kernels", "naive", "--no-torch", "--no-progress", "--repeats", "20000",
-         "--out", str(out)],
+        convlab_command("bench", "--layers", "seed,tiny_3x3,tiny_dw_s2", "--kernels", "naive",
+                        "--no-torch", "--no-progress", "--repeats", "2000", "--out", str(out)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
