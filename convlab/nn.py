@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +62,7 @@ from .shapes import (
     _pair,
     _transposed_out_size,
     check_channels,
+    check_transposed_padding,
 )
 
 _GRAD_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("convlab_grad_enabled",
@@ -115,11 +115,7 @@ class Conv2d:
         seed: int | np.random.Generator | None = None,
         algo: str = "auto",
     ) -> None:
-        # torch checks groups first, then channel divisibility, then the rest; like torch,
-        # any integer type goes where an int does (np.int64 from a config or a shape)
-        if (isinstance(groups, bool) or not isinstance(groups, numbers.Integral)
-                or groups <= 0):
-            raise ValueError("groups must be a positive integer")
+        # torch checks groups first, then channel divisibility, then the rest
         check_channels(in_channels, out_channels, groups)
         args = ConvArgs.create(kernel_size, stride, padding, dilation, groups, padding_mode)
         if np.dtype(dtype) not in SUPPORTED_DTYPES:
@@ -405,13 +401,8 @@ class ConvTranspose2d(Conv2d):
         # torch's order: the padding mode, then groups and channels, then the rest
         if padding_mode != "zeros":
             raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
-            raise ValueError("groups must be a positive integer")
         check_channels(in_channels, out_channels, groups)
-        if isinstance(padding, str):
-            raise TypeError("conv_transpose2d(): argument 'padding' must be tuple of ints, "
-                            f"not str (got {padding!r}: transposed convolutions take no "
-                            "'same' or 'valid')")
+        check_transposed_padding(padding)
         args = ConvArgs.create(kernel_size, stride, padding, dilation, groups)
         out_pad = _pair(output_padding, "output_padding")
         # the rule is the functional one; checking a 1x1 input validates it now

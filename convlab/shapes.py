@@ -23,6 +23,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 IntOrPair = int | Sequence[int]
 PaddingArg = int | Sequence[int] | str
@@ -83,8 +84,7 @@ class ConvArgs:
         groups: int = 1,
         padding_mode: str = "zeros",
     ) -> ConvArgs:
-        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups <= 0:
-            raise ValueError("groups must be a positive integer")
+        check_groups(groups)
         kh, kw = _pair(kernel_size, "kernel_size")
         if kh <= 0 or kw <= 0:
             raise ValueError(
@@ -141,12 +141,13 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
-def _input_dims(input_shape: Sequence[int]) -> tuple[int, ...]:
-    """The input's sizes as ints: 3 or 4 of them, none negative."""
+def _input_dims(input_shape: Sequence[int], op: str = "conv2d") -> tuple[int, ...]:
+    """The input's sizes as ints: 3 or 4 of them, none negative (``op`` names the
+    function in the message, as torch's does)."""
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) not in (3, 4):
         raise ValueError(
-            "Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input "
+            f"Expected 3D (unbatched) or 4D (batched) input to {op}, but got input "
             f"of size: {_shape_str(input_shape)}"
         )
     _no_negative(input_shape, "input")
@@ -409,10 +410,27 @@ class ConvSpec:
         )
 
 
+def check_groups(groups: int) -> None:
+    """``groups``: a positive integer of any integer type (np.int64 from a config or a
+    shape goes where an int does, as in torch)."""
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups <= 0:
+        raise ValueError("groups must be a positive integer")
+
+
+def check_transposed_padding(padding: Any) -> None:
+    """A transposed convolution's padding: ints, never 'same' or 'valid' (torch's words)."""
+    if isinstance(padding, str):
+        raise TypeError("conv_transpose2d(): argument 'padding' must be tuple of ints, "
+                        f"not str (got {padding!r}: transposed convolutions take no "
+                        "'same' or 'valid')")
+
+
 def check_channels(in_channels: int, out_channels: int, groups: int, *,
                    zero_in_ok: bool = False) -> None:
-    """Channel counts of a layer: positive integers (``in_channels`` may be 0 when
-    ``zero_in_ok``) divisible by ``groups``, checked in torch's order."""
+    """Channel counts of a layer: ``groups`` (:func:`check_groups`) first, then positive
+    integers (``in_channels`` may be 0 when ``zero_in_ok``) divisible by ``groups``, in
+    torch's order."""
+    check_groups(groups)
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -494,22 +512,14 @@ class TransposedSpec:
     ) -> TransposedSpec:
         """Spec for ``conv_transpose2d`` of an input of ``input_shape`` with a weight of
         ``weight_shape`` (torch's argument order), validated in torch's words."""
-        input_shape = tuple(int(s) for s in input_shape)
+        input_shape = _input_dims(input_shape, "conv_transpose2d")
         weight_shape = tuple(int(s) for s in weight_shape)
-        if len(input_shape) not in (3, 4):
-            raise ValueError(
-                "Expected 3D (unbatched) or 4D (batched) input to conv_transpose2d, but got "
-                f"input of size: {_shape_str(input_shape)}"
-            )
         if len(weight_shape) != 4:
             raise ValueError(
                 "Expected 4-dimensional weight (in_channels, out_channels/groups, kh, kw) for "
                 f"conv_transpose2d, but got weight of size {_shape_str(weight_shape)}"
             )
-        if isinstance(padding, str):
-            raise TypeError("conv_transpose2d(): argument 'padding' must be tuple of ints, "
-                            f"not str (got {padding!r}: transposed convolutions take no "
-                            "'same' or 'valid')")
+        check_transposed_padding(padding)
         batched = len(input_shape) == 4
         full_in = input_shape if batched else (1,) + input_shape
         n, c, h, w = full_in
@@ -563,14 +573,7 @@ class TransposedSpec:
         dilation: IntOrPair = 1,
     ) -> TransposedSpec:
         """Spec from layer hyper-parameters, as ``torch.nn.ConvTranspose2d`` takes them."""
-        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups <= 0:
-            raise ValueError("groups must be a positive integer")
-        input_shape = tuple(int(s) for s in input_shape)
-        if len(input_shape) not in (3, 4):
-            raise ValueError(
-                "Expected 3D (unbatched) or 4D (batched) input to conv_transpose2d, but got "
-                f"input of size: {_shape_str(input_shape)}"
-            )
+        input_shape = _input_dims(input_shape, "conv_transpose2d")
         in_channels = input_shape[-3]
         check_channels(in_channels, out_channels, groups)
         kh, kw = _pair(kernel_size, "kernel_size")

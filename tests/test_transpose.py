@@ -147,3 +147,14 @@ def test_cli_shape_transposed_errors(capsys, argv, needle):
     assert main(base + argv) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_transposed_arguments_are_checked_as_the_forwards_are():
+    """One check for groups and one for the input's sizes serve both directions: NumPy
+    integers go where an int does, and a negative size is refused, as for conv2d."""
+    layer = convlab.ConvTranspose2d(4, 8, 3, groups=np.int64(2))
+    assert layer.groups == 2 and layer.weight.shape == (4, 4, 3, 3)
+    with pytest.raises(ValueError, match="negative dimension -8"):
+        convlab.transposed_output_shape((1, 3, -8, 8), 2, 3)
+    with pytest.raises(ValueError, match="input to conv_transpose2d"):
+        convlab.transposed_output_shape((3, 8), 2, 3)
