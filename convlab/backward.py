@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .functional import _all_finite, _as_array, kernel_spec
+from .functional import _all_finite, _as_array, kernel_input, kernel_spec
 from .kernels.registry import Kernel
-from .padding import pad, pad_adjoint
+from .padding import pad_adjoint
 from .shapes import ConvSpec, IntOrPair, PaddingArg, TransposedSpec, _shape_str
 
 
@@ -157,11 +157,8 @@ def conv2d_weight(
     _same_dtype(("input", "grad_output"), (xa, go))
     spec = ConvSpec.from_shapes(xa.shape, size, stride, padding, dilation, groups, padding_mode)
     _check_grad_output(go, spec)
-    x4 = xa.reshape(spec.batch, spec.in_channels, spec.height, spec.width)
-    if spec.padding_mode != "zeros":
-        x4 = pad(x4, spec)  # the kernel sees what the forward's kernel saw
+    x4 = kernel_input(xa, spec)  # the kernel sees what the forward's kernel saw
     kspec = kernel_spec(spec)
-    x4 = np.ascontiguousarray(x4)
     go4 = np.ascontiguousarray(go.reshape(spec.batched_output_shape))
     kernel = _resolve(chosen, kspec, "grad_weight", x4, go4)
     if spec.batch == 0:

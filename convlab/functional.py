@@ -72,6 +72,15 @@ def kernel_spec(spec: ConvSpec) -> ConvSpec:
     return spec if spec.padding_mode == "zeros" else spec.explicitly_padded()
 
 
+def kernel_input(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``x`` as a kernel sees it: batched, padded for a non-zero padding mode (kernels pad
+    with zeros only), C-contiguous; ``x`` itself when nothing had to change."""
+    x4 = x.reshape(spec.batch, spec.in_channels, spec.height, spec.width)
+    if spec.padding_mode != "zeros":
+        x4 = pad(x4, spec)
+    return np.ascontiguousarray(x4)
+
+
 def prepare(
     x: Any,
     weight: Any,
@@ -93,10 +102,7 @@ def prepare(
     spec = ConvSpec.from_shapes(x.shape, weight.shape, stride, padding, dilation, groups,
                                 padding_mode)
     _check_bias(bias, weight)
-    x4 = x.reshape(spec.batch, spec.in_channels, spec.height, spec.width)
-    if spec.padding_mode != "zeros":
-        x4 = pad(x4, spec)
-    return (np.ascontiguousarray(x4), np.ascontiguousarray(weight),
+    return (kernel_input(x, spec), np.ascontiguousarray(weight),
             None if bias is None else np.ascontiguousarray(bias), kernel_spec(spec))
 
 
