@@ -55,13 +55,6 @@ CACHE_ENV = "CONVLAB_TUNE_CACHE"
 # tuning happens inside a user's first call: one, so each candidate costs two calls.
 # `convlab tune`, run ahead of time, takes more (--repeats).
 TUNE_REPEATS = 1
-# Before each timed sample, one untimed call of the same kernel (after a 1 ms pause).  The
-# samples are taken round-robin, and right after an im2col (OpenBLAS) or PyTorch call
-# their thread pools keep spinning for a while: the next kernel ran 2x slower (Winograd
-# F(4,3) on 64ch@56: 7.3 -> 16.9 ms), so the order of the candidates, not their speed,
-# decided.  The untimed call absorbs that (see convlab.bench.timing, "settle"; the bench
-# does the same by default).
-TUNE_SETTLE = 1e-3
 # The name suffix of a kernel timed with its weight transformed once (see tune()).
 CACHED = "+cached"
 SEED = 1234
@@ -318,8 +311,11 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     contenders.update({k.name + CACHED: dataclasses.replace(
         bench.kernel_contender(k, weight_cache=True), name=k.name + CACHED)
         for k in kernels if k.transform_weight is not None})
+    # the harness's default settle: an untimed call of each kernel before its timed sample,
+    # so a kernel timed right after im2col's or torch's still-spinning threads is not
+    # blamed for them (the candidates' order once decided the winner; bench.timing)
     options = bench.Sampling(repeats=repeats, warmup=False, sampled_check=True,
-                             max_call_s=float("inf"), settle=TUNE_SETTLE)
+                             max_call_s=float("inf"))
     records = bench.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
                                  options)
     measured = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
