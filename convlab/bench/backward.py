@@ -19,7 +19,15 @@ import numpy as np
 
 from ..kernels.registry import Kernel, Placed, kernels_for
 from ..shapes import ConvSpec, TransposedSpec
-from .contenders import RIVAL, Contender, known_kernels, rival_tolerance, unavailable
+from .contenders import (
+    RIVAL,
+    Contender,
+    known_kernels,
+    rival_tolerance,
+    torch_on_numba_threads,
+    torch_or_reason,
+    unavailable,
+)
 from .ops import BACKWARD, KERNEL_OPS, TRANSPOSE, Op
 
 
@@ -76,28 +84,16 @@ def transpose_contender(gi: Kernel) -> Contender:
                      gi.tolerance, setup, estimate=estimate, op=TRANSPOSE.name)
 
 
-def _torch_or_reason() -> tuple[Any, str | None]:
-    try:
-        import torch
-    except ImportError as exc:
-        return None, f"torch is not installed ({exc}); pip install 'convlab[torch]'"
-    return torch, None
-
-
 def torch_backward_contender() -> Contender:
     """torch's backward of conv2d on the CPU: ``torch.autograd.grad`` of the output (the
     graph built once in setup) w.r.t. input, weight and bias, as many threads as Numba."""
-    import numba
-
-    torch, why = _torch_or_reason()
+    torch, why = torch_or_reason()
     name = BACKWARD.label(RIVAL)
     if torch is None:
         return unavailable(name, "cpu", "torch.autograd.grad through F.conv2d", why or "")
     import torch.nn.functional as F
 
-    before = torch.get_num_threads()
-    threads = numba.get_num_threads()
-    torch.set_num_threads(threads)
+    threads, restore = torch_on_numba_threads(torch)
 
     def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, go: np.ndarray,
               spec: ConvSpec) -> Placed:
@@ -123,22 +119,18 @@ def torch_backward_contender() -> Contender:
 
     return Contender(name, "cpu", f"torch.autograd.grad through F.conv2d (torch "
                      f"{torch.__version__}, {threads} threads)", lambda spec: None, tolerance,
-                     setup, close=lambda: torch.set_num_threads(before), op=BACKWARD.name)
+                     setup, close=restore, op=BACKWARD.name)
 
 
 def torch_transpose_contender() -> Contender:
     """``torch.nn.functional.conv_transpose2d`` on the CPU, as many threads as Numba."""
-    import numba
-
-    torch, why = _torch_or_reason()
+    torch, why = torch_or_reason()
     name = TRANSPOSE.label(RIVAL)
     if torch is None:
         return unavailable(name, "cpu", "torch.nn.functional.conv_transpose2d", why or "")
     import torch.nn.functional as F
 
-    before = torch.get_num_threads()
-    threads = numba.get_num_threads()
-    torch.set_num_threads(threads)
+    threads, restore = torch_on_numba_threads(torch)
 
     def setup(y: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec) -> Placed:
         t = TransposedSpec.inverting(spec)
@@ -155,7 +147,7 @@ def torch_transpose_contender() -> Contender:
     return Contender(name, "cpu", f"torch.nn.functional.conv_transpose2d (torch "
                      f"{torch.__version__}, {threads} threads)", lambda spec: None,
                      lambda spec, dtype: rival_tolerance(spec, dtype, "grad_input"), setup,
-                     close=lambda: torch.set_num_threads(before), op=TRANSPOSE.name)
+                     close=restore, op=TRANSPOSE.name)
 
 
 def op_contenders(names: Sequence[str | Contender], op: Op) -> dict[str, Contender]:

@@ -170,20 +170,34 @@ def unavailable(name: str, device: str, description: str, why: str) -> Contender
     return Contender(name, device, description, lambda spec: why, lambda s, d: 0.0, setup)
 
 
-def torch_contender() -> Contender:
-    """``torch.nn.functional.conv2d`` on the CPU, with as many threads as Numba uses."""
-    import numba
-
+def torch_or_reason() -> tuple[Any, str | None]:
+    """(the torch module, None), or (None, why it cannot be imported)."""
     try:
         import torch
-        import torch.nn.functional as F
     except ImportError as exc:
-        return unavailable(RIVAL, "cpu", "torch.nn.functional.conv2d",
-                           f"torch is not installed ({exc}); pip install 'convlab[torch]'")
+        return None, f"torch is not installed ({exc}); pip install 'convlab[torch]'"
+    return torch, None
+
+
+def torch_on_numba_threads(torch: Any) -> tuple[int, Callable[[], None]]:
+    """Give torch as many threads as Numba uses (a fair race); returns that count and
+    the contender's ``close``, which gives torch its own count back."""
+    import numba
 
     before = torch.get_num_threads()
     threads = numba.get_num_threads()
     torch.set_num_threads(threads)
+    return threads, lambda: torch.set_num_threads(before)
+
+
+def torch_contender() -> Contender:
+    """``torch.nn.functional.conv2d`` on the CPU, with as many threads as Numba uses."""
+    torch, why = torch_or_reason()
+    if torch is None:
+        return unavailable(RIVAL, "cpu", "torch.nn.functional.conv2d", why or "")
+    import torch.nn.functional as F
+
+    threads, restore = torch_on_numba_threads(torch)
 
     def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec) -> Placed:
         xp, pad = torch_args(x, spec)
@@ -199,8 +213,7 @@ def torch_contender() -> Contender:
 
     return Contender(RIVAL, "cpu",
                      f"torch.nn.functional.conv2d (torch {torch.__version__}, {threads} threads)",
-                     lambda spec: None, rival_tolerance, setup,
-                     close=lambda: torch.set_num_threads(before))
+                     lambda spec: None, rival_tolerance, setup, close=restore)
 
 
 def known_kernels(device: str | None = None, op: str = "forward") -> list[str]:
