@@ -1,4 +1,5 @@
-"""Run a student's numba.cuda kernel on the CUDA simulator, traced, in a fresh process.
+"""Run a student's numba.cuda kernel on the CUDA simulator, traced, in a fresh process
+(or, with ``"device": "gpu"`` in the job, plainly on a real GPU).
 
 Started by :mod:`convlab.exercises.cuda` as ``python _cudasim_runner.py WORKDIR`` with
 ``NUMBA_ENABLE_CUDASIM=1`` in the environment: the student's notebook imported Numba
@@ -12,6 +13,12 @@ WORKDIR holds ``kernel.py`` (the source), ``job.json`` (kernel name and one laun
 per case) and ``inputs.npz`` (x0, w0, x1, w1, ...).  Written back: ``outputs.npz``
 (out0, out1, ...) and ``result.json`` ({"ok": true, "traces": [...]} or the first
 error).
+
+On a machine with an NVIDIA GPU the checker runs the same cases a second time, on the GPU
+(``"device": "gpu"``, the simulator off): the tracer proves what the simulator can see,
+and the GPU run shows that the kernel compiles for real hardware and gives the same
+numbers there, thousands of threads truly at once.  The result then says which GPU ran
+it (``"gpu"``), or why none could (``"unavailable"``).
 """
 
 import json
@@ -38,8 +45,11 @@ def _summary(t) -> dict:
 
 
 def main(workdir: Path) -> None:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        raise SystemExit("NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported")
+    job = json.loads((workdir / "job.json").read_text())
+    on_gpu = job.get("device") == "gpu"
+    if on_gpu == (os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"):
+        raise SystemExit("NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported "
+                         "for a simulator run, and unset for a GPU run")
     # run as a script, this folder is first on sys.path, where its modules (cuda.py,
     # core.py, ...) would shadow others; the convlab that started us comes first instead
     sys.path[:] = [str(HERE.parent.parent)] + [p for p in sys.path
@@ -50,7 +60,12 @@ def main(workdir: Path) -> None:
 
     from convlab.cuda_trace import trace
 
-    job = json.loads((workdir / "job.json").read_text())
+    if on_gpu and not cuda.is_available():
+        (workdir / "result.json").write_text(json.dumps(
+            {"ok": False, "stage": "start", "unavailable": "numba.cuda finds no usable GPU "
+             "here", "case": None, "type": "Unavailable", "message": "",
+             "not_implemented": False}))
+        return
     inputs = np.load(workdir / "inputs.npz")
 
     def fail(stage: str, err: BaseException, case: int | None = None) -> None:
@@ -74,16 +89,28 @@ def main(workdir: Path) -> None:
     outputs, traces = {}, []
     for n, case in enumerate(job["cases"]):
         out = np.full(case["out_shape"], np.nan)
+        blocks, threads = tuple(case["blocks"]), tuple(case["threads"])
         try:
-            t = trace(kernel, tuple(case["blocks"]), tuple(case["threads"]), inputs[f"x{n}"],
-                      inputs[f"w{n}"], out, timeout_s=job.get("timeout_s", 120))
+            if on_gpu:  # a plain launch: the device's own threads, nothing traced
+                x_d, w_d = cuda.to_device(inputs[f"x{n}"]), cuda.to_device(inputs[f"w{n}"])
+                out_d = cuda.to_device(out)
+                kernel[blocks, threads](x_d, w_d, out_d)
+                cuda.synchronize()
+                out = out_d.copy_to_host()
+            else:
+                t = trace(kernel, blocks, threads, inputs[f"x{n}"], inputs[f"w{n}"], out,
+                          timeout_s=job.get("timeout_s", 120))
+                traces.append(_summary(t))
         except BaseException as err:  # noqa: BLE001
             fail("run", err, n)
             return
         outputs[f"out{n}"] = out
-        traces.append(_summary(t))
     np.savez(workdir / "outputs.npz", **outputs)
-    (workdir / "result.json").write_text(json.dumps({"ok": True, "traces": traces}))
+    done: dict = {"ok": True, "traces": traces}
+    if on_gpu:
+        gpu = cuda.get_current_device().name
+        done["gpu"] = gpu.decode() if isinstance(gpu, bytes) else str(gpu)
+    (workdir / "result.json").write_text(json.dumps(done))
 
 
 if __name__ == "__main__":

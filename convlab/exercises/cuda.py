@@ -23,6 +23,7 @@ import ast
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,26 +50,38 @@ def launch_2d(out_shape: tuple[int, ...]) -> dict[str, Any]:
                        math.ceil(out_shape[1] / THREADS[1])]}
 
 
+def gpu_driver_present() -> bool:
+    """An NVIDIA driver on this machine, asked without importing numba (the notebook's
+    numba may be the simulator's)."""
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+
+
 def run_on_simulator(source: str, name: str, cases: list[tuple[np.ndarray, np.ndarray]],
-                     launches: list[dict[str, Any]]) -> tuple[dict, list[np.ndarray]]:
+                     launches: list[dict[str, Any]], device: str = "sim"
+                     ) -> tuple[dict, list[np.ndarray]]:
     """Launch kernel ``name`` from ``source`` on each case (``launches``: out_shape,
-    blocks, threads) in a simulator process, traced.  Returns the runner's result dict
-    (with one trace summary per case under ``traces``) and the outputs (NaN where
-    nothing was written)."""
+    blocks, threads) in a fresh process: on the simulator, traced (the result dict holds
+    one trace summary per case under ``traces``), or with ``device="gpu"`` plainly on a
+    real GPU (``gpu`` names it; ``unavailable`` says why none ran).  Returns the runner's
+    result dict and the outputs (NaN where nothing was written)."""
     with tempfile.TemporaryDirectory(prefix="convlab-cudasim-") as tmp:
         work = Path(tmp)
         (work / "kernel.py").write_text(source)
         (work / "job.json").write_text(json.dumps({"name": name, "cases": launches,
+                                                   "device": device,
                                                    "timeout_s": TIMEOUT_S - 30}))
         np.savez(work / "inputs.npz", **{f"{a}{n}": arr for n, (x, w) in enumerate(cases)
                                          for a, arr in (("x", x), ("w", w))})
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+        if device == "gpu":
+            env.pop("NUMBA_ENABLE_CUDASIM")
         try:
             proc = subprocess.run([sys.executable, str(RUNNER), str(work)], env=env,
                                   capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            where = "the GPU" if device == "gpu" else "the simulator"
             return {"ok": False, "stage": "run", "case": None, "type": "Timeout",
-                    "message": f"the simulator did not finish in {TIMEOUT_S} s (an endless "
+                    "message": f"{where} did not finish in {TIMEOUT_S} s (an endless "
                                "loop?)", "not_implemented": False}, []
         if not (work / "result.json").exists():
             return {"ok": False, "stage": "start", "case": None, "type": "RunnerError",
@@ -79,6 +92,31 @@ def run_on_simulator(source: str, name: str, cases: list[tuple[np.ndarray, np.nd
             with np.load(work / "outputs.npz") as data:
                 outs = [data[f"out{n}"] for n in range(len(cases))]
         return result, outs
+
+
+def confirm_on_gpu(source: str, name: str, cases: list[tuple[np.ndarray, np.ndarray]],
+                   launches: list[dict[str, Any]], expected: list[np.ndarray],
+                   where: Any) -> str:
+    """On a machine with an NVIDIA GPU, the same cases once more on the GPU itself (the
+    simulator already proved the accesses; this shows the kernel compiles for the real
+    hardware and gives the oracle's numbers there).  Returns the sentence for the
+    verdict's note ('' with no GPU driver here); raises Incorrect when the GPU disagrees."""
+    if not gpu_driver_present():
+        return ""
+    result, outs = run_on_simulator(source, name, cases, launches, device="gpu")
+    if result.get("unavailable"):
+        return f" (not run on this machine's GPU: {result['unavailable']})"
+    if not result["ok"]:
+        case = result["case"]
+        raise Incorrect(f"on the GPU, {where(case) if case is not None else 'your kernel'}: "
+                        f"{result['type']}: {result['message']}")
+    for n, (got, want) in enumerate(zip(outs, expected, strict=True)):
+        if np.isnan(got).any():
+            raise Incorrect(f"on the GPU, {where(n)}: {int(np.isnan(got).sum())} of "
+                            f"{got.size} outputs were never written, although the simulator "
+                            "wrote them all: a race or a barrier the simulator hid")
+        compare_arrays(got, want, f"on the GPU, {where(n)}")
+    return f" Run on the GPU ({result['gpu']}) too: the same numbers."
 
 
 FINDING_ORDER = ("out-of-bounds", "divergent-barrier", "race", "uninitialised")
@@ -176,8 +214,11 @@ class CudaKernel(Exercise):
             compare_arrays(got, want, where, [
                 ("you flipped the kernel (Conv2d is a cross-correlation)",
                  lambda x=x, w=w: oracle(x[None], w[:, :, ::-1, ::-1], 1, 0, 1)[0])])
-        # the verdict's note: the praise, then what the tracer measured
-        return f"{self.praise}\n{_traffic(result['traces'], expected)}"
+        gpu = confirm_on_gpu(source, name, cases, [launch_2d(e.shape) for e in expected],
+                             expected, lambda n: f"case {n + 1}/{len(cases)}, x "
+                             f"{CUDA_CASES[n][0]}, w {CUDA_CASES[n][1]}")
+        # the verdict's note: the praise, then what the tracer measured (and the GPU run)
+        return f"{self.praise}\n{_traffic(result['traces'], expected)}{gpu}"
 
     def _solution(self) -> Any:
         return solutions.conv_kernel

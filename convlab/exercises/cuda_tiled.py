@@ -25,7 +25,14 @@ import numpy as np
 from numba import cuda
 
 from .core import Exercise, Incorrect, NotAttempted, compare_arrays
-from .cuda import THREADS, _kernel_source, first_finding, reads_per_output, run_on_simulator
+from .cuda import (
+    THREADS,
+    _kernel_source,
+    confirm_on_gpu,
+    first_finding,
+    reads_per_output,
+    run_on_simulator,
+)
 from .loops import oracle
 
 FEWER = 3  # at least this many times fewer global reads than the naive kernel
@@ -185,8 +192,10 @@ class CudaTiled(Exercise):
                          f"{per.get('x', 0):.2f}, w {per.get('w', 0):.2f}) against naive's "
                          f"{naive / e.size:.0f}: {naive / got_reads:.1f}x fewer; "
                          f"{shared / e.size:.0f} shared-memory reads per output")
-        # the verdict's note: the praise, then what the tracer measured
-        return f"{self.praise}\nTraffic, traced on the simulator: {'; '.join(lines)}."
+        gpu = confirm_on_gpu(source, name, cases, [launch_tiles(e.shape) for e in expected],
+                             expected, where)
+        # the verdict's note: the praise, then what the tracer measured (and the GPU run)
+        return f"{self.praise}\nTraffic, traced on the simulator: {'; '.join(lines)}.{gpu}"
 
     def _solution(self) -> Any:
         return conv_tiled_kernel
