@@ -69,3 +69,18 @@ def test_a_gpu_that_agrees_is_named_in_the_note(monkeypatch):
         {"ok": True, "traces": [], "gpu": "NVIDIA Fake"}, [expected[0].copy()]))
     note = excuda.confirm_on_gpu("", "k", cases, launches, expected, _where)
     assert note == " Run on the GPU (NVIDIA Fake) too: the same numbers."
+
+
+def test_numpy_without_row_stack_gets_it_back_for_numba_cuda():
+    """NumPy 2.5 removed np.row_stack, which numba-cuda 0.30.4 overloads when it compiles
+    its first kernel: every GPU kernel then failed on the H200.  The shim restores the alias
+    on a NumPy that lacks it and leaves one that has it alone."""
+    import types
+
+    from convlab.kernels import cuda as ck
+
+    bare = types.ModuleType("numpy_2_5")
+    bare.vstack = np.vstack
+    assert ck.restore_row_stack(bare) is True and bare.row_stack is np.vstack
+    assert ck.restore_row_stack(bare) is False  # already there: untouched
+    assert "row_stack" in vars(np)  # convlab's import made sure of it here too

@@ -95,6 +95,25 @@ SMEM_RESERVED = 1024  # bytes of shared memory the system keeps per block (sm_80
 MAX_THREADS = 512  # threads per block choose_config allows: bigger blocks wait longer at barriers
 
 
+def restore_row_stack(numpy: ModuleType = np) -> bool:
+    """Give NumPy back ``row_stack`` (an alias of ``vstack``) where it was removed.
+
+    numba-cuda 0.30.4 (the newest release as of 2026-12) registers a GPU overload for
+    ``np.row_stack`` when it compiles its first kernel; NumPy 2.5 removed that alias (it was
+    deprecated in 2.0), so on NumPy >= 2.5 every ``@cuda.jit`` kernel, convlab's and the
+    notebook's own, failed to compile with ``AttributeError: module 'numpy' has no
+    attribute 'row_stack'`` (found on the first run on a real GPU, an H200).  Restoring the
+    alias is what NumPy had until 2.4; it changes nothing where it exists.  Returns True
+    when it was restored."""
+    if "row_stack" in vars(numpy):
+        return False
+    numpy.row_stack = numpy.vstack  # type: ignore[attr-defined]
+    return True
+
+
+restore_row_stack()  # before any kernel, convlab's or the user's, is compiled
+
+
 # ----------------------------------------------------------------- availability
 @functools.lru_cache(maxsize=1)
 def status() -> str:
