@@ -257,7 +257,9 @@ def sweep_configs(spec: Any, sms: int, limit: int) -> list[ck.TileConfig]:
         if cfg.rk * cfg.rp not in per_acc and cfg != default and (
                 default.th * default.tw) % rp == 0 and 64 <= cfg.threads <= 1024:
             per_acc[cfg.rk * cfg.rp] = cfg
-    candidates = list(per_acc.values())
+    # the 16-warp rule's tiles (choose_config before the H200 sweep), for before/after
+    candidates = [ck.choose_config(spec, 4, sms, fill_warps=16, fill_blocks=0)]
+    candidates += list(per_acc.values())
     candidates += [default._replace(th=th, tw=tw) for th, tw in ((8, 16), (8, 8), (16, 8),
                                                                  (4, 32))]
     configs: list[ck.TileConfig] = []

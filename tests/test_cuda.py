@@ -90,11 +90,12 @@ def test_info_lists_cuda_kernels_and_their_state(capsys):
 
 
 @pytest.mark.parametrize("layer", bench.SUITES["resnet"], ids=lambda la: la.name)
-def test_resnet_configs_fill_every_multiprocessor_with_16_warps(layer):
-    """choose_config's rule on an H100 (132 SMs): the grid gives every SM at least
-    MIN_WARPS_PER_SM warps, the accumulators fit the registers left per thread when that
-    many warps share an SM, and the tiles fit the hardware (the static report,
-    test_cuda_static.py, checks what the compiler really made of them)."""
+def test_resnet_configs_fill_every_multiprocessor(layer):
+    """choose_config's rule on an H100/H200 (132 SMs): the grid gives every SM at least
+    FILL_WARPS_PER_SM warps and FILL_BLOCKS_PER_SM blocks, the accumulators fit the
+    registers left per thread when MIN_WARPS_PER_SM warps share an SM, and the tiles fit
+    the hardware (the static report, test_cuda_static.py, checks what the compiler really
+    made of them)."""
     from convlab.occupancy import register_cap
 
     spec = layer.spec(8)
@@ -103,10 +104,26 @@ def test_resnet_configs_fill_every_multiprocessor_with_16_warps(layer):
         assert cfg.problem(spec, itemsize) is None
         assert 64 <= cfg.threads <= ck.MAX_THREADS
         blocks = math.prod(cfg.grid(spec))
-        assert blocks * math.ceil(cfg.threads / 32) >= ck.MIN_WARPS_PER_SM * 132
+        assert blocks * math.ceil(cfg.threads / 32) >= ck.FILL_WARPS_PER_SM * 132
+        assert blocks >= ck.FILL_BLOCKS_PER_SM * 132
         assert ck.registers_needed(cfg, spec, itemsize) <= register_cap(
             cfg.threads, ck.MIN_WARPS_PER_SM)
         assert cfg.rk * cfg.rp >= 2  # still some register blocking
+
+
+def test_the_h200_measurement_moves_the_big_layers_to_32_accumulators():
+    """The H200 sweep (scripts/gpu_check.py, 2026-12-04): on ResNet's two big 3x3 layers
+    the most register blocking (32 accumulators per thread) won at 7-12 warps per SM, 1.1
+    and 1.6x faster than the 16-warp rule's 16 and 8 accumulators; on 256@14 and 512@7
+    the 64-channel tiles left SMs without a block and lost."""
+    res = {la.name: la.spec(8) for la in bench.SUITES["resnet"]}
+    for name in ("res_64x56", "res_128x28"):
+        new, old = ck.choose_config(res[name]), ck.choose_config(res[name], fill_warps=16,
+                                                                  fill_blocks=0)
+        assert new.rk * new.rp == 32 > old.rk * old.rp
+    for name in ("res_256x14", "res_512x7"):
+        cfg = ck.choose_config(res[name])
+        assert math.prod(cfg.grid(res[name])) >= 0.75 * 132 and cfg.tk < 64
 
 
 def test_old_resnet_default_was_one_block_per_sm():

@@ -37,12 +37,17 @@ undefined behaviour on a real GPU (the simulator does not catch it).
 
 How big a tile?  More outputs per thread means more reuse per load, but more
 registers per thread, and fewer threads in all.  A multiprocessor hides the latency
-of memory by switching between the warps it holds, so ``choose_config`` takes the
-most register blocking that still gives every multiprocessor ``MIN_WARPS_PER_SM``
-(16) warps, and the kernel is compiled with launch bounds that make ptxas fit
-its registers to them (:mod:`convlab.occupancy` has the arithmetic;
-``convlab info --cuda-static`` shows what the compiler made of every variant, no GPU
-needed).
+of memory by switching between the warps it holds, *or* by the independent
+multiply-adds each thread has in flight (V. Volkov, "Better performance at lower
+occupancy").  Measured on an H200 (scripts/gpu_check.py's tile sweep), the second
+wins: 32 accumulators per thread at 7-12 warps per SM beat 8-16 accumulators at 24-27
+warps by 1.1-1.6x on ResNet's 64@56 and 128@28 layers, as long as the grid still puts
+a block on (nearly) every SM.  So ``choose_config`` takes the most register blocking
+whose grid gives every multiprocessor ``FILL_WARPS_PER_SM`` (6) warps and
+``FILL_BLOCKS_PER_SM`` (0.75) blocks, and the kernel is compiled with launch bounds
+that size its registers for ``MIN_WARPS_PER_SM`` (16) warps, so a block never has to
+wait for registers (:mod:`convlab.occupancy` has the arithmetic; ``convlab info
+--cuda-static`` shows what the compiler made of every variant, no GPU needed).
 
 Both kernels fuse the bias (the accumulator starts at it), do zero padding
 in-kernel (taps outside the input read 0; other padding modes arrive padded by
@@ -91,6 +96,11 @@ MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
 # tiles are chosen so the grid has that many per SM, and the registers capped so they fit
 # (convlab/occupancy.py says why; `convlab info --cuda-static` shows what the toolchain made).
 MIN_WARPS_PER_SM = 16
+# What the grid must give every SM for choose_config to take a blocking (most accumulators
+# first): measured on an H200, register blocking beats occupancy down to ~7 warps per SM,
+# but a grid with blocks for under ~3/4 of the SMs leaves the rest idle (256@14, 512@7).
+FILL_WARPS_PER_SM = 6
+FILL_BLOCKS_PER_SM = 0.75
 SMEM_RESERVED = 1024  # bytes of shared memory the system keeps per block (sm_80 on)
 MAX_THREADS = 512  # threads per block choose_config allows: bigger blocks wait longer at barriers
 
@@ -260,9 +270,12 @@ def resident_warps(cfg: TileConfig, spec: ConvSpec, sms: int) -> float:
 
 
 def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132,
-                  smem_per_sm: int | None = None) -> TileConfig:
+                  smem_per_sm: int | None = None, fill_warps: float = FILL_WARPS_PER_SM,
+                  fill_blocks: float = FILL_BLOCKS_PER_SM) -> TileConfig:
     """The tile configuration ``cuda_tiled`` uses on a GPU with ``sms`` multiprocessors
-    (and ``smem_per_sm`` bytes of shared memory each, when known).
+    (and ``smem_per_sm`` bytes of shared memory each, when known).  ``fill_warps`` and
+    ``fill_blocks`` are the fill thresholds below (``fill_warps=16, fill_blocks=0`` is the
+    rule before the H200 measurement, kept so gpu_check.py can time both in one run).
 
     Rules of thumb (``convlab info --cuda-static`` shows what the compiler made of them;
     scripts/gpu_check.py times alternatives on a real card):
@@ -270,9 +283,10 @@ def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132,
     * pixel tile: :func:`pixel_tile` (ResNet's 56, 28, 14, 7 are multiples of 7,
       so th = 7 or 14 fits them exactly);
     * register blocking: the first of :data:`BLOCKINGS` (most outputs per thread first)
-      whose grid still gives every multiprocessor :data:`MIN_WARPS_PER_SM` warps (so
-      memory latency is hidden) and whose accumulators fit the registers left per thread
-      when that many warps share a multiprocessor (:func:`registers_needed`,
+      whose grid still gives every multiprocessor :data:`FILL_WARPS_PER_SM` warps and
+      :data:`FILL_BLOCKS_PER_SM` blocks (the module docstring says why so few: measured)
+      and whose accumulators fit the registers left per thread when
+      :data:`MIN_WARPS_PER_SM` warps share a multiprocessor (:func:`registers_needed`,
       :func:`convlab.occupancy.register_cap`), as do their tiles in shared memory
       (given ``smem_per_sm``: a T4 has 64 KB); a layer too small for any gets the
       blocking with the most warps;
@@ -298,7 +312,8 @@ def choose_config(spec: ConvSpec, itemsize: int = 4, sms: int = 132,
                 cand.shared_bytes(spec, itemsize) + SMEM_RESERVED) > smem_per_sm:
             spare -= 1  # these warps would not fit in shared memory
         warps = resident_warps(cand, spec, sms)
-        if spare == 0 and warps >= MIN_WARPS_PER_SM:
+        if spare == 0 and warps >= fill_warps and (
+                math.prod(cand.grid(spec)) >= fill_blocks * sms):
             best = ((spare, warps), cand)
             break
         if best is None or (spare, warps) > best[0]:
