@@ -12,8 +12,10 @@ multiprocessor and waves per launch.  No GPU is needed, only the compiler wheels
     pip install 'convlab[cuda]'
     convlab info --cuda-static
 
-Spills (registers stored to slow local memory) and fewer than
-:data:`~convlab.kernels.cuda.MIN_WARPS_PER_SM` warps per SM are marked.  What the numbers
+Spills (registers stored to slow local memory), an occupancy limit under
+:data:`~convlab.kernels.cuda.MIN_WARPS_PER_SM` warps per SM (what the launch bounds size the
+registers for) and a first wave under :data:`~convlab.kernels.cuda.FILL_WARPS_PER_SM` (what
+``choose_config`` asks of the grid, measured on an H200) are marked.  What the numbers
 mean is in :mod:`convlab.occupancy`; whether they make the kernel fast only a GPU can say
 (``scripts/gpu_check.py`` times the tiles against cuDNN).
 """
@@ -224,14 +226,15 @@ class Row:
 
     @property
     def problems(self) -> list[str]:
-        from .kernels.cuda import MIN_WARPS_PER_SM
+        from .kernels.cuda import FILL_WARPS_PER_SM, MIN_WARPS_PER_SM
 
         found = []
         if self.resources.spill_stores or self.resources.spill_loads:
             found.append("SPILLS")
-        if self.variant.kernel == "cuda_tiled" and min(
-                self.warps_per_sm, self.resident_warps_per_sm) < MIN_WARPS_PER_SM:
+        if self.variant.kernel == "cuda_tiled" and self.warps_per_sm < MIN_WARPS_PER_SM:
             found.append(f"< {MIN_WARPS_PER_SM} WARPS")
+        if self.variant.kernel == "cuda_tiled" and self.resident_warps_per_sm < FILL_WARPS_PER_SM:
+            found.append(f"< {FILL_WARPS_PER_SM} RESIDENT")
         return found
 
 
@@ -260,15 +263,15 @@ def static_report(gpus: Sequence[str] = ("T4", "A100", "H100"),
 
 def format_static_report(rows: Sequence[Row]) -> str:
     """The report people read: one table per GPU model."""
-    from .kernels.cuda import MIN_WARPS_PER_SM
+    from .kernels.cuda import FILL_WARPS_PER_SM, MIN_WARPS_PER_SM
 
     versions = toolchain_versions()
     lines = ["static report: kernels compiled offline as numba.cuda compiles them on a GPU "
              "(NVVM -> LTO-IR -> nvJitLink/ptxas); " + ", ".join(
                  f"{k} {v}" for k, v in versions.items() if v),
              f"batch {BATCH}; warps/SM = the occupancy limit; resident = warps per SM in the "
-             f"first wave (fewer when the grid is small); target >= {MIN_WARPS_PER_SM} "
-             "warps per SM, no spills"]
+             f"first wave (fewer when the grid is small); targets: warps/SM >= "
+             f"{MIN_WARPS_PER_SM}, resident >= {FILL_WARPS_PER_SM}, no spills"]
     head = (f"  {'kernel':<11}{'layer':<18}{'dtype':<8}{'tiles (tk,rk,th,tw,rp,ck)':<27}"
             f"{'thr':>5}{'blocks':>7}{'cap':>5}{'regs':>5}{'spill':>9}{'smem':>7}"
             f"{'blk/SM':>7}{'warps/SM':>9}{'resident':>9}{'waves':>7}  limit")

@@ -30,7 +30,7 @@ def test_resnet_defaults_fill_the_sms_on_sm90_without_spills():
         assert r.problems == [], report
         assert r.resources.spill_stores == r.resources.spill_loads == 0
         assert r.resources.registers <= r.variant.cap
-        assert r.warps_per_sm >= ck.FILL_WARPS_PER_SM
+        assert r.warps_per_sm >= ck.MIN_WARPS_PER_SM
         assert r.resident_warps_per_sm >= ck.FILL_WARPS_PER_SM
         layer = next(la for la in bench.SUITES["resnet"] if la.name == r.variant.layer)
         itemsize = 8 if r.variant.dtype == "float64" else 4
