@@ -49,6 +49,9 @@ from .registry import register
                       "it (@njit, one core)")  # fmt: skip
 def grad_input_naive(grad_output: np.ndarray, weight: np.ndarray,
                      spec: ConvSpec) -> np.ndarray:
+    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+        return np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
+                        dtype=grad_output.dtype)
     grad_x = np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
                       dtype=grad_output.dtype)
     _scatter_input(grad_output, weight, grad_x, spec.stride[0], spec.stride[1],
@@ -61,6 +64,8 @@ def grad_input_naive(grad_output: np.ndarray, weight: np.ndarray,
           description="every output scatters grad x input onto the weights that "
                       "multiplied it (@njit, one core)")  # fmt: skip
 def grad_weight_naive(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+        return np.zeros(spec.weight_shape, dtype=x.dtype)
     grad_w = np.zeros(spec.weight_shape, dtype=x.dtype)
     _scatter_weight(x, grad_output, grad_w, spec.stride[0], spec.stride[1], spec.padding[0],
                     spec.padding[2], spec.dilation[0], spec.dilation[1], spec.groups,
