@@ -72,3 +72,88 @@ def test_exercise_sections_carry_their_notebooks_number(folder):
             assert int(head) == number, (path.name, head)
         for ref in re.findall(r"Solve (\d+)\.\d+ first", _text(path)):
             assert int(ref) == number, (path.name, ref)
+
+
+# ------------------------------------------------------------ notebook sentences (issue 27)
+NB = {p.name[:2]: p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
+
+
+def test_01_same_padding_total_depends_on_dilation_too():
+    text = _text(NB["01"])
+    assert "with an even kernel that total is odd" not in text
+    # the sentence's own example holds: k=4, d=2 needs an even total
+    assert "k=4, d=2" in text and 2 * (4 - 1) % 2 == 0
+
+
+def test_02_same_with_a_stride_is_refused_by_pytorch():
+    text = _text(NB["02"])
+    assert "forces stride 1, as PyTorch does" not in text
+    assert "PyTorch refuses `padding='same'`" in text
+    with pytest.raises(ValueError, match="same"):  # and convlab, like PyTorch
+        from convlab import ConvSpec
+        ConvSpec.from_shapes((1, 1, 8, 8), (1, 1, 3, 3), stride=2, padding="same")
+
+
+def test_04_blowup_is_the_bound_not_the_stems_factor():
+    text = _text(NB["04"])
+    assert "`im2col.blowup(spec)` is that\nfactor" not in text
+    from convlab import ConvSpec
+    from convlab.kernels import im2col
+    stem = ConvSpec.create((8, 3, 224, 224), 64, 7, 2, 3)
+    rows, cols = im2col.column_shape(stem, stem.batch)
+    assert im2col.blowup(stem) == 49 and round(rows * cols / (8 * 3 * 224 * 224)) == 12
+    assert "49 for the stem" in text
+
+
+def test_04_explains_the_whole_kernel_against_its_two_steps():
+    code = _text(NB["04"])
+    assert "kernel.stages(" in code and "the sum of those two steps" in code
+
+
+def test_04_auto_section_shows_the_rule_not_the_tuning_file():
+    """explain()/auto read the tuning file; the notebook must read the same on a fresh
+    machine and after `convlab tune`: it prints and asserts the rule only."""
+    nb = json.loads(NB["04"].read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "convlab.explain(" not in code and "tuning" not in code
+    assert "convlab.kernels.choose(" in code
+    assert 'algo="auto"' not in code and "algo='auto'" not in code
+
+
+def test_09_sentences_match_the_pictures_and_layers():
+    text = _text(NB["09"])
+    assert '"no padding, strides, transposed": 3x3 input' not in text
+    assert "which has a\n2x2 input" in text
+    assert "with the inserted zeros on a stride-2 layer.)" not in text
+
+
+def test_10_counts_the_multiply_adds_it_quotes():
+    text = _text(NB["10"])
+    assert "A few thousand multiply-adds" not in text
+    assert "About 25,600 multiply-adds per image" in text
+    assert "macs == 8 * 9 * 8 * 8 + 16 * 8 * 9 * 4 * 4 + 256 * 10 == 25_600" in text
+
+
+def test_11_no_claim_that_tiles_divide_the_output_or_run_at_peak():
+    text = _text(NB["11"])
+    assert "divides the output evenly" not in text
+    assert "runs at\nclose to the machine's peak" not in text
+    # neither tile of the question divides the 56 outputs
+    assert 56 % (32 - 6) and 56 % (36 - 6)
+
+
+def test_notebooks_readme_names_what_the_notebooks_extra_brings():
+    import tomllib
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["notebooks"]
+    readme = (NOTEBOOKS / "README.md").read_text().lower()
+    for requirement in extra:
+        name = re.split(r"[<>=\[ ]", requirement)[0]
+        words = {"jupyterlab": "jupyterlab", "voila": "voila"}.get(name, name)
+        assert words in readme, name
+
+
+def test_error_report_says_its_tolerance_is_relative():
+    from convlab.reference import ErrorReport
+    text = str(ErrorReport(1e-6, 1e-7, True, 1e-5))
+    assert "(tolerance 1e-05, relative to max(1, max |oracle|))" in text
