@@ -157,3 +157,45 @@ def test_error_report_says_its_tolerance_is_relative():
     from convlab.reference import ErrorReport
     text = str(ErrorReport(1e-6, 1e-7, True, 1e-5))
     assert "(tolerance 1e-05, relative to max(1, max |oracle|))" in text
+
+
+def _code_cells(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+            if c["cell_type"] == "code"]
+
+
+def test_08_ladder_uses_a_real_layer_and_checks_for_a_busy_machine():
+    code = _code_cells(NB["08"])
+    ladder = next(c for c in code if "plots.ladder_plot(" in c)
+    assert "plots.ladder_plot(result)" not in ladder  # the layer is chosen, not defaulted
+    assert "name != bench.SEED.name" in ladder
+    # a systematic slow-down: CPU accounting during the run, and a second measurement
+    assert any("CpuShare()" in c and "busy_share = " in c for c in code)
+    assert "recheck = bench.run_benchmark(" in ladder and "1.25 * fast" in ladder
+    assert "NOTE: the machine was busy" in ladder
+
+
+def test_08_auto_comparison_says_slower_and_counts_noise():
+    text = _text(NB["08"])
+    assert "was within 5 % of the fastest" not in text
+    assert "no more than 5 % slower than the fastest" in text
+    section = next(c for c in _code_cells(NB["08"]) if "close, noise, rows" in c)
+    assert "noise += 1" in section
+
+
+@pytest.mark.parametrize("key", ["04", "08"])
+def test_notebook_reads_the_same_whatever_the_tuning_file_holds(key):
+    """Everything that asks auto (explain, tuning.choose/tune, algo='auto', the harness's
+    auto contender) runs after the notebook points CONVLAB_TUNE_CACHE at an empty file of
+    its own (08), or the notebook asks the rule only (04)."""
+    code = _code_cells(NB[key])
+    asks = [i for i, c in enumerate(code)
+            if re.search(r"explain\(|tuning\.(choose|tune)\(|algo=.auto|\"auto\"", c)]
+    if key == "04":
+        assert asks == []
+        return
+    sets = next(i for i, c in enumerate(code)
+                if "os.environ[tuning.CACHE_ENV] = str(Path(tempfile.mkdtemp())" in c)
+    assert sets == 0 and all(i > sets for i in asks)
+    last = max(asks)
+    assert "os.environ[tuning.CACHE_ENV] = USER_TUNING" in code[last]  # put back after use
