@@ -12,11 +12,15 @@
    scatter, ``out[n, k, y - p, j] += ...`` inside ``for y in prange(H)`` (neighbouring
    rows y share the rows y - p they add into).
 3. Its values match convlab's float64 oracle.
-4. Runs on a bigger input, on every thread Numba has, give bit-identical results.  A
-   race usually shows as a difference, but not always: threads collide only where
-   their work meets, and Numba cannot run more threads than ``NUMBA_NUM_THREADS``
-   (by default the machine's cores, fixed when numba is imported), so on a 2-core
-   machine a race may hide through every run.  That is why 2 reads the source.
+4. Runs on a bigger input, on every thread Numba has, give bit-identical results; and
+   again in a new process on ``MANY_THREADS`` (16) threads.  Numba cannot run more
+   threads than ``NUMBA_NUM_THREADS`` (by default the machine's cores, fixed when numba
+   is imported), and threads collide only where their work meets: on 2 threads the
+   scatter race of 2 changed the result in 1 run of 30, on 16 threads (on the same 2
+   cores) in 9 of 10.  The new process costs a few seconds (numba's import and the
+   compile); it needs the function to be picklable, and when it cannot be made the
+   verdict says so.  No number of runs proves a kernel race-free: that is why 2 reads
+   the source.
 
 Python keeps no source for a function typed at the interactive prompt, so there 2 is
 skipped (1 then looks for ``prange`` among the names the compiled code uses); the
@@ -26,6 +30,11 @@ verdict says so, and how to get the full check.
 from __future__ import annotations
 
 import ast
+import json
+import os
+import pickle
+import subprocess
+import sys
 from typing import Any
 
 import numba
@@ -42,6 +51,43 @@ PRANGE_CASES = [((2, 3, 9, 11), (4, 3, 3, 2)), ((1, 2, 6, 5), (3, 2, 2, 3)),
                 ((3, 1, 7, 8), (2, 1, 1, 4))]
 RUNS = 10
 RUN_CASE = ((2, 3, 40, 36), (4, 3, 3, 3))  # for 4: every thread gets many rows to write
+# 4b: the same runs in a fresh process with this many threads (NUMBA_NUM_THREADS is fixed
+# when numba is imported, so more threads than that need a new process); on 2 cores, 16
+# threads made the scatter race of races.py differ in 9 of 10 runs, 2 threads in 1 of 30
+MANY_THREADS = 16
+MANY_THREADS_TIMEOUT_S = 180
+
+_CHILD = """
+import json, pickle, sys
+import numpy as np
+fn, x, w, runs = pickle.loads(sys.stdin.buffer.read())
+out = [np.asarray(fn(x, w)) for _ in range(runs)]
+print(json.dumps(sum(not np.array_equal(r, out[0]) for r in out[1:])))
+"""
+
+
+def many_thread_runs(fn: Any, x: np.ndarray, w: np.ndarray,
+                     runs: int = RUNS) -> tuple[int | None, str]:
+    """How many of ``runs`` calls of ``fn(x, w)`` in a new process on MANY_THREADS threads
+    differ from the first; (None, why) when that run could not be made (the function
+    cannot be pickled, the process failed or ran out of time)."""
+    try:
+        blob = pickle.dumps((fn, x, w, runs))
+    except Exception as err:  # e.g. it uses an object that cannot be pickled
+        return None, f"your function could not be sent to a new process ({type(err).__name__})"
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(MANY_THREADS),
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD], input=blob, env=env,
+                              capture_output=True, timeout=MANY_THREADS_TIMEOUT_S)
+        if done.returncode != 0:
+            last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            return None, f"the new process failed ({last[0][:120]})"
+        return int(json.loads(done.stdout.decode().strip().splitlines()[-1])), ""
+    except subprocess.TimeoutExpired:
+        return None, f"the new process took over {MANY_THREADS_TIMEOUT_S} s"
+    except (OSError, ValueError, IndexError) as err:
+        return None, f"the new process could not run ({type(err).__name__})"
 
 
 class PrangeKernel(Exercise):
@@ -110,13 +156,24 @@ class PrangeKernel(Exercise):
             raise Incorrect(f"{RUNS} runs on the same input ({where}, "
                             f"{numba.config.NUMBA_NUM_THREADS} threads) gave different "
                             "results: a race (several threads update the same element)")
+        skipped = ""
+        if numba.config.NUMBA_NUM_THREADS < MANY_THREADS:
+            differ, why = many_thread_runs(fn, x, w)
+            if differ:
+                raise Incorrect(f"{differ} of {RUNS} runs on the same input ({where}) on "
+                                f"{MANY_THREADS} threads gave results different from the "
+                                "first: a race (several threads update the same element)")
+            if differ is None:
+                skipped = (f" The runs on {MANY_THREADS} threads, in a new process, were not "
+                           f"made: {why}.")
         if source is None:
             return (f"right values, and the same bits in {RUNS} runs. Not checked: whether "
                     "two prange iterations write the same element (a race that may not show "
                     "on a few cores). That check reads your source, and Python keeps none for "
                     "a function typed at the >>> prompt: define it in a file or a notebook "
-                    "cell and check it again for the full verdict.")
-        return None
+                    "cell and check it again for the full verdict." + skipped)
+        return ("right values, no two iterations write one element, the same bits in every "
+                "run." + skipped) if skipped else None
 
     def _solution(self) -> Any:
         return solutions.conv_prange
