@@ -76,6 +76,13 @@ def _kernel(algo: str, op: str) -> str | Kernel:
     return algo if algo == "auto" else kernels.get(algo, op)
 
 
+def _empty(spec: ConvSpec) -> bool:
+    """A batch or input channels of 0: the output had no element, so both gradients are
+    zeros of torch's shape, without a kernel (as the forward's empty output,
+    ``convlab.functional.conv2d``)."""
+    return spec.batch == 0 or spec.in_channels == 0
+
+
 def _resolve(chosen: str | Kernel, spec: ConvSpec, op: str, *arrays: np.ndarray) -> Kernel:
     finite = True
     if chosen == "auto" and kernels.choose(spec, op=op).kernel.nonfinite != "exact":
@@ -118,8 +125,8 @@ def conv2d_input(
     go4 = np.ascontiguousarray(go.reshape(spec.batched_output_shape))
     wa = np.ascontiguousarray(wa)
     kernel = _resolve(chosen, kspec, "grad_input", go4, wa)
-    if spec.batch == 0:
-        grad = np.zeros((0, spec.in_channels, spec.height, spec.width), dtype=wa.dtype)
+    if _empty(spec):
+        grad = np.zeros((spec.batch, spec.in_channels, spec.height, spec.width), dtype=wa.dtype)
     else:
         grad = kernel.run(go4, wa, kspec)
         if spec.padding_mode != "zeros":
@@ -161,18 +168,29 @@ def conv2d_weight(
     kspec = kernel_spec(spec)
     go4 = np.ascontiguousarray(go.reshape(spec.batched_output_shape))
     kernel = _resolve(chosen, kspec, "grad_weight", x4, go4)
-    if spec.batch == 0:
+    if _empty(spec):
         return np.zeros(spec.weight_shape, dtype=xa.dtype)
     return kernel.run(x4, go4, kspec)
 
 
-def conv2d_bias(grad_output: Any) -> np.ndarray:
+def conv2d_bias(grad_output: Any, out_channels: int | None = None) -> np.ndarray:
     """Gradient of ``conv2d`` with respect to its bias: ``grad_output`` summed over the
-    batch and every position, (K,).  ``grad_output`` is (N, K, Ho, Wo) or (K, Ho, Wo)."""
+    batch and every position, (K,).  ``grad_output`` is (N, K, Ho, Wo) or (K, Ho, Wo).
+
+    ``out_channels`` (K), when given, fixes the result's shape: an input with zero
+    channels gives an output with zero channels (torch's, ``ConvSpec.output_shape``),
+    which the bias never reached, so its gradient is K zeros, as torch's is.  An empty
+    batch gives K zeros by itself (a sum over nothing)."""
     go = _as_array(grad_output, "grad_output")
     if go.ndim not in (3, 4):
         raise ValueError("Expected 3D (unbatched) or 4D (batched) grad_output, but got "
                          f"grad_output of size: {_shape_str(go.shape)}")
+    channels = go.shape[-3]
+    if out_channels is not None and channels != out_channels:
+        if channels:
+            raise ValueError(f"grad_output has {channels} channels, expected {out_channels} "
+                             "(the bias's size) or 0 (an input with zero channels)")
+        return np.zeros(out_channels, dtype=go.dtype)
     return go.sum(axis=(0, 2, 3) if go.ndim == 4 else (1, 2))
 
 

@@ -190,6 +190,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _suite_help() -> str:
+    """Every suite ``--suite`` takes, from the suites' own tables (never typed twice)."""
+    from .bench.suites import SUITES, SWEEPS, TOY_SUITES
+
+    nets = ", ".join(f"{name} (default)" if name == "quick" else name for name in SUITES)
+    return (f"{nets}; the sweeps (one layer, one thing growing) {', '.join(SWEEPS)}; or "
+            f"{', '.join(TOY_SUITES)} (toy layers, the default on the CUDA simulator)")
+
+
 def _suite(text: str) -> str:
     from .bench import suite_names
 
@@ -469,9 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time kernels on a layer suite (checked against the "
                                          "oracle first; PyTorch and the machine peak in the "
                                          "same run)")
-    bench.add_argument("--suite", type=_suite,
-                       help="seed, resnet, vgg, mobilenet, dilated, quick (default), all, or "
-                            "tiny (toy layers, the default on the CUDA simulator)")
+    bench.add_argument("--suite", type=_suite, help=_suite_help())
     bench.add_argument("--layers", type=_names, metavar="NAME,...",
                        help="only these layers, from any suite (names as in the table)")
     bench.add_argument("--kernels", type=_names, metavar="NAME,...",

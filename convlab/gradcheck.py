@@ -119,7 +119,7 @@ def gradcheck(fn: Any, inputs: Sequence[Any], eps: float = 1e-6, atol: float = 1
         names = [f"input {i}" for i in range(len(arrays))]
 
         def run() -> tuple[np.ndarray, Callable[[np.ndarray], list]]:
-            return fn(*arrays)
+            return _output_and_backward(fn, arrays)
     try:
         worst = _compare(run, arrays, names, eps, atol, rtol)
     finally:
@@ -133,6 +133,26 @@ def gradcheck(fn: Any, inputs: Sequence[Any], eps: float = 1e-6, atol: float = 1
         f"{worst.output_index}: numerical {worst.numerical:.6g}, analytical "
         f"{worst.analytical:.6g}, difference {abs(worst.analytical - worst.numerical):.3g} > "
         f"atol + rtol * |numerical| = {worst.allowed:.3g}", worst)
+
+
+def _output_and_backward(fn: Any, arrays: list[Any]) -> tuple[np.ndarray,
+                                                                Callable[[np.ndarray], list]]:
+    """``fn(*arrays)``, checked to be the ``(output, backward)`` pair gradcheck needs."""
+    result = fn(*arrays)
+    if isinstance(result, (tuple, list)) and len(result) == 2 and callable(result[1]):
+        return result[0], result[1]
+    what = (f"a {type(result).__name__} of {len(result)} items"
+            if isinstance(result, (tuple, list)) else
+            f"a {type(result).__name__}" + (f" of shape {result.shape}"
+                                            if isinstance(result, np.ndarray) else ""))
+    name = getattr(fn, "__name__", type(fn).__name__)
+    raise TypeError(
+        f"gradcheck(fn, inputs) needs fn(*inputs) to return (output, backward), where "
+        f"backward(grad_output) returns one gradient per input; {name} returned {what}. "
+        "convlab has no autograd: unlike torch.autograd.gradcheck it cannot derive the "
+        "analytic gradient from a function's output, so pass either a layer (forward, "
+        "backward and grad, e.g. convlab.Conv2d(..., dtype=np.float64)) with inputs=(x,), "
+        "or a function that returns its output together with its own backward")
 
 
 def _compare(run: Callable[[], tuple[np.ndarray, Callable[[np.ndarray], list]]],

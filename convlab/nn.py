@@ -115,8 +115,9 @@ class Conv2d:
         seed: int | np.random.Generator | None = None,
         algo: str = "auto",
     ) -> None:
-        # torch checks groups first, then channel divisibility, then the rest
-        check_channels(in_channels, out_channels, groups)
+        # torch checks groups first, then channel divisibility, then the rest; like torch,
+        # a layer may have zero input channels (its output then has none either)
+        check_channels(in_channels, out_channels, groups, zero_in_ok=True)
         args = ConvArgs.create(kernel_size, stride, padding, dilation, groups, padding_mode)
         if np.dtype(dtype) not in SUPPORTED_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
@@ -152,6 +153,10 @@ class Conv2d:
         """Draw weight and bias as PyTorch does: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        if fan_in == 0:  # zero input channels: an empty weight, and torch leaves the bias
+            if self.bias is not None:  # uninitialised (no bound): convlab makes it 0
+                self.bias[...] = 0
+            return
         bound = 1.0 / math.sqrt(fan_in)
         self.weight[...] = rng.uniform(-bound, bound, self.weight.shape)
         if self.bias is not None:
@@ -181,7 +186,7 @@ class Conv2d:
         self.grad["weight"] += conv2d_weight(saved.input, saved.weight.shape, go, *args,
                                              algo=self.backward_algo)
         if self.bias is not None:
-            self.grad["bias"] += conv2d_bias(go)
+            self.grad["bias"] += conv2d_bias(go, self.out_channels)
         return grad_x
 
     def zero_grad(self) -> None:
@@ -479,7 +484,7 @@ class ConvTranspose2d(Conv2d):
         self.grad["weight"] += conv2d_weight(go4, saved.weight.shape, x4, *conv,
                                              algo=self.backward_algo)
         if self.bias is not None:
-            self.grad["bias"] += conv2d_bias(go4)
+            self.grad["bias"] += conv2d_bias(go4, self.out_channels)
         return grad_x.reshape(saved.input.shape)
 
     def extra_repr(self) -> str:

@@ -110,7 +110,7 @@ class ErrorReport:
     def __str__(self) -> str:
         verdict = "ok" if self.ok else "WRONG"
         return (f"{verdict}: max abs error {self.max_abs:.3g}, relative {self.max_rel:.3g} "
-                f"(tolerance {self.tolerance:.3g})")
+                f"(tolerance {self.tolerance:.3g}, relative to max(1, max |oracle|))")
 
 
 def compare(out: np.ndarray, expected: np.ndarray, tolerance: float) -> ErrorReport:

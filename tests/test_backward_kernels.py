@@ -53,3 +53,19 @@ def test_grad_kernel_equals_oracle(op, algo, case):
     # inputs are never modified in place
     assert np.array_equal(x, x_copy) and np.array_equal(w, w_copy)
     assert np.array_equal(go, go_copy)
+
+
+def test_naive_grad_weight_float32_sums_a_long_reduction_accurately():
+    """A 1x1 weight on one 128x128 image: each weight gradient sums 16,384 products.
+    Positive values make the float32 rounding errors of a one-by-one sum add up (1.5e-6
+    relative); accumulated in float64 and rounded once, the result is within two float32
+    roundings of the oracle, as torch's and the other kernels' are."""
+    rng = np.random.default_rng(4)
+    x = rng.random((1, 1, 128, 128)).astype(np.float32)
+    g = rng.random((1, 1, 128, 128)).astype(np.float32)
+    spec = convlab.ConvSpec.from_shapes(x.shape, (1, 1, 1, 1))
+    want = conv2d_weight_reference(x.astype(np.float64), g.astype(np.float64), spec)
+    got = convlab.conv2d_weight(x, (1, 1, 1, 1), g, algo="naive")
+    assert got.dtype == np.float32
+    report = compare(got, want, 1e-5)
+    assert report.max_rel <= 2 * 2.0 ** -24, report

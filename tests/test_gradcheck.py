@@ -81,3 +81,26 @@ def test_layers_need_float64_and_parameters_are_checked(rng):
 def test_bad_settings(rng):
     with pytest.raises(ValueError, match="need eps > 0"):
         convlab.gradcheck(lambda x: (x, lambda g: [g]), (np.zeros(3),), eps=0)
+
+
+@pytest.mark.parametrize("returns", ["output", "triple", "no_callable"])
+def test_a_function_returning_only_its_output_is_told_what_gradcheck_expects(rng, returns):
+    """torch's gradcheck takes a function of tensors and differentiates it by autograd;
+    convlab has none, so fn must bring its own backward: the error says so."""
+    x = rng.standard_normal((1, 1, 4, 4))
+    w = rng.standard_normal((1, 1, 2, 2))
+
+    def conv_only(x, w):
+        out = convlab.conv2d(x, w)
+        if returns == "output":
+            return out
+        if returns == "triple":
+            return out, None, None
+        return out, out
+
+    with pytest.raises(TypeError) as err:
+        convlab.gradcheck(conv_only, (x, w))
+    msg = str(err.value)
+    assert "fn(*inputs) to return (output, backward)" in msg
+    assert "no autograd" in msg and "layer" in msg
+    assert "conv_only returned" in msg

@@ -117,6 +117,8 @@ def _auto_when_backward(spec: ConvSpec) -> str | None:
           auto_when=lambda spec: _auto_when_backward(spec),
           description="grad_output @ lowered input^T, one BLAS GEMM per group and chunk")
 def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+        return np.zeros(spec.weight_shape, dtype=x.dtype)
     g = spec.groups
     k_out, wo = spec.out_channels, spec.out_width
     kg, rg = k_out // g, spec.reduction_length
@@ -152,6 +154,9 @@ def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
                       "back onto the input, prange over (image, channel)")  # fmt: skip
 def grad_input_im2col(grad_output: np.ndarray, weight: np.ndarray,
                       spec: ConvSpec) -> np.ndarray:
+    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+        return np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
+                        dtype=grad_output.dtype)
     g = spec.groups
     k_out = spec.out_channels
     kg, rg = k_out // g, spec.reduction_length

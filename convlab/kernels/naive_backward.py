@@ -29,6 +29,13 @@ overlap add into the same ``grad_x`` cell, and every output adds into every
 ``grad_w`` cell.  Split the outputs among threads and those ``+=`` race (notebook
 06).  Summation order is the loop order above: deterministic.
 
+Accuracy.  A weight's gradient sums N*Hout*Wout products (every output position of
+every image), far more than an output's C/g*kh*kw: summed one by one in float32,
+the rounding error grows with that count.  So ``grad_w`` is accumulated in float64
+(each product is still made in the input's dtype) and rounded to float32 once, at
+the end; ``grad_x`` cells receive only K/g*kh*kw products each and stay in the
+input's dtype.
+
 Limits: none; every stride, padding, dilation and group count, float32 and float64.
 
 Source: the chain rule on the forward's definition; Stanford cs231n's
@@ -49,6 +56,9 @@ from .registry import register
                       "it (@njit, one core)")  # fmt: skip
 def grad_input_naive(grad_output: np.ndarray, weight: np.ndarray,
                      spec: ConvSpec) -> np.ndarray:
+    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+        return np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
+                        dtype=grad_output.dtype)
     grad_x = np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
                       dtype=grad_output.dtype)
     _scatter_input(grad_output, weight, grad_x, spec.stride[0], spec.stride[1],
@@ -61,11 +71,16 @@ def grad_input_naive(grad_output: np.ndarray, weight: np.ndarray,
           description="every output scatters grad x input onto the weights that "
                       "multiplied it (@njit, one core)")  # fmt: skip
 def grad_weight_naive(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    grad_w = np.zeros(spec.weight_shape, dtype=x.dtype)
+    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+        return np.zeros(spec.weight_shape, dtype=x.dtype)
+    # each weight's gradient is a sum of N*Hout*Wout products: summed one by one in
+    # float32 its rounding error grows with that count (5e-4 on one 128x128 image with
+    # a 1x1 weight), so the sums are kept in float64 and rounded once at the end
+    grad_w = np.zeros(spec.weight_shape, dtype=np.float64)
     _scatter_weight(x, grad_output, grad_w, spec.stride[0], spec.stride[1], spec.padding[0],
                     spec.padding[2], spec.dilation[0], spec.dilation[1], spec.groups,
                     x.dtype.type(0))
-    return grad_w
+    return grad_w.astype(x.dtype)
 
 
 @njit(cache=True)

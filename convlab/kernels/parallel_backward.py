@@ -131,6 +131,9 @@ _GRAD_WEIGHT_NONFINITE = ("the junk positions multiply the input by 0, so a NaN 
                       "flipped kernel")  # fmt: skip
 def grad_input_parallel(grad_output: np.ndarray, weight: np.ndarray,
                         spec: ConvSpec) -> np.ndarray:
+    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+        return np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
+                        dtype=grad_output.dtype)
     god = dilate_grad_output(grad_output, spec)
     wt = flipped_transposed_weight(weight, spec.groups)
     return conv2d_parallel(god, wt, None, transposed_spec(spec))
@@ -167,6 +170,8 @@ def plane_tap_offsets(spec: ConvSpec, planes: int, hs: int, ws: int) -> np.ndarr
                       "4 channels x 3 taps per pass, prange over weights")  # fmt: skip
 def grad_weight_parallel(x: np.ndarray, grad_output: np.ndarray,
                          spec: ConvSpec) -> np.ndarray:
+    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+        return np.zeros(spec.weight_shape, dtype=x.dtype)
     xt = channel_major_planes(x, spec)
     c_in, _, n, hs, ws = xt.shape
     k_out, ho, wo = spec.out_channels, spec.out_height, spec.out_width
