@@ -79,14 +79,18 @@ Winograd sub-problems.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from ..shapes import ConvSpec
+from ..threads import single_threaded_blas
 from .parallel_backward import channel_major_planes, plane_tap_offsets
-from .registry import Kernel, choose, register
+from .registry import Kernel, choose, get, register
 
 
 # ---------------------------------------------------------------- grad_input
@@ -150,6 +154,16 @@ def _sub_weight(weight: np.ndarray, ph: AxisPhase, pw: AxisPhase, groups: int) -
     return np.ascontiguousarray(sub).reshape(groups * cg, kg, len(ph.taps), len(pw.taps))
 
 
+def sub_kernel(sub: ConvSpec) -> Kernel:
+    """The forward kernel for a phase's sub-problem: the forward rule's pick
+    (``registry.choose``) where that is Winograd (3x3 sub-kernels with enough channels),
+    else ``im2col`` (BLAS).  The forward rule's other picks were measured slower here:
+    ``parallel`` on the 1x2, 2x1, 2x2 sub-kernels of a stride-2 3x3 layer took 2-4x
+    im2col's time (``convlab bench --backward`` on ResNet's stride-2 layers)."""
+    kernel = choose(sub).kernel
+    return kernel if kernel.name.startswith("winograd") else get("im2col")
+
+
 @dataclass(frozen=True)
 class Phase:
     """Input phase (a, b): its sub-problem, the forward kernel that runs it, the flipped
@@ -178,7 +192,7 @@ def phases(weight: np.ndarray, spec: ConvSpec, transform: bool = False) -> list[
             if ph is None or pw is None:
                 continue
             sub = _sub_spec(spec, ph, pw)
-            kernel = choose(sub).kernel
+            kernel = sub_kernel(sub)
             wsub = _sub_weight(weight, ph, pw, spec.groups)
             tw = (kernel.transform_weight(wsub, sub)
                   if transform and kernel.transform_weight is not None else None)
@@ -280,14 +294,68 @@ def grad_weight_polyphase(x: np.ndarray, grad_output: np.ndarray,
     gt[:, :, :ho, :wo] = grad_output.transpose(1, 0, 2, 3)
     off = plane_tap_offsets(spec, n * hs * ws, hs, ws)
     length = (n - 1) * hs * ws + (ho - 1) * ws + wo  # past the last output: only zeros
-    xf, gf = xt.reshape(c_in, -1), gt.reshape(k_out, -1)[:, :length]
-    g, kg = spec.groups, k_out // spec.groups
-    gw = np.empty((kh * kw, k_out, cg), dtype=x.dtype)
+    xf, gf = xt.reshape(c_in, -1), gt.reshape(k_out, -1)
+    gw = np.zeros((kh * kw, k_out, cg), dtype=x.dtype)
+    threads = numba.get_num_threads()
+    blocks = row_blocks(k_out, spec.groups, threads)
+    chunk = chunk_length(k_out // spec.groups, cg, x.dtype.itemsize)
+    jobs = [blocks[t::threads] for t in range(min(threads, len(blocks)))]
     # NaN/Inf propagate as in every other kernel; matmul would also warn about them
     with np.errstate(over="ignore", invalid="ignore"):
-        for r in range(kh * kw):
-            for grp in range(g):
-                np.matmul(gf[grp * kg:(grp + 1) * kg],
-                          xf[grp * cg:(grp + 1) * cg, off[r]:off[r] + length].T,
-                          out=gw[r, grp * kg:(grp + 1) * kg])
+        if len(jobs) == 1:  # one worker: the BLAS may use its own threads
+            _tap_gemms(xf, gf, off, length, chunk, cg, jobs[0], gw)
+        else:  # each worker owns whole rows of gw and calls a one-thread BLAS
+            with single_threaded_blas():
+                list(_pool(len(jobs)).map(
+                    lambda job: _tap_gemms(xf, gf, off, length, chunk, cg, job, gw), jobs))
     return np.ascontiguousarray(gw.transpose(1, 2, 0)).reshape(spec.weight_shape)
+
+
+def row_blocks(k_out: int, groups: int, threads: int) -> list[tuple[int, int, int]]:
+    """(group, k0, k1): gw's output-channel rows cut into blocks, at least ``threads``
+    of them when the channels allow, never across a group."""
+    kg = k_out // groups
+    per_group = max(1, min(kg, -(-threads // groups)))
+    step = -(-kg // per_group)
+    return [(grp, grp * kg + k0, grp * kg + min(kg, k0 + step))
+            for grp in range(groups) for k0 in range(0, kg, step)]
+
+
+# Positions per GEMM: grad_output's and the input's slices of a chunk stay in a core's
+# L2 cache (1 MiB on Zen 4) while every tap reads them.
+CHUNK_BYTES = 512 * 1024
+
+
+def chunk_length(rows: int, cols: int, itemsize: int) -> int:
+    """Positions per chunk: (rows + cols) * length * itemsize ~ CHUNK_BYTES, >= 256."""
+    return max(256, CHUNK_BYTES // ((rows + cols) * itemsize))
+
+
+def _tap_gemms(xf: np.ndarray, gf: np.ndarray, off: np.ndarray, length: int, chunk: int,
+               cg: int, blocks: list[tuple[int, int, int]], gw: np.ndarray) -> None:
+    """gw[r, k0:k1] = sum over chunks of gf[k0:k1, chunk] @ xf[group's c, chunk + off[r]]^T,
+    for each of this worker's row blocks: in a fixed order, rows nobody else writes."""
+    part = np.empty((max(k1 - k0 for _, k0, k1 in blocks), cg), dtype=gw.dtype)
+    for m0 in range(0, length, chunk):
+        m1 = min(length, m0 + chunk)
+        for grp, k0, k1 in blocks:
+            g_rows = gf[k0:k1, m0:m1]
+            x_rows = xf[grp * cg:(grp + 1) * cg]
+            p = part[:k1 - k0]
+            for r in range(off.shape[0]):
+                np.matmul(g_rows, x_rows[:, off[r] + m0:off[r] + m1].T, out=p)
+                gw[r, k0:k1] += p
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` Python threads, made once (matmul releases the GIL)."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers,
+                                                        thread_name_prefix="polyphase")
+        return pool
