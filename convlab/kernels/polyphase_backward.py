@@ -217,18 +217,46 @@ _GRAD_INPUT_NONFINITE = ("its sub-convolutions' zero padding multiplies the weig
                          "reaches input gradients that PyTorch leaves finite")
 
 
-def _auto_when_grad_input(spec: ConvSpec) -> str | None:
-    """Where auto prefers polyphase to im2col/parallel (measured, see AUTO below)."""
+# algo="auto" (provisional: measured in one process, interleaved, against im2col, parallel
+# and torch.nn.grad on ResNet-18's layers, batch 8, float32, on a 2-core Zen 4 shared with
+# other jobs; `convlab bench --backward --suite resnet --kernels polyphase,im2col,parallel,
+# torch` measures it again):
+# * grad_input won where its one phase is Winograd F(4,3) with many tiles: 3x3 stride 1 at
+#   64@56 (3.5x torch), 128@28 (2.6x), 256@14 (1.5x); at 512@7 (32 tiles per call) the
+#   flipped weight's transform, 512 x 512 x 36 values on every call, was not paid back
+#   (0.5x torch, behind im2col);
+# * on 1x1 layers it is one GEMM per image and a scatter: level with im2col or ahead;
+# * stride-2 3x3 layers ran 4 im2col sub-problems, 0.5-0.7x im2col's one GEMM + col2im;
+#   the 3-channel stem and layers under 32 channels per group: too thin for BLAS.
+# * grad_weight's per-tap GEMMs were level with or ahead of im2col's and parallel's from 32
+#   channels per group on, and far behind parallel's on the 3-channel stem.
+AUTO_MIN_CHANNELS = 32
+AUTO_MIN_TILES = 64  # output tiles of 4x4 per call for grad_input's Winograd route
+
+
+def _few_channels(spec: ConvSpec) -> str | None:
     cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
     if min(cg, kg) >= AUTO_MIN_CHANNELS:
         return None
     return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
-            "its sub-problems' GEMMs and transforms are too thin")
+            "its GEMMs would be too thin for BLAS")
 
 
-# algo="auto": measured in one process against im2col, parallel and torch on ResNet-18's
-# layers (see the module docstring's bench command and the branch's report).
-AUTO_MIN_CHANNELS = 32
+def _auto_when_grad_input(spec: ConvSpec) -> str | None:
+    """Where auto prefers polyphase's grad_input (see the measurements above)."""
+    why = _few_channels(spec)
+    if why is not None:
+        return why
+    if spec.kernel_size == (1, 1):
+        return None
+    if spec.kernel_size != (3, 3) or spec.stride != (1, 1) or spec.dilation != (1, 1):
+        return ("its sub-problems run on im2col, slower than im2col's own grad_input "
+                "(only 3x3 stride-1 layers go to Winograd, and 1x1 layers to one GEMM)")
+    tiles = spec.batch * -(-spec.height // 4) * -(-spec.width // 4)
+    if tiles < AUTO_MIN_TILES:
+        return (f"only {tiles} Winograd tiles (< {AUTO_MIN_TILES}): transforming the "
+                "flipped weight on every call is not paid back")
+    return None
 
 
 @register("polyphase", op="grad_input", rtol=5e-5, auto_rank=10,
@@ -269,12 +297,8 @@ _GRAD_WEIGHT_NONFINITE = ("the junk positions multiply the input by 0, so a NaN 
 
 
 def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
-    """Where auto prefers the per-tap GEMMs (measured, see AUTO_MIN_CHANNELS)."""
-    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
-    if min(cg, kg) >= AUTO_MIN_CHANNELS:
-        return None
-    return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
-            "each tap's GEMM would be too thin for BLAS")
+    """Where auto prefers the per-tap GEMMs (see the measurements above)."""
+    return _few_channels(spec)
 
 
 @register("polyphase", op="grad_weight", rtol=1e-5, auto_rank=10,
