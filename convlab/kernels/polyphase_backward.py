@@ -30,7 +30,8 @@ sub-kernel read as (C, K/groups, ., .) maps K channels to C, group by group.
 
 Each sub-problem is a :class:`ConvSpec` run by the forward kernel that ``algo="auto"``
 picks for it (``registry.choose``; the rule measured for the forward, so this file
-gets faster whenever the forward does).  The transformed flipped weights (Winograd's
+gets faster whenever the forward does), BLAS's ``im2col`` where that pick would be the
+direct ``parallel`` kernel (:func:`sub_kernel`).  The transformed flipped weights (Winograd's
 ``U``) depend on the weight and the layer's hyper-parameters only:
 :func:`transform_weight_grad_input` computes them, and ``run(...,
 transformed_weight=)`` skips that work (a caller that keeps them, as ``Conv2d``
@@ -156,12 +157,13 @@ def _sub_weight(weight: np.ndarray, ph: AxisPhase, pw: AxisPhase, groups: int) -
 
 def sub_kernel(sub: ConvSpec) -> Kernel:
     """The forward kernel for a phase's sub-problem: the forward rule's pick
-    (``registry.choose``) where that is Winograd (3x3 sub-kernels with enough channels),
-    else ``im2col`` (BLAS).  The forward rule's other picks were measured slower here:
-    ``parallel`` on the 1x2, 2x1, 2x2 sub-kernels of a stride-2 3x3 layer took 2-4x
-    im2col's time (``convlab bench --backward`` on ResNet's stride-2 layers)."""
+    (``registry.choose``: Winograd for 3x3 sub-kernels with enough channels, FFT where
+    its cost model says so, ``depthwise``), except that its direct ``parallel`` pick is
+    replaced by ``im2col`` (BLAS): ``parallel`` on the 1x2, 2x1, 2x2 sub-kernels of a
+    stride-2 3x3 layer took 2-4x im2col's time (provisional, ``convlab bench --backward``
+    on ResNet's stride-2 layers).  Every kernel here has ``rtol`` <= this file's 5e-5."""
     kernel = choose(sub).kernel
-    return kernel if kernel.name.startswith("winograd") else get("im2col")
+    return get("im2col") if kernel.name in ("parallel", "naive") else kernel
 
 
 @dataclass(frozen=True)
