@@ -52,7 +52,8 @@ def test_axis_phases_cover_every_contribution_once(size, k, s, d, top, bottom):
 CASES = [
     ((2, 40, 17, 15), (36, 40, 3, 3), dict(padding=1)),                 # Winograd F(4,3)
     ((2, 33, 7, 10), (34, 33, 3, 3), dict(padding=(2, 0))),              # F(2,3), crop
-    ((2, 5, 13, 10), (6, 5, 3, 3), dict(stride=2, padding=1)),           # 4 phases
+    ((2, 5, 13, 10), (6, 5, 3, 3), dict(stride=2, padding=1)),           # 4 on parallel
+    ((1, 34, 9, 12), (33, 34, 3, 3), dict(stride=2, padding=1)),         # 4 on im2col
     ((1, 3, 19, 16), (8, 3, 7, 7), dict(stride=2, padding=3)),           # stem-like
     ((2, 6, 9, 8), (4, 6, 1, 1), dict(stride=2)),                        # 1x1 scatter
     ((2, 6, 9, 8), (4, 6, 1, 1), dict(stride=(1, 2), padding=(2, 1))),   # 1x1, crops
@@ -88,17 +89,21 @@ def test_kernels_equal_the_oracle(case, dtype):
     assert all(np.array_equal(a, b) for a, b in zip((x, w, go), copies))
 
 
-def test_stride1_3x3_runs_on_winograd_and_strided_on_im2col():
+def test_each_phase_runs_on_the_kernel_the_docstring_says():
     """The routes the module docstring promises (so the oracle tests above cover them)."""
     w = np.zeros((36, 40, 3, 3), np.float32)
     spec = kernel_spec(convlab.ConvSpec.from_shapes((2, 40, 17, 15), w.shape, padding=1))
     assert [p.kernel.name for p in pb.phases(w, spec)] == ["winograd_f4"]
-    w = np.zeros((6, 5, 3, 3), np.float32)
-    spec = kernel_spec(convlab.ConvSpec.from_shapes((2, 5, 13, 10), w.shape, stride=2,
+    w = np.zeros((33, 34, 3, 3), np.float32)
+    spec = kernel_spec(convlab.ConvSpec.from_shapes((1, 34, 9, 12), w.shape, stride=2,
                                                     padding=1))
     got = {(p.a, p.b): (p.kernel.name, p.spec.kernel_size) for p in pb.phases(w, spec)}
     assert got == {(0, 0): ("im2col", (1, 1)), (0, 1): ("im2col", (1, 2)),
                    (1, 0): ("im2col", (2, 1)), (1, 1): ("im2col", (2, 2))}
+    w = np.zeros((6, 5, 3, 3), np.float32)  # 5 output channels: a GEMM too thin for BLAS
+    spec = kernel_spec(convlab.ConvSpec.from_shapes((2, 5, 13, 10), w.shape, stride=2,
+                                                    padding=1))
+    assert {p.kernel.name for p in pb.phases(w, spec)} == {"parallel"}
     w = np.zeros((4, 6, 1, 1), np.float32)  # 1x1 stride 2: one phase gets a gradient
     spec = kernel_spec(convlab.ConvSpec.from_shapes((2, 6, 9, 8), w.shape, stride=2))
     assert [(p.a, p.b) for p in pb.phases(w, spec)] == [(0, 0)]

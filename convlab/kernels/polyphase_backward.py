@@ -159,11 +159,15 @@ def sub_kernel(sub: ConvSpec) -> Kernel:
     """The forward kernel for a phase's sub-problem: the forward rule's pick
     (``registry.choose``: Winograd for 3x3 sub-kernels with enough channels, FFT where
     its cost model says so, ``depthwise``), except that its direct ``parallel`` pick is
-    replaced by ``im2col`` (BLAS): ``parallel`` on the 1x2, 2x1, 2x2 sub-kernels of a
-    stride-2 3x3 layer took 2-4x im2col's time (provisional, ``convlab bench --backward``
-    on ResNet's stride-2 layers).  Every kernel here has ``rtol`` <= this file's 5e-5."""
+    replaced by ``im2col`` (BLAS) when the GEMM has at least AUTO_MIN_CHANNELS rows
+    (C/groups: the sub-problem's output channels).  Provisional measurements
+    (``convlab bench --backward``, ResNet-18 layers): ``parallel`` on the 1x2, 2x1, 2x2
+    sub-kernels of a stride-2 3x3 layer took 2-4x im2col's time, but on the 7x7 stem's
+    sub-problems (3 output channels: a 3-row GEMM, BLAS's worst shape) im2col took 60x
+    parallel's.  Every kernel used here has ``rtol`` <= this file's 5e-5."""
     kernel = choose(sub).kernel
-    return get("im2col") if kernel.name in ("parallel", "naive") else kernel
+    thin = sub.out_channels // sub.groups < AUTO_MIN_CHANNELS
+    return get("im2col") if kernel.name in ("parallel", "naive") and not thin else kernel
 
 
 @dataclass(frozen=True)
