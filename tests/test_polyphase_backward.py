@@ -123,9 +123,10 @@ def test_conv_transpose2d_runs_on_it():
 
 
 @pytest.mark.parametrize("input_shape, weight_shape", [
-    ((2, 0, 6, 5), (3, 0, 3, 3)), ((1, 0, 4, 4), (2, 0, 1, 1))])
+    ((2, 0, 6, 5), (3, 0, 3, 3)), ((1, 0, 4, 4), (2, 0, 1, 1)), ((0, 4, 6, 5), (3, 4, 3, 3))])
 def test_zero_channels_give_zeros_like_torch(input_shape, weight_shape):
-    """Zero input channels (torch allows them; zero output channels ConvSpec refuses)."""
+    """Zero input channels (torch allows them; zero output channels ConvSpec refuses) and
+    an empty batch (backward.py never passes one; called directly, zeros all the same)."""
     spec = kernel_spec(convlab.ConvSpec.from_shapes(input_shape, weight_shape, stride=2,
                                                     padding=1))
     go = np.ones(spec.batched_output_shape, np.float32)
@@ -175,3 +176,20 @@ def test_row_blocks_own_every_output_channel_once():
         kg = k_out // groups
         assert all(grp * kg <= k0 < k1 <= (grp + 1) * kg for grp, k0, k1 in blocks)
         assert len(blocks) >= min(threads, k_out)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_grad_weight_with_one_worker_or_several(threads, monkeypatch):
+    """One worker lets BLAS thread each GEMM; several each own row blocks of the result."""
+    import numba
+
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 8, 9, 11)).astype(np.float32)
+    spec = convlab.ConvSpec.from_shapes(x.shape, (10, 4, 3, 2), stride=(2, 1), padding=1,
+                                        groups=2)
+    go = rng.standard_normal(spec.output_shape).astype(np.float32)
+    got = pb.grad_weight_polyphase(x, go, kernel_spec(spec))
+    want = conv2d_weight_reference(x, go, spec)
+    tol = kernels.get("polyphase", "grad_weight").tolerance(kernel_spec(spec), np.float32)
+    assert compare(got, want, tol).ok
