@@ -325,10 +325,10 @@ def grad_weight_polyphase(x: np.ndarray, grad_output: np.ndarray,
     off = plane_tap_offsets(spec, n * hs * ws, hs, ws)
     length = (n - 1) * hs * ws + (ho - 1) * ws + wo  # past the last output: only zeros
     xf, gf = xt.reshape(c_in, -1), gt.reshape(k_out, -1)
-    gw = np.zeros((kh * kw, k_out, cg), dtype=x.dtype)
+    gw = np.zeros((k_out, kh * kw, cg), dtype=x.dtype)
     threads = numba.get_num_threads()
     blocks = row_blocks(k_out, spec.groups, threads)
-    chunk = chunk_length(k_out // spec.groups, cg, x.dtype.itemsize)
+    chunk = chunk_length(kh * kw * cg, x.dtype.itemsize)
     jobs = [blocks[t::threads] for t in range(min(threads, len(blocks)))]
     # NaN/Inf propagate as in every other kernel; matmul would also warn about them
     with np.errstate(over="ignore", invalid="ignore"):
@@ -338,7 +338,7 @@ def grad_weight_polyphase(x: np.ndarray, grad_output: np.ndarray,
             with single_threaded_blas():
                 list(_pool(len(jobs)).map(
                     lambda job: _tap_gemms(xf, gf, off, length, chunk, cg, job, gw), jobs))
-    return np.ascontiguousarray(gw.transpose(1, 2, 0)).reshape(spec.weight_shape)
+    return np.ascontiguousarray(gw.transpose(0, 2, 1)).reshape(spec.weight_shape)
 
 
 def row_blocks(k_out: int, groups: int, threads: int) -> list[tuple[int, int, int]]:
@@ -351,30 +351,39 @@ def row_blocks(k_out: int, groups: int, threads: int) -> list[tuple[int, int, in
             for grp in range(groups) for k0 in range(0, kg, step)]
 
 
-# Positions per GEMM: grad_output's and the input's slices of a chunk stay in a core's
-# L2 cache (1 MiB on Zen 4) while every tap reads them.
-CHUNK_BYTES = 512 * 1024
+# Positions per chunk: its lowered input (taps x C/groups rows) stays in the caches
+# (Zen 4: 1 MiB L2 per core, 32 MiB L3) while the GEMM reads it.
+CHUNK_BYTES = 2 * 1024 * 1024
 
 
-def chunk_length(rows: int, cols: int, itemsize: int) -> int:
-    """Positions per chunk: (rows + cols) * length * itemsize ~ CHUNK_BYTES, >= 256."""
-    return max(256, CHUNK_BYTES // ((rows + cols) * itemsize))
+def chunk_length(rows: int, itemsize: int) -> int:
+    """Positions per chunk: rows * length * itemsize ~ CHUNK_BYTES, at least 256 (the
+    GEMM's reduction must stay long enough for BLAS)."""
+    return max(256, CHUNK_BYTES // (rows * itemsize))
 
 
 def _tap_gemms(xf: np.ndarray, gf: np.ndarray, off: np.ndarray, length: int, chunk: int,
                cg: int, blocks: list[tuple[int, int, int]], gw: np.ndarray) -> None:
-    """gw[r, k0:k1] = sum over chunks of gf[k0:k1, chunk] @ xf[group's c, chunk + off[r]]^T,
-    for each of this worker's row blocks: in a fixed order, rows nobody else writes."""
-    part = np.empty((max(k1 - k0 for _, k0, k1 in blocks), cg), dtype=gw.dtype)
+    """gw[k0:k1] += gf[k0:k1, chunk] @ cols^T for each chunk of positions and each of this
+    worker's row blocks, where ``cols[r*cg + c] = xf[group's c, chunk + off[r]]``: the
+    chunk's input, one shifted copy per tap, so one GEMM per chunk covers every tap (a
+    (K/g) x (taps*C/g) result: wide enough for BLAS, where one tap's (K/g) x (C/g) is not).
+    In a fixed order, into rows nobody else writes."""
+    taps = off.shape[0]
+    part = np.empty((max(k1 - k0 for _, k0, k1 in blocks), taps * cg), dtype=gw.dtype)
+    cols = np.empty((taps * cg, chunk), dtype=gw.dtype)
     for m0 in range(0, length, chunk):
         m1 = min(length, m0 + chunk)
+        built = -1
         for grp, k0, k1 in blocks:
-            g_rows = gf[k0:k1, m0:m1]
-            x_rows = xf[grp * cg:(grp + 1) * cg]
+            if grp != built:  # the chunk's lowered input for this group
+                x_rows = xf[grp * cg:(grp + 1) * cg]
+                for r in range(taps):
+                    cols[r * cg:(r + 1) * cg, :m1 - m0] = x_rows[:, off[r] + m0:off[r] + m1]
+                built = grp
             p = part[:k1 - k0]
-            for r in range(off.shape[0]):
-                np.matmul(g_rows, x_rows[:, off[r] + m0:off[r] + m1].T, out=p)
-                gw[r, k0:k1] += p
+            np.matmul(gf[k0:k1, m0:m1], cols[:, :m1 - m0].T, out=p)
+            gw[k0:k1] += p.reshape(k1 - k0, taps, cg)
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
