@@ -223,39 +223,41 @@ _GRAD_INPUT_NONFINITE = ("its sub-convolutions' zero padding multiplies the weig
                          "reaches input gradients that PyTorch leaves finite")
 
 
-# algo="auto" (provisional: measured in one process, interleaved, against im2col, parallel
-# and torch.nn.grad on ResNet-18's layers, batch 8, float32, on a 2-core Zen 4 shared with
-# other jobs; `convlab bench --backward --suite resnet --kernels polyphase,im2col,parallel,
-# torch` measures it again):
-# * grad_input won where its one phase is Winograd F(4,3) with many tiles: 3x3 stride 1 at
-#   64@56 (3.5x torch), 128@28 (2.6x), 256@14 (1.5x); at 512@7 (32 tiles per call) the
-#   flipped weight's transform, 512 x 512 x 36 values on every call, was not paid back
-#   (0.5x torch, behind im2col);
-# * on 1x1 layers it is one GEMM per image and a scatter: level with im2col or ahead;
-# * stride-2 3x3 layers ran 4 im2col sub-problems, 0.5-0.7x im2col's one GEMM + col2im;
-#   the 3-channel stem and layers under 32 channels per group: too thin for BLAS.
-# * grad_weight's per-tap GEMMs were level with or ahead of im2col's and parallel's from 32
-#   channels per group on, and far behind parallel's on the 3-channel stem.
+# algo="auto" (provisional: ResNet-18's layers, batch 8, float32, in one process,
+# interleaved, against im2col, parallel and torch.nn.grad, on a 2-core Zen 4 that other jobs
+# kept 3-4x oversubscribed, so as CPU time (time.process_time) of single-threaded runs,
+# NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1, torch on 1 thread; `convlab bench --backward
+# --suite resnet --kernels polyphase,im2col,parallel,torch` measures it again, 2 threads):
+# * grad_input won where its one phase is Winograd F(4,3) with many tiles, 3x3 stride 1:
+#   64@56 12 ms (parallel 29, torch 20), 128@28 17 (parallel 28, torch 19), 256@14 20
+#   (im2col 30, torch 18); at 512@7 (32 tiles per call) transforming the flipped weight,
+#   512 x 512 x 36 values, on every call is not paid back: 42 ms, im2col 37 (kept: 29);
+# * 1x1 stride 2, one GEMM per image and a scatter: 3.1 / 2.3 / 1.9 ms at 64->128@56,
+#   128->256@28, 256->512@14 against 10.7 / 7.0 (parallel) and 2.0 (im2col);
+# * thin strided layers (under 32 input channels per group: sub-problems on parallel
+#   without the inserted zeros): the 7x7 stem 64 ms against parallel's 157 (torch 103);
+# * stride-2 3x3 layers with wide channels run 4 im2col sub-problems: 21-23 ms against
+#   im2col's own 16 (one GEMM + col2im), so those stay on im2col.
+# * grad_weight (auto_rank 25: after im2col's rule, before parallel): level with or behind
+#   parallel/im2col on 3x3 layers (OpenBLAS's sgemm runs at ~55 GFLOP/s there), ahead on
+#   1x1 stride-2 layers: 5.5 / 3.0 ms against parallel's 7.6 / 5.7 (im2col's rule keeps
+#   the 512-channel one, 1.5 ms against 1.8).
 AUTO_MIN_CHANNELS = 32
 AUTO_MIN_TILES = 64  # output tiles of 4x4 per call for grad_input's Winograd route
 
 
-def _few_channels(spec: ConvSpec) -> str | None:
-    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
-    if min(cg, kg) >= AUTO_MIN_CHANNELS:
-        return None
-    return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
-            "its GEMMs would be too thin for BLAS")
-
-
 def _auto_when_grad_input(spec: ConvSpec) -> str | None:
     """Where auto prefers polyphase's grad_input (see the measurements above)."""
-    why = _few_channels(spec)
-    if why is not None:
-        return why
+    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    strided = spec.stride != (1, 1)
+    if cg < AUTO_MIN_CHANNELS and strided and spec.groups == 1:
+        return None  # thin sub-problems on parallel, without the dilated zeros
+    if min(cg, kg) < AUTO_MIN_CHANNELS:
+        return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}) "
+                "at stride 1 or with groups: parallel's kernel does the same work")
     if spec.kernel_size == (1, 1):
         return None
-    if spec.kernel_size != (3, 3) or spec.stride != (1, 1) or spec.dilation != (1, 1):
+    if spec.kernel_size != (3, 3) or strided or spec.dilation != (1, 1):
         return ("its sub-problems run on im2col, slower than im2col's own grad_input "
                 "(only 3x3 stride-1 layers go to Winograd, and 1x1 layers to one GEMM)")
     tiles = spec.batch * -(-spec.height // 4) * -(-spec.width // 4)
@@ -303,11 +305,18 @@ _GRAD_WEIGHT_NONFINITE = ("the junk positions multiply the input by 0, so a NaN 
 
 
 def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
-    """Where auto prefers the per-tap GEMMs (see the measurements above)."""
-    return _few_channels(spec)
+    """Where auto prefers the per-chunk GEMMs (see the measurements above)."""
+    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    if spec.kernel_size != (1, 1):
+        return ("level with or behind parallel and im2col on every k x k layer measured "
+                "(ResNet-18's 3x3 and the stem)")
+    if min(cg, kg) < AUTO_MIN_CHANNELS:
+        return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
+                "its GEMMs would be too thin for BLAS")
+    return None
 
 
-@register("polyphase", op="grad_weight", rtol=1e-5, auto_rank=10,
+@register("polyphase", op="grad_weight", rtol=1e-5, auto_rank=25,
           nonfinite=_GRAD_WEIGHT_NONFINITE, auto_when=lambda spec: _auto_when_grad_weight(spec),
           description="one BLAS GEMM per tap and group: grad_output (K, N*Ho*Wo) times the "
                       "input's shifted phase plane (N*Ho*Wo, C)")  # fmt: skip
