@@ -37,26 +37,32 @@ direct ``parallel`` kernel (:func:`sub_kernel`).  The transformed flipped weight
 transformed_weight=)`` skips that work (a caller that keeps them, as ``Conv2d``
 keeps the forward's, saves up to a few ms per call on 512-channel layers).
 
-**grad_weight: one GEMM per tap.**  ``gw[k, c, p, q] = sum_{n,i,j} go[n,k,i,j] *
-xpad[n, c, i*s + p*d, j*s + q*d]``: for a fixed tap (p, q) that is a matrix product,
-grad_output as a (K, N*Ho*Wo) matrix times the input shifted by the tap, an
-(N*Ho*Wo, C) matrix.  With the input split into stride phases channel-major and
-grad_output spread over the same (n, Hs, Ws) planes with zeros outside its Ho x Wo
-corner (``parallel_backward``'s layout: ``channel_major_planes``,
-``plane_tap_offsets``), the shifted input of every tap is a plain strided view, a
-column offset into one (C, N*s_h*s_w*Hs*Ws) matrix: kh*kw BLAS GEMMs per group,
-(K/g) x (C/g) results each, summed over the whole batch in BLAS's own blocking.  No
-column matrix, no per-thread copy of the weight: BLAS splits each GEMM's result among
-its threads (its own threads, from the calling Python thread: Numba's threads do no
-work here), and every result element is one thread's sum, so the answer is the same
-on every run with the same thread count.
+**grad_weight: GEMMs over chunks of positions, every tap at once.**
+``gw[k, c, p, q] = sum_{n,i,j} go[n,k,i,j] * xpad[n, c, i*s + p*d, j*s + q*d]``: for a
+fixed tap (p, q) that is a matrix product, grad_output as a (K, N*Ho*Wo) matrix times
+the input shifted by the tap, an (N*Ho*Wo, C) matrix.  With the input split into
+stride phases channel-major and grad_output spread over the same (n, Hs, Ws) planes
+with zeros outside its Ho x Wo corner (``parallel_backward``'s layout:
+``channel_major_planes``, ``plane_tap_offsets``), the shifted input of every tap is a
+column offset into one (C, N*s_h*s_w*Hs*Ws) matrix.  One tap's GEMM has a (K/g) x (C/g)
+result, too narrow for BLAS, so the positions are cut into chunks (``CHUNK_BYTES``) and
+each chunk's input is copied once per tap, stacked: a (taps*C/g, chunk) block, so one
+GEMM per chunk gives a (K/g) x (taps*C/g) slice of the weight gradient (the copy is 1/K
+of the multiply-adds), added to the running sum.  Threads: the output channels are cut
+into row blocks (:func:`row_blocks`), one Python worker per Numba thread owns some of
+them and runs a one-thread BLAS (threadpoolctl, as Winograd holds it); with one thread
+BLAS may use its own.  Every result element is summed by one worker, chunk after chunk
+in a fixed order: deterministic, race-free, and no per-thread copy of the weight
+gradient (each worker keeps one chunk's block and one (rows, taps*C/g) product).
 
 Cost.  grad_input: the useful multiply-adds (fewer through Winograd), plus, for
 stride > 1, one strided copy of each phase into the input gradient, and each
 sub-problem's own costs (``im2col`` lowers its input: kh*kw copies of grad_output's
 phase-share).  grad_weight: N*K*(C/g)*kh*kw*Hs*Ws multiply-adds (the useful ones plus
 the junk columns ``Ws - Wo`` and rows ``Hs - Ho``, all zeros of grad_output), one
-copy of the input (phase split) and of grad_output (spread).  A GEMM of few rows or
+copy of the input (phase split) and of grad_output (spread), kh*kw copies of the input
+in chunks.  It runs at OpenBLAS's sgemm speed, which on ResNet's 3x3 layers was below
+the direct ``parallel`` kernel's and torch's (see the auto rule below).  A GEMM of few rows or
 columns (3-channel stems, depthwise layers: one per group and tap) runs far below
 BLAS's peak; ``algo="auto"`` keeps those on the other kernels (``_auto_when_*``).
 
@@ -318,8 +324,8 @@ def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
 
 @register("polyphase", op="grad_weight", rtol=1e-5, auto_rank=25,
           nonfinite=_GRAD_WEIGHT_NONFINITE, auto_when=lambda spec: _auto_when_grad_weight(spec),
-          description="one BLAS GEMM per tap and group: grad_output (K, N*Ho*Wo) times the "
-                      "input's shifted phase plane (N*Ho*Wo, C)")  # fmt: skip
+          description="BLAS GEMMs over chunks of positions: grad_output (K, chunk) times "
+                      "the chunk's input shifted by every tap (chunk, taps*C)")  # fmt: skip
 def grad_weight_polyphase(x: np.ndarray, grad_output: np.ndarray,
                           spec: ConvSpec) -> np.ndarray:
     k_out, cg = spec.out_channels, spec.in_channels // spec.groups
