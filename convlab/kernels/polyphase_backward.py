@@ -96,6 +96,7 @@ import numpy as np
 
 from ..shapes import ConvSpec
 from ..threads import single_threaded_blas
+from .im2col import _auto_when as im2col_auto_when
 from .parallel_backward import channel_major_planes, plane_tap_offsets
 from .registry import Kernel, choose, get, register
 
@@ -240,10 +241,12 @@ _GRAD_INPUT_NONFINITE = ("its sub-convolutions' zero padding multiplies the weig
 #   512 x 512 x 36 values, on every call is not paid back: 42 ms, im2col 37 (kept: 29);
 # * 1x1 stride 2, one GEMM per image and a scatter: 3.1 / 2.3 / 1.9 ms at 64->128@56,
 #   128->256@28, 256->512@14 against 10.7 / 7.0 (parallel) and 2.0 (im2col);
-# * thin strided layers (under 32 input channels per group: sub-problems on parallel
-#   without the inserted zeros): the 7x7 stem 64 ms against parallel's 157 (torch 103);
-# * stride-2 3x3 layers with wide channels run 4 im2col sub-problems: 21-23 ms against
-#   im2col's own 16 (one GEMM + col2im), so those stay on im2col.
+# * strided layers that im2col's rule leaves to parallel (thin sub-problems stay on
+#   parallel, without parallel_backward's inserted zeros): the 7x7 stem 48 ms against
+#   parallel's 133 (torch 100);
+# * stride-2 3x3 layers with wide channels run 4 im2col sub-problems: 17-25 ms against
+#   im2col's own 14-16 (one GEMM + col2im), so where im2col's rule takes them they stay
+#   there; where it does not (64->128@56) auto's next pick was parallel: 48 ms against 25.
 # * grad_weight (auto_rank 25: after im2col's rule, before parallel): level with or behind
 #   parallel/im2col on 3x3 layers (OpenBLAS's sgemm runs at ~55 GFLOP/s there), ahead on
 #   1x1 stride-2 layers: 5.5 / 3.0 ms against parallel's 7.6 / 5.7 (im2col's rule keeps
@@ -255,17 +258,19 @@ AUTO_MIN_TILES = 64  # output tiles of 4x4 per call for grad_input's Winograd ro
 def _auto_when_grad_input(spec: ConvSpec) -> str | None:
     """Where auto prefers polyphase's grad_input (see the measurements above)."""
     cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
-    strided = spec.stride != (1, 1)
-    if cg < AUTO_MIN_CHANNELS and strided and spec.groups == 1:
-        return None  # thin sub-problems on parallel, without the dilated zeros
+    if spec.stride != (1, 1) and spec.groups == 1:
+        if im2col_auto_when(spec) is None:
+            return ("its sub-problems run on im2col, slower than im2col's own grad_input, "
+                    "which auto picks here")
+        return None  # else auto would fall to parallel, which multiplies dilated zeros
     if min(cg, kg) < AUTO_MIN_CHANNELS:
-        return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}) "
-                "at stride 1 or with groups: parallel's kernel does the same work")
+        return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
+                "its sub-problem would run on parallel's forward, as parallel's grad_input")
     if spec.kernel_size == (1, 1):
         return None
-    if spec.kernel_size != (3, 3) or strided or spec.dilation != (1, 1):
-        return ("its sub-problems run on im2col, slower than im2col's own grad_input "
-                "(only 3x3 stride-1 layers go to Winograd, and 1x1 layers to one GEMM)")
+    if spec.kernel_size != (3, 3) or spec.stride != (1, 1) or spec.dilation != (1, 1):
+        return ("its sub-problems run on im2col, as fast as im2col's own grad_input (only "
+                "3x3 stride-1 layers go to Winograd, and 1x1 layers to one GEMM)")
     tiles = spec.batch * -(-spec.height // 4) * -(-spec.width // 4)
     if tiles < AUTO_MIN_TILES:
         return (f"only {tiles} Winograd tiles (< {AUTO_MIN_TILES}): transforming the "
