@@ -180,15 +180,18 @@ def test_row_blocks_own_every_output_channel_once():
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_grad_weight_with_one_worker_or_several(threads, monkeypatch):
-    """One worker lets BLAS thread each GEMM; several each own row blocks of the result."""
+    """One worker lets BLAS thread each GEMM; several each own row blocks of the result.
+    Chunks of the smallest length (256 positions), so the sum runs over several."""
     import numba
 
     monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(pb, "CHUNK_BYTES", 1)
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((2, 8, 9, 11)).astype(np.float32)
+    x = rng.standard_normal((2, 8, 19, 23)).astype(np.float32)
     spec = convlab.ConvSpec.from_shapes(x.shape, (10, 4, 3, 2), stride=(2, 1), padding=1,
                                         groups=2)
     go = rng.standard_normal(spec.output_shape).astype(np.float32)
+    assert pb.chunk_length(6 * 4, 4) == 256 < 2 * 10 * 25  # several chunks (stride 2)
     got = pb.grad_weight_polyphase(x, go, kernel_spec(spec))
     want = conv2d_weight_reference(x, go, spec)
     tol = kernels.get("polyphase", "grad_weight").tolerance(kernel_spec(spec), np.float32)
