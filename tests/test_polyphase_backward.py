@@ -196,3 +196,30 @@ def test_grad_weight_with_one_worker_or_several(threads, monkeypatch):
     want = conv2d_weight_reference(x, go, spec)
     tol = kernels.get("polyphase", "grad_weight").tolerance(kernel_spec(spec), np.float32)
     assert compare(got, want, tol).ok
+
+
+def test_concurrent_calls_from_python_threads():
+    """Several Python threads share the worker pool and the one-thread-BLAS hold."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for i in range(6):
+        x = rng.standard_normal((2, 34, 10 + i, 9)).astype(np.float32)
+        w = rng.standard_normal((33, 34, 3, 3)).astype(np.float32)
+        spec = convlab.ConvSpec.from_shapes(x.shape, w.shape, stride=1 + i % 2, padding=1)
+        go = rng.standard_normal(spec.output_shape).astype(np.float32)
+        cases.append((x, w, go, spec))
+
+    def both(case):
+        x, w, go, spec = case
+        ks = kernel_spec(spec)
+        return pb.grad_input_polyphase(go, w, ks), pb.grad_weight_polyphase(x, go, ks)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(both, cases))
+    for (x, w, go, spec), (gi, gw) in zip(cases, results):
+        ks = kernel_spec(spec)
+        for op, got, want in (("grad_input", gi, conv2d_input_reference(go, w, spec)),
+                              ("grad_weight", gw, conv2d_weight_reference(x, go, spec))):
+            assert compare(got, want, kernels.get("polyphase", op).tolerance(ks, np.float32)).ok
