@@ -76,14 +76,23 @@ def test_choose_per_op(monkeypatch):
 def test_explain_covers_backward():
     choice = convlab.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1, op="grad_weight")
     assert choice.kernel.name == "im2col" and choice.kernel.op == "grad_weight"
+    choice = convlab.explain((8, 64, 56, 56), (128, 64, 1, 1), stride=2, op="grad_weight")
+    assert choice.kernel.name == "polyphase"
+    choice = convlab.explain((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3,
+                             op="grad_input")
+    assert choice.kernel.name == "polyphase"  # the stem: thin, strided
     choice = convlab.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1, op="grad_input")
+    assert choice.kernel.name == "polyphase" and choice.kernel.op == "grad_input"
+    choice = convlab.explain((8, 16, 56, 56), (64, 16, 3, 3), padding=1, op="grad_input")
     assert choice.kernel.name == "parallel"
-    assert dict(choice.passed_over)["im2col"].startswith("its GEMM would be 64 x 576")
+    assert dict(choice.passed_over)["polyphase"].startswith("only 16 input / 64 output")
+    assert dict(choice.passed_over)["im2col"].startswith("its GEMM would be 64 x 144")
     w = np.ones((64, 64, 3, 3), np.float32)
     w[0, 0, 1, 1] = np.inf  # the dilated grad_output's zeros would meet it: not parallel
     choice = convlab.explain((8, 64, 56, 56), w, padding=1, op="grad_input")
-    assert choice.kernel.name != "parallel"
+    assert choice.kernel.name not in ("parallel", "polyphase")
     assert "NaN or Inf" in dict(choice.passed_over)["parallel"]
+    assert "NaN or Inf" in dict(choice.passed_over)["polyphase"]
 
 
 # ------------------------------------------------------------------ adjoint identities

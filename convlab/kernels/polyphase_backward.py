@@ -1,0 +1,420 @@
+"""Polyphase backward: both gradients through the fast GEMM-based kernels.
+
+``parallel_backward.py`` turns grad_input into a forward convolution of the
+*zero-dilated* grad_output with the flipped kernel: a stride-s layer then multiplies
+s_h*s_w times more zeros than numbers.  This file splits the work by stride phase
+instead, so nothing multiplies an inserted zero, and hands every piece to the
+kernels that are fast for the forward: Winograd, BLAS.  Diff it against
+parallel_backward.py.
+
+**grad_input: s_h*s_w stride-1 forward convolutions.**  Along one axis the forward
+reads padded row ``i*s + p*d`` for output row i and tap p, so unpadded input row
+``y = s*y' + a`` (phase a = 0..s-1) receives ``go[i] * w[p]`` exactly from the taps
+with ``i*s + p*d - top = s*y' + a``, i.e. the taps p with ``(a + top - p*d) % s == 0``,
+each from grad_output row ``i = y' + e_p``, ``e_p = (a + top - p*d) / s``.  Taken in
+descending p, those taps are evenly spaced and their ``e_p`` climb by
+``d / gcd(s, d)``: phase a of the input gradient is a *stride-1* correlation of
+grad_output with the flipped sub-kernel ``w[taps]`` (dilation ``d / gcd(s, d)``),
+zero padding ``-e_first`` before (a negative padding crops grad_output's first rows:
+outputs whose window lay in the padding feed no input row) and what makes the result
+as long as the phase after.  The channels swap roles as in parallel_backward.py: the
+sub-kernel read as (C, K/groups, ., .) maps K channels to C, group by group.
+
+* stride 1: one phase, the whole layer; a 3x3 layer is a 3x3 forward convolution,
+  which the forward's ``algo="auto"`` rule gives to Winograd F(4x4, 3x3) (4x fewer
+  multiplies), a 1x1 layer one GEMM per image (``im2col``'s 1x1 path);
+* stride 2, 3x3: four sub-problems with 2x2, 2x1, 1x2, 1x1 kernels; the 7x7 stem:
+  4x4, 4x3, 3x4, 3x3 (that one Winograd again);
+* 1x1 stride 2: one phase has the single tap, the other three get no gradient
+  (the input pixels the layer skips): one GEMM, scattered into every other pixel.
+
+Each sub-problem is a :class:`ConvSpec` run by the forward kernel that ``algo="auto"``
+picks for it (``registry.choose``; the rule measured for the forward, so this file
+gets faster whenever the forward does), BLAS's ``im2col`` where that pick would be the
+direct ``parallel`` kernel (:func:`sub_kernel`).  The transformed flipped weights (Winograd's
+``U``) depend on the weight and the layer's hyper-parameters only:
+:func:`transform_weight_grad_input` computes them, and ``run(...,
+transformed_weight=)`` skips that work (a caller that keeps them, as ``Conv2d``
+keeps the forward's, saves up to a few ms per call on 512-channel layers).
+
+**grad_weight: GEMMs over chunks of positions, every tap at once.**
+``gw[k, c, p, q] = sum_{n,i,j} go[n,k,i,j] * xpad[n, c, i*s + p*d, j*s + q*d]``: for a
+fixed tap (p, q) that is a matrix product, grad_output as a (K, N*Ho*Wo) matrix times
+the input shifted by the tap, an (N*Ho*Wo, C) matrix.  With the input split into
+stride phases channel-major and grad_output spread over the same (n, Hs, Ws) planes
+with zeros outside its Ho x Wo corner (``parallel_backward``'s layout:
+``channel_major_planes``, ``plane_tap_offsets``), the shifted input of every tap is a
+column offset into one (C, N*s_h*s_w*Hs*Ws) matrix.  One tap's GEMM has a (K/g) x (C/g)
+result, too narrow for BLAS, so the positions are cut into chunks (``CHUNK_BYTES``) and
+each chunk's input is copied once per tap, stacked: a (taps*C/g, chunk) block, so one
+GEMM per chunk gives a (K/g) x (taps*C/g) slice of the weight gradient (the copy is 1/K
+of the multiply-adds), added to the running sum.  Threads: the output channels are cut
+into row blocks (:func:`row_blocks`), one Python worker per Numba thread owns some of
+them and runs a one-thread BLAS (threadpoolctl, as Winograd holds it); with one thread
+BLAS may use its own.  Every result element is summed by one worker, chunk after chunk
+in a fixed order: deterministic, race-free, and no per-thread copy of the weight
+gradient (each worker keeps one chunk's block and one (rows, taps*C/g) product).
+
+Cost.  grad_input: the useful multiply-adds (fewer through Winograd), plus, for
+stride > 1, one strided copy of each phase into the input gradient, and each
+sub-problem's own costs (``im2col`` lowers its input: kh*kw copies of grad_output's
+phase-share).  grad_weight: N*K*(C/g)*kh*kw*Hs*Ws multiply-adds (the useful ones plus
+the junk columns ``Ws - Wo`` and rows ``Hs - Ho``, all zeros of grad_output), one
+copy of the input (phase split) and of grad_output (spread), kh*kw copies of the input
+in chunks.  It runs at OpenBLAS's sgemm speed, which on ResNet's 3x3 layers was below
+the direct ``parallel`` kernel's and torch's (see the auto rule below).  A GEMM of few rows or
+columns (3-channel stems, depthwise layers: one per group and tap) runs far below
+BLAS's peak; ``algo="auto"`` keeps those on the other kernels (``_auto_when_*``).
+
+Measure it: ``convlab bench --backward --suite resnet --kernels
+polyphase,im2col,parallel,torch`` (grad_input + grad_weight + grad_bias per layer,
+and ``conv_transpose2d``, which runs on grad_input kernels).
+
+Limits: none; every stride, padding, dilation, group count, both dtypes, zero
+channels.  NaN/Inf: the sub-convolutions' zero padding and Winograd's transforms
+multiply the weight by zeros and mix a tile's values (grad_input), and the junk
+positions multiply the input by zeros (grad_weight), so a NaN/Inf can reach results
+that PyTorch leaves finite (``nonfinite`` below; ``algo="auto"`` passes these kernels
+over for such input).
+
+Source: the polyphase decomposition of a strided (transposed) convolution, e.g.
+W. Shi et al., "Is the deconvolution layer the same as a convolutional layer?" (2016),
+and Caffe's ``BaseConvolutionLayer::weight_cpu_gemm``; Lavin & Gray (2016) for the
+Winograd sub-problems.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from ..shapes import ConvSpec
+from ..threads import single_threaded_blas
+from .im2col import _auto_when as im2col_auto_when
+from .parallel_backward import channel_major_planes, plane_tap_offsets
+from .registry import Kernel, choose, get, register
+
+
+# ---------------------------------------------------------------- grad_input
+@dataclass(frozen=True)
+class AxisPhase:
+    """One stride phase ``a`` of one axis of the input gradient: input rows a, a+s, ...
+
+    ``taps``: the forward's taps that reach it, in descending order (the flipped
+    sub-kernel); ``crop_lo``/``crop_hi``: grad_output rows dropped at each end (a
+    negative padding); ``pad_lo``/``pad_hi``: the sub-problem's zero padding;
+    ``dilation``: the sub-kernel's; ``length``: rows in the phase."""
+
+    taps: tuple[int, ...]
+    crop_lo: int
+    crop_hi: int
+    pad_lo: int
+    pad_hi: int
+    dilation: int
+    length: int
+
+
+def axis_phases(size: int, out: int, k: int, s: int, d: int, top: int) -> list[AxisPhase | None]:
+    """For each phase a = 0..s-1 of an axis (input size ``size``, grad_output size
+    ``out``), its sub-problem, or None when no grad_output row reaches it (the whole
+    phase's gradient is 0).  See the module docstring for the algebra."""
+    phases: list[AxisPhase | None] = []
+    dd = d // math.gcd(s, d)
+    for a in range(s):
+        length = len(range(a, size, s))
+        taps = tuple(p for p in range(k - 1, -1, -1) if (a + top - p * d) % s == 0)
+        if length == 0 or not taps:
+            phases.append(None)
+            continue
+        e_first = (a + top - taps[0] * d) // s  # exact: the lowest grad_output offset
+        crop_lo, pad_lo = max(0, e_first), max(0, -e_first)
+        pad_hi = length + dd * (len(taps) - 1) - (out - crop_lo) - pad_lo
+        crop_hi = max(0, -pad_hi)
+        if out - crop_lo - crop_hi <= 0:  # every grad_output row it could read is cut
+            phases.append(None)
+            continue
+        phases.append(AxisPhase(taps, crop_lo, crop_hi, pad_lo, max(0, pad_hi), dd, length))
+    return phases
+
+
+def _sub_spec(spec: ConvSpec, ph: AxisPhase, pw: AxisPhase) -> ConvSpec:
+    """The stride-1 forward convolution computing input phase (ph, pw): K -> C channels."""
+    return ConvSpec(batch=spec.batch, in_channels=spec.out_channels,
+                    height=spec.out_height - ph.crop_lo - ph.crop_hi,
+                    width=spec.out_width - pw.crop_lo - pw.crop_hi,
+                    out_channels=spec.in_channels, kernel_size=(len(ph.taps), len(pw.taps)),
+                    padding=(ph.pad_lo, ph.pad_hi, pw.pad_lo, pw.pad_hi),
+                    dilation=(ph.dilation, pw.dilation), groups=spec.groups)
+
+
+def _sub_weight(weight: np.ndarray, ph: AxisPhase, pw: AxisPhase, groups: int) -> np.ndarray:
+    """The flipped sub-kernel, channels swapped per group: (C, K/groups, nh, nw)."""
+    k_out, cg = weight.shape[:2]
+    kg = k_out // groups
+    sub = weight[:, :, list(ph.taps)][:, :, :, list(pw.taps)]  # descending taps: flipped
+    sub = sub.reshape(groups, kg, cg, len(ph.taps), len(pw.taps)).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(sub).reshape(groups * cg, kg, len(ph.taps), len(pw.taps))
+
+
+def sub_kernel(sub: ConvSpec) -> Kernel:
+    """The forward kernel for a phase's sub-problem: the forward rule's pick
+    (``registry.choose``: Winograd for 3x3 sub-kernels with enough channels, FFT where
+    its cost model says so, ``depthwise``), except that its direct ``parallel`` pick is
+    replaced by ``im2col`` (BLAS) when the GEMM has at least AUTO_MIN_CHANNELS rows
+    (C/groups: the sub-problem's output channels).  Provisional measurements
+    (``convlab bench --backward``, ResNet-18 layers): ``parallel`` on the 1x2, 2x1, 2x2
+    sub-kernels of a stride-2 3x3 layer took 2-4x im2col's time, but on the 7x7 stem's
+    sub-problems (3 output channels: a 3-row GEMM, BLAS's worst shape) im2col took 60x
+    parallel's.  Every kernel used here has ``rtol`` <= this file's 5e-5."""
+    kernel = choose(sub).kernel
+    thin = sub.out_channels // sub.groups < AUTO_MIN_CHANNELS
+    return get("im2col") if kernel.name in ("parallel", "naive") and not thin else kernel
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Input phase (a, b): its sub-problem, the forward kernel that runs it, the flipped
+    sub-kernel and that kernel's transform of it (None if it has none)."""
+
+    a: int
+    b: int
+    rows: slice  # grad_output's rows and columns the sub-problem reads
+    cols: slice
+    spec: ConvSpec
+    kernel: Kernel
+    weight: np.ndarray
+    transformed: Any = None
+
+
+def phases(weight: np.ndarray, spec: ConvSpec, transform: bool = False) -> list[Phase]:
+    """Every input phase some grad_output reaches, with its sub-problem and kernel
+    (the forward's ``algo="auto"`` pick); ``transform=True`` also computes each
+    kernel's weight transform."""
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    rows = axis_phases(spec.height, spec.out_height, kh, sh, dh, spec.padding[0])
+    cols = axis_phases(spec.width, spec.out_width, kw, sw, dw, spec.padding[2])
+    out = []
+    for a, ph in enumerate(rows):
+        for b, pw in enumerate(cols):
+            if ph is None or pw is None:
+                continue
+            sub = _sub_spec(spec, ph, pw)
+            kernel = sub_kernel(sub)
+            wsub = _sub_weight(weight, ph, pw, spec.groups)
+            tw = (kernel.transform_weight(wsub, sub)
+                  if transform and kernel.transform_weight is not None else None)
+            rs = slice(ph.crop_lo, spec.out_height - ph.crop_hi)
+            cs = slice(pw.crop_lo, spec.out_width - pw.crop_hi)
+            out.append(Phase(a, b, rs, cs, sub, kernel, wsub, tw))
+    return out
+
+
+def transform_weight_grad_input(weight: np.ndarray, spec: ConvSpec) -> list[Phase]:
+    """The flipped sub-kernels of every phase and their forward kernels' transforms
+    (Winograd's U of the flipped 3x3 weight): weight and hyper-parameters only, so a
+    caller may keep them while the weight does not change and pass them as
+    ``grad_input_polyphase(..., transformed_weight=)``.  (The phases' kernels are the
+    forward rule's pick for ``spec``'s sizes; a kept list is used only where its kernel
+    is the one picked now.)"""
+    return phases(weight, spec, transform=True)
+
+
+_GRAD_INPUT_NONFINITE = ("its sub-convolutions' zero padding multiplies the weight and "
+                         "Winograd's transforms mix a tile's values, so a NaN or Inf "
+                         "reaches input gradients that PyTorch leaves finite")
+
+
+# algo="auto" (provisional: ResNet-18's layers, batch 8, float32, in one process,
+# interleaved, against im2col, parallel and torch.nn.grad, on a 2-core Zen 4 that other jobs
+# kept 3-4x oversubscribed, so as CPU time (time.process_time) of single-threaded runs,
+# NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1, torch on 1 thread; `convlab bench --backward
+# --suite resnet --kernels polyphase,im2col,parallel,torch` measures it again, 2 threads):
+# * grad_input won where its one phase is Winograd F(4,3) with many tiles, 3x3 stride 1:
+#   64@56 12 ms (parallel 29, torch 20), 128@28 17 (parallel 28, torch 19), 256@14 20
+#   (im2col 30, torch 18); at 512@7 (32 tiles per call) transforming the flipped weight,
+#   512 x 512 x 36 values, on every call is not paid back: 42 ms, im2col 37 (kept: 29);
+# * 1x1 stride 2, one GEMM per image and a scatter: 3.1 / 2.3 / 1.9 ms at 64->128@56,
+#   128->256@28, 256->512@14 against 10.7 / 7.0 (parallel) and 2.0 (im2col);
+# * strided layers that im2col's rule leaves to parallel (thin sub-problems stay on
+#   parallel, without parallel_backward's inserted zeros): the 7x7 stem 48 ms against
+#   parallel's 133 (torch 100);
+# * stride-2 3x3 layers with wide channels run 4 im2col sub-problems: 17-25 ms against
+#   im2col's own 14-16 (one GEMM + col2im), so where im2col's rule takes them they stay
+#   there; where it does not (64->128@56) auto's next pick was parallel: 48 ms against 25.
+# * grad_weight (auto_rank 25: after im2col's rule, before parallel): level with or behind
+#   parallel/im2col on 3x3 layers (OpenBLAS's sgemm runs at ~55 GFLOP/s there), ahead on
+#   1x1 stride-2 layers: 5.5 / 3.0 ms against parallel's 7.6 / 5.7 (im2col's rule keeps
+#   the 512-channel one, 1.5 ms against 1.8).
+AUTO_MIN_CHANNELS = 32
+AUTO_MIN_TILES = 64  # output tiles of 4x4 per call for grad_input's Winograd route
+
+
+def _auto_when_grad_input(spec: ConvSpec) -> str | None:
+    """Where auto prefers polyphase's grad_input (see the measurements above)."""
+    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    if spec.stride != (1, 1) and spec.groups == 1:
+        if im2col_auto_when(spec) is None:
+            return ("its sub-problems run on im2col, slower than im2col's own grad_input, "
+                    "which auto picks here")
+        return None  # else auto would fall to parallel, which multiplies dilated zeros
+    if min(cg, kg) < AUTO_MIN_CHANNELS:
+        return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
+                "its sub-problem would run on parallel's forward, as parallel's grad_input")
+    if spec.kernel_size == (1, 1):
+        return None
+    if spec.kernel_size != (3, 3) or spec.stride != (1, 1) or spec.dilation != (1, 1):
+        return ("its sub-problems run on im2col, as fast as im2col's own grad_input (only "
+                "3x3 stride-1 layers go to Winograd, and 1x1 layers to one GEMM)")
+    tiles = spec.batch * -(-spec.height // 4) * -(-spec.width // 4)
+    if tiles < AUTO_MIN_TILES:
+        return (f"only {tiles} Winograd tiles (< {AUTO_MIN_TILES}): transforming the "
+                "flipped weight on every call is not paid back")
+    return None
+
+
+@register("polyphase", op="grad_input", rtol=5e-5, auto_rank=10,
+          nonfinite=_GRAD_INPUT_NONFINITE, auto_when=lambda spec: _auto_when_grad_input(spec),
+          description="s_h*s_w stride-1 forward convolutions of grad_output with the "
+                      "flipped sub-kernels, on the forward's fast kernels "
+                      "(Winograd for 3x3, BLAS GEMMs)")  # fmt: skip
+def grad_input_polyphase(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec,
+                         transformed_weight: list[Phase] | None = None) -> np.ndarray:
+    shape = (spec.batch, spec.in_channels, spec.height, spec.width)
+    if 0 in shape or spec.out_channels == 0:  # nothing to compute: torch's zeros
+        return np.zeros(shape, dtype=grad_output.dtype)
+    kept = {(p.a, p.b): p for p in transformed_weight or ()}
+    todo = phases(weight, spec)
+    sh, sw = spec.stride
+    whole = len(todo) == 1 and sh == sw == 1  # stride 1: the one phase is the answer
+    grad = None if whole else np.zeros(shape, dtype=grad_output.dtype)
+    for ph in todo:
+        go = grad_output[:, :, ph.rows, ph.cols]
+        if not go.flags.c_contiguous:
+            go = np.ascontiguousarray(go)
+        old = kept.get((ph.a, ph.b))
+        if old is not None and old.kernel is ph.kernel and old.spec == ph.spec:
+            tw = old.transformed
+        else:
+            tw = None
+        ph.kernel.check(ph.spec)
+        part = ph.kernel.execute(go, ph.weight, None, ph.spec, tw)
+        if whole:
+            return part
+        grad[:, :, ph.a::sh, ph.b::sw] = part  # type: ignore[index]
+    return grad  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- grad_weight
+_GRAD_WEIGHT_NONFINITE = ("the junk positions multiply the input by 0, so a NaN or Inf in the "
+                          "input can make weight gradients NaN that PyTorch leaves finite")
+
+
+def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
+    """Where auto prefers the per-chunk GEMMs (see the measurements above)."""
+    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    if spec.kernel_size != (1, 1):
+        return ("level with or behind parallel and im2col on every k x k layer measured "
+                "(ResNet-18's 3x3 and the stem)")
+    if min(cg, kg) < AUTO_MIN_CHANNELS:
+        return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
+                "its GEMMs would be too thin for BLAS")
+    return None
+
+
+@register("polyphase", op="grad_weight", rtol=1e-5, auto_rank=25,
+          nonfinite=_GRAD_WEIGHT_NONFINITE, auto_when=lambda spec: _auto_when_grad_weight(spec),
+          description="BLAS GEMMs over chunks of positions: grad_output (K, chunk) times "
+                      "the chunk's input shifted by every tap (chunk, taps*C)")  # fmt: skip
+def grad_weight_polyphase(x: np.ndarray, grad_output: np.ndarray,
+                          spec: ConvSpec) -> np.ndarray:
+    k_out, cg = spec.out_channels, spec.in_channels // spec.groups
+    kh, kw = spec.kernel_size
+    if 0 in (spec.batch, k_out, cg, spec.out_height, spec.out_width):
+        return np.zeros(spec.weight_shape, dtype=x.dtype)  # an empty sum: torch's zeros
+    xt = channel_major_planes(x, spec)
+    c_in, _, n, hs, ws = xt.shape
+    ho, wo = spec.out_height, spec.out_width
+    gt = np.zeros((k_out, n, hs, ws), dtype=x.dtype)  # grad_output on the input's planes
+    gt[:, :, :ho, :wo] = grad_output.transpose(1, 0, 2, 3)
+    off = plane_tap_offsets(spec, n * hs * ws, hs, ws)
+    length = (n - 1) * hs * ws + (ho - 1) * ws + wo  # past the last output: only zeros
+    xf, gf = xt.reshape(c_in, -1), gt.reshape(k_out, -1)
+    gw = np.zeros((k_out, kh * kw, cg), dtype=x.dtype)
+    threads = numba.get_num_threads()
+    blocks = row_blocks(k_out, spec.groups, threads)
+    chunk = chunk_length(kh * kw * cg, x.dtype.itemsize)
+    jobs = [blocks[t::threads] for t in range(min(threads, len(blocks)))]
+    # NaN/Inf propagate as in every other kernel; matmul would also warn about them
+    with np.errstate(over="ignore", invalid="ignore"):
+        if len(jobs) == 1:  # one worker: the BLAS may use its own threads
+            _tap_gemms(xf, gf, off, length, chunk, cg, jobs[0], gw)
+        else:  # each worker owns whole rows of gw and calls a one-thread BLAS
+            with single_threaded_blas():
+                list(_pool(len(jobs)).map(
+                    lambda job: _tap_gemms(xf, gf, off, length, chunk, cg, job, gw), jobs))
+    return np.ascontiguousarray(gw.transpose(0, 2, 1)).reshape(spec.weight_shape)
+
+
+def row_blocks(k_out: int, groups: int, threads: int) -> list[tuple[int, int, int]]:
+    """(group, k0, k1): gw's output-channel rows cut into blocks, at least ``threads``
+    of them when the channels allow, never across a group."""
+    kg = k_out // groups
+    per_group = max(1, min(kg, -(-threads // groups)))
+    step = -(-kg // per_group)
+    return [(grp, grp * kg + k0, grp * kg + min(kg, k0 + step))
+            for grp in range(groups) for k0 in range(0, kg, step)]
+
+
+# Positions per chunk: its lowered input (taps x C/groups rows) stays in the caches
+# (Zen 4: 1 MiB L2 per core, 32 MiB L3) while the GEMM reads it.
+CHUNK_BYTES = 2 * 1024 * 1024
+
+
+def chunk_length(rows: int, itemsize: int) -> int:
+    """Positions per chunk: rows * length * itemsize ~ CHUNK_BYTES, at least 256 (the
+    GEMM's reduction must stay long enough for BLAS)."""
+    return max(256, CHUNK_BYTES // (rows * itemsize))
+
+
+def _tap_gemms(xf: np.ndarray, gf: np.ndarray, off: np.ndarray, length: int, chunk: int,
+               cg: int, blocks: list[tuple[int, int, int]], gw: np.ndarray) -> None:
+    """gw[k0:k1] += gf[k0:k1, chunk] @ cols^T for each chunk of positions and each of this
+    worker's row blocks, where ``cols[r*cg + c] = xf[group's c, chunk + off[r]]``: the
+    chunk's input, one shifted copy per tap, so one GEMM per chunk covers every tap (a
+    (K/g) x (taps*C/g) result: wide enough for BLAS, where one tap's (K/g) x (C/g) is not).
+    In a fixed order, into rows nobody else writes."""
+    taps = off.shape[0]
+    part = np.empty((max(k1 - k0 for _, k0, k1 in blocks), taps * cg), dtype=gw.dtype)
+    cols = np.empty((taps * cg, chunk), dtype=gw.dtype)
+    for m0 in range(0, length, chunk):
+        m1 = min(length, m0 + chunk)
+        built = -1
+        for grp, k0, k1 in blocks:
+            if grp != built:  # the chunk's lowered input for this group
+                x_rows = xf[grp * cg:(grp + 1) * cg]
+                for r in range(taps):
+                    cols[r * cg:(r + 1) * cg, :m1 - m0] = x_rows[:, off[r] + m0:off[r] + m1]
+                built = grp
+            p = part[:k1 - k0]
+            np.matmul(gf[k0:k1, m0:m1], cols[:, :m1 - m0].T, out=p)
+            gw[k0:k1] += p.reshape(k1 - k0, taps, cg)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` Python threads, made once (matmul releases the GIL)."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers,
+                                                        thread_name_prefix="polyphase")
+        return pool
