@@ -403,7 +403,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     try:
         rows = grading.grade(args.submissions, limits=limits, jobs=args.jobs,
                              scheduler=args.scheduler, exercises=args.exercises,
-                             progress=progress)
+                             progress=progress, sandbox=args.sandbox)
     except (RuntimeError, OSError) as exc:
         print(f"convlab grade: {exc}", file=sys.stderr)
         return 1
@@ -608,6 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "'not attempted'")
     grade.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no line per graded notebook on stderr")
+    grade.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                       help="run the notebooks without a sandbox where Linux namespaces "
+                            "are not available (isolation only: a notebook can read and "
+                            "write your files); verdicts are still decided outside it")
     grade.set_defaults(func=_cmd_grade)
 
     explore = sub.add_parser(
