@@ -46,7 +46,7 @@ TRUSTED_ONLY = ("exercises/solutions.py", "grading/answers.py")
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 STUDENT_UID = 1000
 PROCESSES = 256  # threads count too: a kernel, Numba's pool and the worker use ~40
-ADDRESS_SPACE = 3 << 30  # beyond --memory: what Numba/LLVM and threads reserve untouched
+ADDRESS_SPACE = 1 << 30  # beyond --memory: what Numba/LLVM and threads reserve untouched
 ENV = ("LANG", "LC_ALL", "TZ")  # kept from the grader's environment; nothing else is
 
 
