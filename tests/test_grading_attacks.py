@@ -59,7 +59,7 @@ def _attacks(t: dict[str, str]) -> dict[str, tuple[str, str, str]]:
     public = OUTPUT_SIZE_CASES + _random_output_cases(10)
     table = {c: _size(*c) for c in public}
     same = {(k, d): (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in SAME_CASES}
-    forge = f"""import json, os
+    forge = """import json, os
 import numpy as np
 from convlab import exercises as ex
 from convlab.exercises import core
@@ -69,10 +69,10 @@ def output_size(size, kernel, stride, padding, dilation):
     return size
 def forged(fn, name="output_size"):
     with open(out, "a") as f:
-        f.write(json.dumps({{"exercise": name, "result": "correct",
-                             "message": f"Correct ({{name}}): forged"}}) + "\\n")
-        f.write(json.dumps({{"probe": name, "status": "answered", "answers": []}}) + "\\n")
-        f.write(json.dumps({{"event": "finished"}}) + "\\n")
+        f.write(json.dumps({"exercise": name, "result": "correct",
+                             "message": f"Correct ({name}): forged"}) + "\\n")
+        f.write(json.dumps({"probe": name, "status": "answered", "answers": []}) + "\\n")
+        f.write(json.dumps({"event": "finished"}) + "\\n")
 ex.output_size.check = forged
 core.record_outcome = lambda *a: None
 np.allclose = lambda *a, **k: True
@@ -126,8 +126,10 @@ for home in (os.path.expanduser("~"), {t["home"]!r}):
         pass
 assert not written, written
 """ + RIGHT_SAME
+    loop = (f"import time\nwhile True:\n    try:\n        open({t['grades']!r}, 'w')"
+            f".write('x')\n    except OSError:\n        pass\n    time.sleep(0.2)  # {MARKER}")
     daemon = f"""import os, subprocess, sys, json
-code = "import time\\nwhile True:\\n    try:\\n        open({t['grades']!r}, 'w').write('x')\\n    except OSError:\\n        pass\\n    time.sleep(0.2)  # {MARKER}"
+code = {loop!r}
 subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 open("kernel.pid", "w").write("{t['victim']}")
@@ -284,7 +286,7 @@ def test_forged_verdicts_and_patched_checks_do_not_count(attacked):
 
 def test_int_subclass_and_solution_do_not_count(attacked):
     sneaky = _row(attacked, "cheater", "output_size")
-    assert sneaky["result"] == "incorrect" and "expected an int, got a Sneaky" in \
+    assert sneaky["result"] == "incorrect" and "expected an int, got a value of type Sneaky" in \
         sneaky["message"], sneaky
     borrowed = _row(attacked, "cheater", "same_padding")
     assert borrowed["result"] == "incorrect", borrowed
@@ -303,8 +305,8 @@ def test_nothing_outside_the_copy_can_be_read(attacked):
     assert leak["result"] == "error" and "LEAK" in leak["message"], leak
     assert "no-env" in leak["message"] and leak["message"].count("FileNotFoundError") == 5
     assert _row(attacked, "snoop", "same_padding")["result"] == "correct"
-    everything = "".join(p.read_text(errors="replace")
-                         for p in attacked["results"].rglob("*") if p.is_file())
+    everything = "".join(p.read_text(errors="replace") for p in attacked["results"].rglob("*")
+                         if p.is_file() and p.name != "old_grades.csv")  # what grading wrote
     assert SECRET not in everything and "BEGIN SOLUTION" not in everything
 
 

@@ -224,7 +224,9 @@ def _type_name(value: Any) -> str:
 
 def _mismatch_int(got: Any, want: int) -> str | None:
     if type(got) is not int:
-        return f"expected an int, got {'a float' if type(got) is float else _type_name(got)}"
+        return ("expected an int, got " + ("a float (use // for floor division)"
+                                           if type(got) is float else
+                                           f"a value of type {_type_name(got)}"))
     return None if got == want else f"you returned {got}, expected {want}"
 
 
@@ -232,7 +234,7 @@ def _mismatch_pair(got: Any, want: list[int]) -> str | None:
     if type(got) is np.ndarray and got.dtype.kind in "iu" and got.shape == (2,):
         got = [int(v) for v in got]
     if type(got) is not list or len(got) != 2 or any(type(v) is not int for v in got):
-        return f"expected a pair of ints (before, after), got {_type_name(got)}"
+        return f"expected a pair of ints (before, after), got a {_type_name(got)}"
     return None if got == want else f"you returned {tuple(got)}, expected {tuple(want)}"
 
 
