@@ -19,6 +19,7 @@ first failing case. See docs/design.md, "Grading".
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -211,6 +212,21 @@ def draw_cases(names: list[str], seed: int) -> dict[str, list[tuple]]:
 def encode_cases(cases: dict[str, list[tuple]]) -> dict[str, list[list[dict]]]:
     return {name: [[wire.encode(a) for a in case] for case in found]
             for name, found in cases.items()}
+
+
+def hidden_test(name: str, fn: Any, seed: int | None = None) -> None:
+    """The hidden test of a teacher notebook's check cell (nbgrader's autograde runs it
+    in the student's kernel): ``fn`` on cases drawn now, which the public check never
+    shows, judged by :func:`judge`. Raises AssertionError with the verdict unless it is
+    correct."""
+    import secrets
+
+    from .probe import arguments, run
+
+    cases = draw_cases([name], secrets.randbits(63) if seed is None else seed)[name]
+    probe = json.loads(json.dumps(run(name, fn, arguments(encode_cases({name: cases})[name]))))
+    result, message = judge(name, cases, probe)
+    assert result == "correct", message
 
 
 def _show(args: tuple) -> str:

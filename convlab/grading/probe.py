@@ -29,24 +29,36 @@ from . import wire
 CASES_ENV = "CONVLAB_CASES"
 
 
+def _tuples(value: Any) -> Any:
+    """Sequences as the checks pass them: tuples (``stride=(1, 2)``)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def arguments(encoded: list[list[Any]]) -> list[list[Any]]:
+    """The cases' arguments from their plain data."""
+    return [[_tuples(wire.decode(a)) for a in case] for case in encoded]
+
+
 def _cases(name: str) -> list[list[Any]]:
     with open(os.environ[CASES_ENV], encoding="utf-8") as f:
-        return [[wire.decode(a) for a in case] for case in json.load(f).get(name, [])]
+        return arguments(json.load(f).get(name, []))
 
 
 def _run_cuda(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
     """A @cuda.jit answer runs on the simulator, as its check runs it."""
-    from ..exercises import cuda, cuda_tiled
+    # (the package's attribute cuda_tiled is the exercise: import from the module)
+    from ..exercises.cuda import _kernel_source, launch_2d, run_on_simulator
+    from ..exercises.cuda_tiled import launch_tiles
 
-    launch = cuda.launch_2d if name == "cuda_kernel" else cuda_tiled.launch_tiles
+    launch = launch_2d if name == "cuda_kernel" else launch_tiles
     try:
-        source, kname = cuda._kernel_source(fn)
+        source, kname = _kernel_source(fn)
     except Exception as err:  # noqa: BLE001 - the answer's own fault, reported as such
         return {"status": "raised", "error": [type(err).__name__, str(err)[:500]],
                 "answers": []}
     shapes = [(c[1].shape[0], c[0].shape[1] - c[1].shape[2] + 1,
                c[0].shape[2] - c[1].shape[3] + 1) for c in cases]
-    result, outs = cuda.run_on_simulator(source, kname, [(c[0], c[1]) for c in cases],
+    result, outs = run_on_simulator(source, kname, [(c[0], c[1]) for c in cases],
                                          [launch(s) for s in shapes])
     if not result.get("ok"):
         status = "not attempted" if result.get("not_implemented") else "raised"
@@ -55,7 +67,8 @@ def _run_cuda(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
     return {"status": "answered", "answers": [wire.encode(o) for o in outs]}
 
 
-def _run(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
+def run(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
+    """``fn``'s answers to ``cases`` as the probe's line (without its name)."""
     if fn is None:
         return {"status": "not attempted", "answers": []}
     if name in ("cuda_kernel", "cuda_tiled"):
@@ -81,7 +94,7 @@ def _run(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
 def answer(name: str, fn: Any) -> None:
     """Record ``fn``'s answers to this run's cases of exercise ``name``; never raises."""
     try:
-        line = {"probe": name, **_run(name, fn, _cases(name))}
+        line = {"probe": name, **run(name, fn, _cases(name))}
     except BaseException as err:  # noqa: BLE001 - a probe failure is "no answers", no more
         line = {"probe": name, "status": "raised", "answers": [],
                 "error": [type(err).__name__, str(err)[:500]]}
