@@ -1,20 +1,23 @@
-"""Grade a class: run every submitted exercise notebook and collect the checks' verdicts.
+"""Grade a class: run every submitted exercise notebook, then decide each verdict outside it.
 
 ``convlab grade SUBMISSIONS... --out grades.csv`` (:func:`grade` in Python) finds each
-student's notebooks (:mod:`.submissions`), runs every notebook top to bottom in a fresh
-kernel, in a copy of its submission, in a process of its own with limits
-(:mod:`.run`, :mod:`.worker`), and reads each check's verdict from the structured
-outcome channel (:func:`convlab.exercises.core.record_outcome`), never from printed
-text. Results: ``correct``, ``incorrect``, ``not attempted`` (the check said so, or the
-notebook has no check cell for that exercise), ``error`` (the check cell raised, or the
-kernel died before it) and ``timed out``. Then :mod:`.report` writes the CSV, a feedback
-file per student, a summary table and a histogram per exercise.
+student's notebooks (:mod:`.submissions`) and runs every notebook top to bottom in a
+fresh kernel, in a sandbox of its own holding a copy of its submission, under limits
+(:mod:`.sandbox`, :mod:`.run`, :mod:`.worker`). Each check cell also hands its answer
+function to a probe (:mod:`.probe`) that answers this run's cases, drawn by the grader
+(:mod:`.answers`) from a seed drawn once per run; the answers come back as plain data
+(:mod:`.wire`) and the grader compares them with its own references: the verdict never
+comes from the student's process. Results: ``correct``, ``incorrect``, ``not
+attempted``, ``error`` (the check cell raised, or the kernel died before it) and ``timed
+out``. Then :mod:`.report` writes the CSV, a feedback file per student, a summary table
+and a histogram per exercise. :data:`THREAT_MODEL` says what is defended and what not.
 
 Grading is embarrassingly parallel, and Numba compiles in every kernel: ``jobs=N`` runs
 N notebooks at once on this machine (each kernel gets 2 Numba threads), and
 ``scheduler=ADDRESS`` hands the notebooks to an existing Dask distributed cluster
-(``pip install 'convlab[grade]'`` on every machine). The submission's files travel with
-each task, so workers need no shared disk. The rows do not depend on how they were run.
+(``pip install 'convlab[grade]'`` on every machine; each worker builds the sandboxes).
+The submission's files and the run's seed travel with each task, so workers need no
+shared disk. The rows do not depend on how they were run.
 """
 
 from __future__ import annotations

@@ -1,26 +1,30 @@
 """The child side of ``convlab grade``: run one notebook in a fresh kernel, with limits.
 
 Started by :func:`convlab.grading.run.run_task` as ``python -m convlab.grading.worker
-JOBDIR`` in a new session (its own process group). JOBDIR holds ``job.json`` (the
-notebook, the limits, the check cells) and ``work/``, the throw-away copy of the
-submission the notebook runs in.
+JOB`` inside the notebook's sandbox (:mod:`.sandbox`; with ``--no-sandbox``, in a new
+session of its own). JOB holds ``job.json`` (the notebook, the limits, the check cells,
+where the submission's copy is) and ``cases.json`` (this run's cases, plain data).
 
 Before the kernel starts, this process lowers its own resource limits, which the kernel
 (and anything the kernel starts) inherits: the data segment (``RLIMIT_DATA``: heap and
 private memory maps, so an allocation past it raises MemoryError), the size of any file
-written (``RLIMIT_FSIZE``), CPU seconds (``RLIMIT_CPU``, a backstop should this process
-die and leave the kernel behind) and core dumps (none). The wall-clock limit is enforced
-cell by cell by nbclient here, and for the whole run by the parent, which kills this
-process group and the kernel's (its pid is written to ``kernel.pid``).
+written (``RLIMIT_FSIZE``), CPU seconds (``RLIMIT_CPU``) and core dumps (none); the
+sandbox adds the address space and the process count. The wall-clock limit is enforced
+cell by cell by nbclient here, and for the whole run by the parent, which kills the
+sandbox (or, without one, this process group and the kernel's).
 
 Every check cell is first reset to the teacher's call, ``ex.NAME.check(VAR)`` (a
-submission's edits to it do not count); cells run with ``allow_errors``, so an error
-costs only the exercises it breaks. Events go, one JSON line each, to ``events.jsonl``,
-the same file the kernel's checks append their verdicts to (``$CONVLAB_OUTCOMES``), so
-their order says which check cell produced which verdict: ``{"cell": i, "event":
-"start"}``, ``{"cell": i, "event": "end", "error": [ename, evalue] or null}``,
-``{"cell": i, "event": "timeout" | "died"}``, ``{"event": "finished"}``. Outputs other
-than errors are dropped as they arrive: a cell printing megabytes costs no memory here.
+submission's edits to it do not count), followed by the probe
+(:func:`convlab.grading.probe.answer`), which sends VAR's answers to this run's cases;
+cells run with ``allow_errors``, so an error costs only the exercises it breaks. Events
+go up the pipe to the grader (this process's stdout, moved to a descriptor the kernel
+does not inherit), one JSON line each: ``{"event": "kernel", "pid": N}`` first, then
+``{"cell": i, "event": "start"}``, what the kernel appended to ``$CONVLAB_OUTCOMES``
+during the cell (the check's verdict and the probe's answers), ``{"cell": i, "event":
+"end", "error": [ename, evalue] or null}``, ``{"cell": i, "event": "timeout" | "died"}``,
+``{"event": "finished"}``. All of it is untrusted: the grader decides (:mod:`.run`).
+Outputs other than errors are dropped as they arrive: a cell printing megabytes costs
+no memory here.
 """
 
 from __future__ import annotations
