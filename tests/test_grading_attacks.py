@@ -368,3 +368,29 @@ def test_outcome_lines_alone_never_make_a_verdict():
                                    for c in cases]}
     assert decide("output_size", cases, floats, None)[0] == "incorrect"
     assert json.loads(json.dumps(encode_cases({"output_size": cases})))  # plain JSON
+
+
+@pytest.mark.slow
+def test_a_lost_dask_worker_is_that_students_error_row(tmp_path):
+    """Without a sandbox a notebook can kill the Dask worker grading it: that notebook
+    gets an error row naming the cause, the others are graded."""
+    distributed = pytest.importorskip("distributed", reason="dask[distributed] is not "
+                                      "installed (pip install -e '.[grade]')")
+    import dask
+
+    from convlab.grading import Limits, grade
+
+    kill = ("import os\nworker = int(open(f'/proc/{os.getppid()}/stat').read().split()[3])\n"
+            "os.kill(worker, 9)\n" + RIGHT_SIZE)
+    klass = plant(tmp_path / "class", {"correct": PLANTED["correct"],
+                                       "assassin": (kill, RIGHT_SAME, "file")})
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=None) as cluster:
+        rows = grade([klass], limits=Limits(timeout_s=60), scheduler=cluster.scheduler_address,
+                     sandbox=False)
+    lost = [r for r in rows if r.student == "assassin" and not r.exercise]
+    assert len(lost) == 1 and lost[0].result == "error", rows
+    assert "the Dask worker running it died" in lost[0].message, lost
+    assert "TCP" not in lost[0].message and "encryption" not in lost[0].message
+    assert [r.result for r in rows if r.student == "correct"] == ["correct", "correct"]

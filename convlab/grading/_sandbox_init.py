@@ -123,6 +123,10 @@ def build_root(cfg: dict) -> None:
         if os.path.lexists(path) and not any(
                 path.startswith(p.rstrip("/") + "/") for p in cfg["read_only"] if p != path):
             bind(root, path)
+    for path in cfg["hide"]:  # an installed convlab: its solutions stay out of sight
+        if os.path.isdir(root + path):
+            tmpfs(root + path, 4096)
+            read_only(root + path)
     os.makedirs(root + "/proc")
     mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     tmpfs(root + "/dev", 1 << 16)

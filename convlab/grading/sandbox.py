@@ -77,18 +77,26 @@ def package_copy() -> Path:
     return top
 
 
-def _python_folders() -> list[str]:
-    """Where this Python's files are, minus any folder holding a convlab source tree."""
+def _python_folders() -> tuple[list[str], list[str]]:
+    """Where this Python's files are: (folders to bind read-only, convlab package folders
+    inside them to cover with an empty tmpfs). A source checkout of convlab (a folder
+    with the package beside ``pyproject.toml`` or ``notebooks``: the teacher's, with the
+    solution notebooks and the tests) is not bound at all."""
     found = {sys.prefix, sys.base_prefix, sys.exec_prefix,
              os.path.dirname(os.path.realpath(sys.executable))}
     found |= {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     found |= {p for p in sys.path if p and os.path.isdir(p)}
-    keep = []
+    keep, hide = [], []
     for p in sorted(os.path.realpath(f) for f in found if f):
-        if os.path.isdir(os.path.join(p, "convlab")) or p == "/":
-            continue  # the teacher's checkout (solution notebooks, tests) stays outside
+        if p == "/":
+            continue
+        if os.path.isdir(os.path.join(p, "convlab")):
+            if any(os.path.exists(os.path.join(p, m)) for m in ("pyproject.toml", "notebooks",
+                                                                 "setup.py", ".git")):
+                continue  # a checkout: nothing of it is needed (/sandbox/pkg is convlab)
+            hide.append(os.path.join(p, "convlab"))  # an installed convlab, solutions and all
         keep.append(p)
-    return keep
+    return keep, hide
 
 
 def config(jobdir: Path, argv: list[str], env: dict[str, str], limits: dict[str, int],
@@ -103,7 +111,8 @@ def config(jobdir: Path, argv: list[str], env: dict[str, str], limits: dict[str,
                  "NUMBA_CACHE_DIR": "/tmp/numba-cache", "MPLCONFIGDIR": "/tmp/matplotlib",
                  "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime"})
     base.update(env)
-    return {"root": str(jobdir / "root"), "read_only": [p for p in SYSTEM] + _python_folders(),
+    folders, hide = _python_folders()
+    return {"root": str(jobdir / "root"), "read_only": [*SYSTEM, *folders], "hide": hide,
             "extra_read_only": {PKG: str(package_copy()), JOB: str(jobdir / "job")},
             "work_src": str(jobdir / "work"), "home": HOME, "owner": owner,
             "work": WORK, "cwd": WORK, "argv": argv, "env": base, "limits": limits, **sizes}
