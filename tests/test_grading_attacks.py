@@ -22,6 +22,7 @@ be the same as those of a run without the attackers.
 | fork bomb                                    | hog, output_size             |
 | disk fill, /dev/shm fill, shared mmap, net   | hog, same_padding            |
 | SIGKILL / SIGSTOP of every visible process   | killer, same_padding         |
+| umount / remount rw, in a nested namespace   | killer, output_size          |
 """
 
 from __future__ import annotations
@@ -193,10 +194,20 @@ for name in os.listdir("/proc"):
             except OSError:
                 pass
 """ + RIGHT_SAME
+    escape = """import subprocess, sys
+script = ("umount -l /home/student; umount -l /sandbox/pkg; mount -o remount,rw,bind "
+          f"{sys.prefix}; touch {sys.prefix}/ESCAPED")
+for cmd in (["sh", "-c", script], ["unshare", "-Urm", "sh", "-c", script]):
+    subprocess.run(cmd, capture_output=True)
+import os
+assert not os.path.exists(f"{sys.prefix}/ESCAPED")
+assert not os.path.exists("/sandbox/pkg/convlab/exercises/solutions.py") or \
+    "not available" in open("/sandbox/pkg/convlab/exercises/solutions.py").read()
+""" + RIGHT_SIZE
     return {"forger": (forge, oracle, "file"), "cheater": (sneaky, borrow, "file"),
             "hardcoder": (hard_size, hard_same, "folder"), "snoop": (snoop, RIGHT_SAME, "file"),
             "vandal": (RIGHT_SIZE, vandal, "folder"), "daemon": (daemon, RIGHT_SAME, "file"),
-            "hog": (bomb, fill, "file"), "killer": (RIGHT_SIZE, killer, "folder")}
+            "hog": (bomb, fill, "file"), "killer": (escape, killer, "folder")}
 
 
 def _processes_with(text: str) -> list[int]:
@@ -325,7 +336,8 @@ def test_nothing_outlives_the_run_and_the_grader_is_out_of_reach(attacked):
     assert _row(attacked, "daemon", "output_size")["result"] == "correct"
     killer = _row(attacked, "killer", "same_padding")
     assert killer["result"] == "correct", killer  # it cannot see the grader or its worker
-    assert _row(attacked, "killer", "output_size")["result"] == "correct"
+    assert _row(attacked, "killer", "output_size")["result"] == "correct"  # no escape
+    assert not (Path(sys.prefix) / "ESCAPED").exists()
 
 
 def test_limits_hold(attacked):
