@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from typing import Any
 
 import numpy as np
@@ -99,7 +98,3 @@ class Other:
     def __repr__(self) -> str:
         return f"<a {self.type_name}>"
 
-
-def finite_repr(value: float) -> str:
-    """A float as a message shows it."""
-    return repr(value) if math.isfinite(value) else str(value)
