@@ -406,3 +406,29 @@ def test_a_lost_dask_worker_is_that_students_error_row(tmp_path):
     assert "the Dask worker running it died" in lost[0].message, lost
     assert "TCP" not in lost[0].message and "encryption" not in lost[0].message
     assert [r.result for r in rows if r.student == "correct"] == ["correct", "correct"]
+
+
+def test_the_wire_carries_plain_data_only():
+    """Pickles, subclasses and malformed tags never reach the grader as values."""
+    import base64
+    import io
+
+    import numpy as np
+
+    from convlab.grading import wire
+
+    class Sneaky(int):
+        pass
+
+    assert wire.encode(Sneaky(3)) == {"t": "other", "type": "Sneaky"}
+    assert wire.encode(np.int64(3)) == {"t": "int", "v": 3}
+    arr = np.arange(6.0).reshape(2, 3)
+    back = wire.decode(wire.encode(arr))
+    assert type(back) is np.ndarray and back.dtype == np.float64 and (back == arr).all()
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    pickled = {"t": "array", "npy": base64.b64encode(buf.getvalue()).decode()}
+    for bad in (pickled, {"t": "int", "v": True}, {"t": "int", "v": "3"}, {"t": "seq"},
+                ["t", "int"], {"t": "float", "v": "1" * 50}):
+        with pytest.raises(wire.WireError):
+            wire.decode(bad)
