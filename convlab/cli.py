@@ -400,7 +400,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     feedback = Path(args.feedback) if args.feedback else Path(f"{stem}_feedback")
     summary = Path(f"{stem}_summary.md")
     plot = _plot_path(args.plot) if args.plot else Path(f"{stem}.png")
-    limits = grading.Limits(timeout_s=args.timeout, memory_bytes=args.memory)
+    limits = grading.Limits(timeout_s=args.timeout, memory_bytes=args.memory,
+                            disk_bytes=args.disk)
 
     def progress(task, rows, seconds: float) -> None:
         if args.progress:
@@ -412,7 +413,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     try:
         rows = grading.grade(args.submissions, limits=limits, jobs=args.jobs,
                              scheduler=args.scheduler, exercises=args.exercises,
-                             progress=progress)
+                             progress=progress, sandbox=args.sandbox)
     except (RuntimeError, OSError) as exc:
         print(f"convlab grade: {exc}", file=sys.stderr)
         return 1
@@ -602,6 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--memory", type=_size, default=1 << 30, metavar="SIZE",
                        help="memory a notebook's kernel may allocate (its data segment, "
                             "Python and Numba included, about 400 MiB of it; default 1GiB)")
+    grade.add_argument("--disk", type=_size, default=256 << 20, metavar="SIZE",
+                       help="in the sandbox, the size of each of its writable folders (the "
+                            "submission's copy, the home, /tmp: each a tmpfs, in memory; "
+                            "default 256MiB)")
     grade.add_argument("--jobs", type=_positive_int, default=1,
                        help="notebooks run at once on this machine (each kernel gets 2 Numba "
                             "threads; default 1)")
@@ -615,6 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "'not attempted'")
     grade.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no line per graded notebook on stderr")
+    grade.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                       help="run the notebooks without a sandbox where Linux namespaces "
+                            "are not available (isolation only: a notebook can read and "
+                            "write your files); verdicts are still decided outside it")
     grade.set_defaults(func=_cmd_grade)
 
     explore = sub.add_parser(

@@ -20,6 +20,7 @@ import pytest
 
 import convlab.exercises as ex
 from convlab.exercises import cells
+from convlab.exercises.arithmetic import SAME_CASES
 from convlab.exercises.core import source_of
 from convlab.release import ReleaseError, release, student_version, teacher_version
 
@@ -182,7 +183,8 @@ def _without_nbgrader_bookkeeping(nb) -> list:
 @pytest.mark.slow
 def test_nbgrader_round_trip(tmp_path):
     """nbgrader's generate_assignment makes the same student notebook as convlab release,
-    and its autograde scores submissions by the hidden assertions: 2, 1 and 0 of 2."""
+    and its autograde scores submissions by the hidden assertions: 2, 1 and 0 of 2, and
+    1 for a student who hard-coded the public cases of same_padding."""
     pytest.importorskip("nbgrader", reason="nbgrader is not installed (pip install "
                                            "-e '.[test]' installs it)")
     course, name = tmp_path / "course", "01_shapes.ipynb"
@@ -198,10 +200,16 @@ def test_nbgrader_round_trip(tmp_path):
                for k, (i, _, _) in enumerate(cells.check_cells(teacher.cells))}
     wrong_same = ("def same_padding(kernel, dilation):\n"
                   "    return (dilation * (kernel - 1) // 2,) * 2\n")
+    # the public check's cases, hard-coded: the check says correct, the hidden test not
+    table = {(k, d): (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in SAME_CASES}
+    hard_coded = f"TABLE = {table!r}\ndef same_padding(kernel, dilation):\n" \
+                 "    return TABLE.get((kernel, dilation), (0, 0))\n"
     for student, fill in [("alice", answers),
                           ("bob", {}),
                           ("carol", {"output_size": answers["output_size"],
-                                     "same_padding": wrong_same})]:
+                                     "same_padding": wrong_same}),
+                          ("dave", {"output_size": answers["output_size"],
+                                    "same_padding": hard_coded})]:
         nb = _read(EXERCISES / name)  # what the student got from convlab release
         for i, exercise, _ in cells.check_cells(nb.cells):
             if exercise in fill:
@@ -216,5 +224,6 @@ def test_nbgrader_round_trip(tmp_path):
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         scores = {s: (gb.find_submission("ps1", s).score,
                       gb.find_grade("check_same_padding", name[:-6], "ps1", s).score)
-                  for s in ("alice", "bob", "carol")}
-    assert scores == {"alice": (2.0, 1.0), "bob": (0.0, 0.0), "carol": (1.0, 0.0)}
+                  for s in ("alice", "bob", "carol", "dave")}
+    assert scores == {"alice": (2.0, 1.0), "bob": (0.0, 0.0), "carol": (1.0, 0.0),
+                      "dave": (1.0, 0.0)}

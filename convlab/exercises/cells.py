@@ -8,7 +8,9 @@ writes assignments, so a teacher already on nbgrader uses it as it is:
   cell (``grade_id`` ``answer_<exercise>``);
 * the **check cell** calls ``ex.<exercise>.check(<answer>)``, then, between
   ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS``, asserts the verdict is
-  "correct". nbgrader metadata marks it an autograded test cell worth :data:`POINTS`
+  "correct" and that the answer is right on cases drawn afresh, which the public check
+  never shows (:func:`convlab.grading.answers.hidden_test`: a hard-coded table of the
+  public cases fails it). nbgrader metadata marks it an autograded test cell worth :data:`POINTS`
   (``grade_id`` ``check_<exercise>``), and convlab's own metadata
   ``{"convlab": {"exercise": NAME, "answer": VAR}}`` says which exercise it checks.
 
@@ -67,6 +69,8 @@ def check_source(exercise: str, answer: str) -> str:
     """A teacher's check cell: the check, then the assertion only autograders see."""
     return (f"{check_call(exercise, answer)}\n{HIDDEN_BEGIN}\n"
             f"assert ex.{exercise}.last_status == \"correct\", ex.{exercise}.last_message\n"
+            f"from convlab.grading.answers import hidden_test\n"
+            f"hidden_test({exercise!r}, {answer})\n"
             f"{HIDDEN_END}")
 
 

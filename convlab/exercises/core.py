@@ -24,7 +24,10 @@ a subclass that does not give exactly three, so a new exercise cannot forget one
 **Grading.** When the environment variable ``CONVLAB_OUTCOMES`` names a file, every
 ``check`` also appends its verdict to that file as one JSON line (``{"exercise": ...,
 "result": ..., "message": ...}``): the structured channel ``convlab grade`` reads, so a
-grader never parses printed text. Nothing is written when the variable is unset.
+grader never parses printed text. Nothing is written when the variable is unset. The
+student's code runs in the same process and can write such lines too, so a grader takes
+the verdict as feedback text only: ``convlab grade`` decides from answers to cases of its
+own (docs/design.md, "Grading").
 """
 
 from __future__ import annotations

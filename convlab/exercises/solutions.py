@@ -106,3 +106,33 @@ def conv_kernel(x, w, out):
                     for q in range(w.shape[3]):
                         acc += x[c, i + p, j + q] * w[k, c, p, q]
             out[k, i, j] = acc
+
+
+@cuda.jit
+def conv_tiled_kernel(x, w, out):
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    k = cuda.blockIdx.z  # one output channel per block
+    i0, j0 = cuda.blockIdx.y * 4, cuda.blockIdx.x * 4  # the tile's first row, column
+    t = ty * 4 + tx  # this thread's number in the block, 0..15
+    patch = cuda.shared.array((6, 6), np.float64)  # 4x4 tile + a halo of 2 (3x3 kernel)
+    w_s = cuda.shared.array((3, 3), np.float64)
+    acc = 0.0
+    for c in range(x.shape[0]):
+        # 1. stage: 16 threads copy the 36 patch cells, neighbours on neighbouring columns;
+        # cells past the input's edge get 0 (only threads off the output's edge read them)
+        for e in range(t, 36, 16):
+            py, px = e // 6, e % 6
+            v = 0.0
+            if i0 + py < x.shape[1] and j0 + px < x.shape[2]:
+                v = x[c, i0 + py, j0 + px]
+            patch[py, px] = v
+        if t < 9:
+            w_s[t // 3, t % 3] = w[k, c, t // 3, t % 3]
+        cuda.syncthreads()  # 2. nobody reads the patch before it is complete
+        for p in range(3):  # 3. 9 multiply-adds from shared memory
+            for q in range(3):
+                acc += patch[ty + p, tx + q] * w_s[p, q]
+        cuda.syncthreads()  # 4. nobody overwrites it while a slower thread still reads
+    i, j = i0 + ty, j0 + tx
+    if i < out.shape[1] and j < out.shape[2]:  # off the edge: only the store is skipped
+        out[k, i, j] = acc

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..exercises.cells import check_call, check_cells
 RESULTS = ("correct", "incorrect", "not attempted", "error", "timed out")
 GRACE_S = 60  # kernel start (imports convlab, Numba) and shutdown, on a busy machine
 LOG_BYTES = 64 * 1024  # what is kept of the worker's own output for error messages
+CHANNEL_BYTES = 64 << 20  # what is kept of the worker's event pipe
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Limits:
     timeout_s: float = 300.0  # wall clock, from its first cell to its last
     memory_bytes: int = 1 << 30  # the kernel's data segment (RLIMIT_DATA)
     file_bytes: int = 64 << 20  # the largest file it may write (RLIMIT_FSIZE)
+    disk_bytes: int = 256 << 20  # the sandbox's work folder, home and /tmp, each a tmpfs
+    shm_bytes: int = 64 << 20  # its /dev/shm
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Task:
     notebook: str  # path inside the submission, with "/"
     files: dict[str, bytes] = field(repr=False)
     limits: Limits = Limits()
+    seed: int = 0  # this run's cases (drawn once per grading run)
+    sandbox: bool = True  # False: --no-sandbox (isolation only, see THREAT_MODEL)
 
 
 @dataclass(frozen=True)
@@ -69,31 +75,44 @@ def _cell(nb_cells: list[dict], index: int) -> str:
     return f"cell {index} (`{_first_line(source)}`)"
 
 
-def _read_events(path: Path) -> list[dict[str, Any]]:
-    """The event log; a line that is not a JSON object (a submission may write anything
-    to this file) is skipped."""
-    events = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-    return events
+PREFIX = {"correct": "Correct ({})", "incorrect": "Incorrect ({})",
+          "not attempted": "Not attempted yet ({})"}
+MESSAGE_CHARS = 20_000
+
+
+def decide(name: str, cases: list[tuple] | None, probe: dict[str, Any] | None,
+           own: dict[str, Any] | None) -> tuple[str, str]:
+    """The verdict of a check cell that ran to its end: the trusted comparison
+    (:func:`.answers.judge`) decides. The check's own verdict, reported from inside the
+    student's process, may only lower it (a property the values cannot show: Winograd's
+    four multiplies, a race, an input changed in place), and lends its message when it
+    agrees (the honest student's feedback is the check's text, word for word)."""
+    from .answers import judge
+
+    result, message = judge(name, cases or [], probe)
+    if own is None or own.get("result") not in PREFIX:
+        return result, message
+    own_result, own_message = own["result"], str(own.get("message", ""))[:MESSAGE_CHARS]
+    if not own_message.startswith(PREFIX[own_result].format(name)):
+        return result, message
+    if result == own_result or (result == "correct" and own_result != "correct"):
+        return own_result, own_message
+    return result, message
 
 
 def verdicts(task: Task, nb_cells: list[dict], events: list[dict[str, Any]],
-             failure: str | None) -> list[Row]:
-    """One row per check cell of the notebook, from the event log.
+             failure: str | None, cases: dict[str, list[tuple]] | None = None) -> list[Row]:
+    """One row per check cell of the notebook, from the worker's events and the
+    answers its probes sent (both untrusted: they can lower a grade, never raise one).
 
     ``failure``: why the run ended without a ``finished``, ``timeout`` or ``died`` event
-    (the whole run hit its hard limit, or the worker failed), or None.
+    (the whole run hit its hard limit, or the worker failed), or None. ``cases``: this
+    run's cases, by exercise (:func:`.answers.draw_cases`).
     """
     checks = check_cells(nb_cells)
     exercise_at = {i: name for i, name, _ in checks}
     outcome: dict[int, dict] = {}
+    probes: dict[int, dict] = {}
     errors: dict[int, list[str]] = {}
     started: set[int] = set()
     ended: set[int] = set()
@@ -119,7 +138,9 @@ def verdicts(task: Task, nb_cells: list[dict], events: list[dict[str, Any]],
             stop = ("finished", None)
         elif current in exercise_at and event.get("exercise") == exercise_at[current] \
                 and event.get("result") in RESULTS[:3]:
-            outcome[current] = event  # a verdict from the check cell now running
+            outcome[current] = event  # the check's own verdict: its message, at most
+        elif current in exercise_at and event.get("probe") == exercise_at[current]:
+            probes[current] = event  # the answers to this run's cases
     if stop is None:
         stop = ("failed", max(started - ended, default=None))
     limit = f"{task.limits.timeout_s:g} s"
@@ -131,13 +152,12 @@ def verdicts(task: Task, nb_cells: list[dict], events: list[dict[str, Any]],
                         f"{errors[j][1]}" for j in range(previous + 1, i) if j in errors), "")
         previous = i
         kind, at = stop
-        if i in outcome:
-            result, message = outcome[i]["result"], str(outcome[i].get("message", ""))
-        elif i in errors:
+        if i in errors:
             ename, evalue = errors[i]
             result, message = "error", f"the check raised {ename}: {evalue}{earlier}"
         elif i in ended:
-            result, message = "error", "the check ran but recorded no verdict"
+            result, message = decide(name, (cases or {}).get(name), probes.get(i),
+                                     outcome.get(i))
         elif kind == "timeout" and at is not None and at <= i:
             result = "timed out"
             message = (f"the check did not finish within the notebook's {limit} limit (an "
@@ -178,8 +198,74 @@ def _unpack(files: dict[str, bytes], dest: Path) -> None:
         target.write_bytes(data)
 
 
+def _read_channel(pipe: Any, lines: list[bytes]) -> None:
+    """Keep at most CHANNEL_BYTES of the worker's event lines; drain the rest."""
+    kept = 0
+    for line in iter(pipe.readline, b""):
+        if kept + len(line) <= CHANNEL_BYTES:
+            lines.append(line)
+            kept += len(line)
+
+
+def _parse(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The event lines that are JSON objects (a submission may write anything)."""
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _job(task: Task, jobdir: Path, names: list[str]) -> tuple[Path, dict[str, list[tuple]]]:
+    """Write the job folder (job.json, this run's cases) and return it and the cases."""
+    from . import answers, sandbox
+
+    limits = task.limits
+    cases = answers.draw_cases(names, task.seed)
+    inside = task.sandbox
+    job = {"notebook": task.notebook, "timeout_s": limits.timeout_s,
+           "memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes,
+           # CPU seconds: a backstop only (two Numba threads may burn 2 s per second)
+           "cpu_s": int(2 * limits.timeout_s + GRACE_S),
+           "work": sandbox.WORK if inside else str(jobdir / "work"),
+           "scratch": "/tmp/convlab-grade" if inside else str(jobdir / "scratch"),
+           "checks": {str(i): f"from convlab import exercises as ex\n"
+                              f"{check_call(name, answer)}\n"
+                              f"__import__('convlab.grading.probe', fromlist=['answer'])"
+                              f".answer({name!r}, {answer})"
+                      for i, name, answer in check_cells(json.loads(
+                          task.files[task.notebook].decode("utf-8"))["cells"])}}
+    folder = jobdir / "job"
+    folder.mkdir()
+    (folder / "job.json").write_text(json.dumps(job))
+    (folder / "cases.json").write_text(json.dumps(answers.encode_cases(cases)))
+    return folder, cases
+
+
+def _command(task: Task, jobdir: Path, folder: Path) -> list[str]:
+    from . import sandbox
+
+    worker = [sys.executable, "-m", "convlab.grading.worker"]
+    if not task.sandbox:
+        return [*worker, str(folder)]
+    limits = task.limits
+    rlimits = {"RLIMIT_AS": limits.memory_bytes + sandbox.ADDRESS_SPACE,
+               "RLIMIT_NPROC": sandbox.PROCESSES, "RLIMIT_CORE": 0,
+               "RLIMIT_FSIZE": limits.file_bytes,
+               "RLIMIT_CPU": int(2 * limits.timeout_s + GRACE_S)}
+    sizes = {"work_bytes": limits.disk_bytes, "tmp_bytes": limits.disk_bytes,
+             "home_bytes": limits.disk_bytes, "shm_bytes": limits.shm_bytes}
+    return sandbox.command(jobdir, [*worker, sandbox.JOB], {}, rlimits, sizes)
+
+
 def run_task(task: Task) -> list[Row]:
-    """Grade one notebook in a fresh kernel, in a copy of its submission, with limits."""
+    """Grade one notebook in a fresh kernel, in a sandbox holding a copy of its
+    submission (or, with ``task.sandbox`` False, a process group of its own), with
+    limits; the verdicts are the trusted side's (:func:`decide`)."""
     try:
         nb = json.loads(task.files[task.notebook].decode("utf-8"))
         nb_cells = nb["cells"]
@@ -189,23 +275,28 @@ def run_task(task: Task) -> list[Row]:
                     f"can be read: {type(err).__name__}: {err}", task.notebook)]
     if not checks:
         return []
+    if task.sandbox:
+        from .sandbox import unavailable
+
+        why = unavailable()
+        if why:  # a Dask worker's machine without namespaces
+            return [Row(task.student, name, "error", f"not graded: cannot sandbox the "
+                        f"notebook on this machine: {why}", task.notebook)
+                    for _, name, _ in checks]
     with tempfile.TemporaryDirectory(prefix="convlab-grade-") as tmp:
         jobdir = Path(tmp)
         _unpack(task.files, jobdir / "work")
+        folder, cases = _job(task, jobdir, [name for _, name, _ in checks])
         limits = task.limits
-        job = {"notebook": task.notebook, "timeout_s": limits.timeout_s,
-               "memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes,
-               # CPU seconds: a backstop only (two Numba threads may burn 2 s per second)
-               "cpu_s": int(2 * limits.timeout_s + GRACE_S),
-               "checks": {str(i): f"from convlab import exercises as ex\n"
-                                  f"{check_call(name, answer)}" for i, name, answer in checks}}
-        (jobdir / "job.json").write_text(json.dumps(job))
         failure = None
+        lines: list[bytes] = []
         with open(jobdir / "worker.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "convlab.grading.worker",
-                                     str(jobdir)], stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    cwd=jobdir)
+            proc = subprocess.Popen(_command(task, jobdir, folder), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=log,
+                                    start_new_session=True, cwd=jobdir)
+            reader = threading.Thread(target=_read_channel, args=(proc.stdout, lines),
+                                      daemon=True)
+            reader.start()
             try:
                 code = proc.wait(timeout=limits.timeout_s + GRACE_S)
                 if code != 0:
@@ -213,18 +304,24 @@ def run_task(task: Task) -> list[Row]:
             except subprocess.TimeoutExpired:
                 failure = f"timed out: the run passed its {limits.timeout_s:g} s limit"
             finally:
+                # in a sandbox, the launcher's death takes its PID namespace with it
                 _kill_group(proc.pid)
                 proc.wait()
-                pid_file = jobdir / "kernel.pid"
-                if pid_file.exists():
+                if not task.sandbox:
                     # the kernel has a session of its own: whatever it started and left
-                    # running (in its group) goes with it
-                    _kill_group(int(pid_file.read_text()))
+                    # running (in its group) goes with it. Its pid came over the pipe,
+                    # first, before any cell of the notebook ran.
+                    first = next((e for e in _parse(lines[:1]) if e.get("event") == "kernel"),
+                                 None)
+                    if first and type(first.get("pid")) is int and first["pid"] > 1:
+                        _kill_group(first["pid"])
+                reader.join(timeout=10)
+                proc.stdout.close()
         if failure and not failure.startswith("timed out"):
             tail = (jobdir / "worker.log").read_bytes()[-LOG_BYTES:].decode("utf-8", "replace")
             last = [line for line in tail.splitlines() if line.strip()][-1:]
             failure += f" ({last[0][:300]})" if last else ""
-        return verdicts(task, nb_cells, _read_events(jobdir / "events.jsonl"), failure)
+        return verdicts(task, nb_cells, _parse(lines), failure, cases)
 
 
 def timed(task: Task) -> tuple[list[Row], float]:

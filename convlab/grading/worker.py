@@ -1,26 +1,30 @@
 """The child side of ``convlab grade``: run one notebook in a fresh kernel, with limits.
 
 Started by :func:`convlab.grading.run.run_task` as ``python -m convlab.grading.worker
-JOBDIR`` in a new session (its own process group). JOBDIR holds ``job.json`` (the
-notebook, the limits, the check cells) and ``work/``, the throw-away copy of the
-submission the notebook runs in.
+JOB`` inside the notebook's sandbox (:mod:`.sandbox`; with ``--no-sandbox``, in a new
+session of its own). JOB holds ``job.json`` (the notebook, the limits, the check cells,
+where the submission's copy is) and ``cases.json`` (this run's cases, plain data).
 
 Before the kernel starts, this process lowers its own resource limits, which the kernel
 (and anything the kernel starts) inherits: the data segment (``RLIMIT_DATA``: heap and
 private memory maps, so an allocation past it raises MemoryError), the size of any file
-written (``RLIMIT_FSIZE``), CPU seconds (``RLIMIT_CPU``, a backstop should this process
-die and leave the kernel behind) and core dumps (none). The wall-clock limit is enforced
-cell by cell by nbclient here, and for the whole run by the parent, which kills this
-process group and the kernel's (its pid is written to ``kernel.pid``).
+written (``RLIMIT_FSIZE``), CPU seconds (``RLIMIT_CPU``) and core dumps (none); the
+sandbox adds the address space and the process count. The wall-clock limit is enforced
+cell by cell by nbclient here, and for the whole run by the parent, which kills the
+sandbox (or, without one, this process group and the kernel's).
 
 Every check cell is first reset to the teacher's call, ``ex.NAME.check(VAR)`` (a
-submission's edits to it do not count); cells run with ``allow_errors``, so an error
-costs only the exercises it breaks. Events go, one JSON line each, to ``events.jsonl``,
-the same file the kernel's checks append their verdicts to (``$CONVLAB_OUTCOMES``), so
-their order says which check cell produced which verdict: ``{"cell": i, "event":
-"start"}``, ``{"cell": i, "event": "end", "error": [ename, evalue] or null}``,
-``{"cell": i, "event": "timeout" | "died"}``, ``{"event": "finished"}``. Outputs other
-than errors are dropped as they arrive: a cell printing megabytes costs no memory here.
+submission's edits to it do not count), followed by the probe
+(:func:`convlab.grading.probe.answer`), which sends VAR's answers to this run's cases;
+cells run with ``allow_errors``, so an error costs only the exercises it breaks. Events
+go up the pipe to the grader (this process's stdout, moved to a descriptor the kernel
+does not inherit), one JSON line each: ``{"event": "kernel", "pid": N}`` first, then
+``{"cell": i, "event": "start"}``, what the kernel appended to ``$CONVLAB_OUTCOMES``
+during the cell (the check's verdict and the probe's answers), ``{"cell": i, "event":
+"end", "error": [ename, evalue] or null}``, ``{"cell": i, "event": "timeout" | "died"}``,
+``{"event": "finished"}``. All of it is untrusted: the grader decides (:mod:`.run`).
+Outputs other than errors are dropped as they arrive: a cell printing megabytes costs
+no memory here.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 KERNEL_NAME = "convlab-grade"
+FORWARD_BYTES = 16 << 20
 # the kernel's threads: two Numba threads are enough for prange to race, and a fixed
 # count keeps the data segment (thread stacks count) the same on every machine
 THREAD_ENV = {"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -56,23 +61,46 @@ def apply_limits(job: dict[str, Any]) -> None:
     _limit(resource.RLIMIT_CORE, 0)
 
 
-def _events(path: Path):
-    def emit(**event: Any) -> None:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event) + "\n")
-    return emit
-
-
-def _kernelspec(jobdir: Path) -> None:
+def _kernelspec(scratch: Path) -> None:
     """This interpreter as a kernel, first on JUPYTER_PATH (the kernel must import the
     convlab that grades, whatever kernels the machine has)."""
-    spec = jobdir / "kernels" / KERNEL_NAME
+    spec = scratch / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True, exist_ok=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "convlab grade", "language": "python"}))
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
-        [str(jobdir)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
+        [str(scratch)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
+
+
+class Channel:
+    """The pipe to the grader: this process's stdout, moved to a descriptor no child
+    inherits (fd 1 then points at stderr, so what the kernel prints goes to the log)."""
+
+    def __init__(self, outcomes: Path) -> None:
+        self.out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+        self.outcomes = outcomes
+        self.offset = 0
+
+    def emit(self, **event: Any) -> None:
+        self.out.write(json.dumps(event) + "\n")
+        self.out.flush()
+
+    def forward(self) -> None:
+        """Pass on what the kernel appended to the outcome file since the last call (its
+        checks' verdicts and the probe's answers), at most FORWARD_BYTES a cell."""
+        try:
+            with open(self.outcomes, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(FORWARD_BYTES)
+                self.offset = f.tell()
+        except OSError:
+            return
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                self.out.write(line.strip() + "\n")
+        self.out.flush()
 
 
 def _first_error(cell: Any) -> list[str] | None:
@@ -88,8 +116,13 @@ def main(jobdir: Path) -> int:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     job = json.loads((jobdir / "job.json").read_text())
-    work = jobdir / "work"
-    emit = _events(jobdir / "events.jsonl")
+    work = Path(job["work"])
+    scratch = Path(job["scratch"])
+    scratch.mkdir(parents=True, exist_ok=True)
+    outcomes = scratch / "outcomes.jsonl"
+    outcomes.touch()
+    channel = Channel(outcomes)
+    emit = channel.emit
     nb = nbformat.read(work / job["notebook"], as_version=4)
     for index, source in job["checks"].items():
         nb.cells[int(index)].source = source
@@ -101,16 +134,17 @@ def main(jobdir: Path) -> int:
                 return None  # dropped: only errors are read, and printing may be huge
             return super().output(outs, msg, display_id, cell_index)
 
-    _kernelspec(jobdir)
+    _kernelspec(scratch)
     os.environ.update(THREAD_ENV)
-    os.environ["CONVLAB_OUTCOMES"] = str(jobdir / "events.jsonl")
+    os.environ["CONVLAB_OUTCOMES"] = str(outcomes)
+    os.environ["CONVLAB_CASES"] = str(jobdir / "cases.json")
     os.environ["MPLBACKEND"] = "Agg"
     apply_limits(job)
     client = ErrorsOnly(nb, kernel_name=KERNEL_NAME, allow_errors=True,
                         shutdown_kernel="immediate", timeout=int(job["timeout_s"]),
                         resources={"metadata": {"path": str(work / Path(job["notebook"]).parent)}})
     with client.setup_kernel():
-        (jobdir / "kernel.pid").write_text(str(client.km.provisioner.pid))
+        emit(event="kernel", pid=client.km.provisioner.pid)  # on the pipe, never a file
         deadline = time.monotonic() + float(job["timeout_s"])
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
@@ -124,11 +158,14 @@ def main(jobdir: Path) -> int:
             try:
                 client.execute_cell(cell, index)
             except CellTimeoutError:
+                channel.forward()
                 emit(cell=index, event="timeout")
                 break
             except DeadKernelError:
+                channel.forward()
                 emit(cell=index, event="died")
                 break
+            channel.forward()
             emit(cell=index, event="end", error=_first_error(cell))
         else:
             emit(event="finished")
