@@ -32,7 +32,8 @@ How the kernel builds it:
    Numba's threads, each calling a single-threaded sgemm/dgemm, so OpenBLAS's own
    threads are never woken and never spin on the cores the next layer needs
    (docs/design.md, "Concurrency"; before, ``numpy.matmul`` on OpenBLAS's threads left
-   them spinning ~0.1 s after each call when NumPy was imported before convlab).  An image whose output is wide (>=
+   them spinning ~0.1 s after each call when NumPy was imported before convlab).
+   An image whose output is wide (>=
    ``MIN_GEMM_COLUMNS`` columns) gets a GEMM of its own; narrow ones (a 7x7
    output has 63 columns, too thin for BLAS to reach speed) are lowered side
    by side so one GEMM covers several images.  Its (K/g, images*Ho*Ws) result
