@@ -57,7 +57,7 @@ def test_explain_names_the_kernel_and_the_reason():
     # 64 output channels: a thin GEMM, the direct kernel
     choice = convlab.explain((8, 64, 30, 30), (64, 64, 3, 3), dilation=2)
     assert choice.kernel.name == "parallel" and "64 x 576" in dict(choice.passed_over)["im2col"]
-    # strided and larger than 1x1 (a stem, a downsampling 3x3): banded im2col, which
+    # strided, ungrouped and larger than 1x1 (a stem, a downsampling 3x3): banded, which
     # the stride-1 and 1x1 layers pass over, saying why
     choice = convlab.explain((8, 64, 30, 30), (64, 64, 5, 5), stride=2)
     assert choice.kernel.name == "banded"

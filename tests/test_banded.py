@@ -1,6 +1,6 @@
-"""The banded im2col kernel: the float64 oracle on the spec grid (groups 1: every kernel
-size, stride, padding and dilation of tests/test_grid.py, both dtypes), ResNet's stem and
-stride-2 shapes at small sizes, bands that split the output unevenly, refusals, auto."""
+"""The banded im2col kernel: the float64 oracle on the spec grid of tests/test_grid.py
+(every kernel size, stride, padding, dilation and group count, both dtypes), ResNet's
+stem and stride-2 shapes at small sizes, bands that split the output unevenly, auto."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from test_grid import GRID
 
 import convlab
-from convlab import kernels
 from convlab.kernels import banded
 
 from helpers import assert_matches_oracle, random_case
@@ -46,10 +45,18 @@ def test_network_shapes_and_uneven_bands(monkeypatch, shape, weight, stride, pad
     assert_matches_oracle(ALGO, x, w, b, stride=stride, padding=padding)
 
 
-def test_refuses_groups_and_leaves_inputs_alone():
-    x = np.ones((1, 4, 5, 5), np.float32)
-    with pytest.raises(kernels.UnsupportedSpecError, match="banded needs groups 1"):
-        convlab.conv2d(x, np.ones((4, 2, 3, 3), np.float32), groups=2, algo=ALGO)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel,stride,padding,dilation,groups",
+                         [g for g in GRID if g[4] != 1], ids=repr)
+def test_grid_grouped_matches_oracle(kernel, stride, padding, dilation, groups, dtype):
+    rng = np.random.default_rng(zlib.crc32(repr((kernel, stride, padding, groups)).encode()))
+    g = 6 if groups == "dw" else groups
+    x, w, b = random_case(rng, (2, 6, 9, 11), ({2: 6}.get(g, 12), 6 // g) + kernel, dtype)
+    assert_matches_oracle(ALGO, x, w, b, stride=stride, padding=padding, dilation=dilation,
+                          groups=g)
+
+
+def test_leaves_inputs_alone():
     rng = np.random.default_rng(2)
     x, w, b = random_case(rng, (2, 3, 11, 9), (4, 3, 3, 3))
     copies = [a.copy() for a in (x, w, b)]
@@ -65,3 +72,5 @@ def test_auto_picks_it_for_strided_layers_only():
                            padding=1).kernel.name == ALGO
     assert convlab.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1).kernel.name != ALGO
     assert convlab.explain((8, 64, 56, 56), (128, 64, 1, 1), stride=2).kernel.name != ALGO
+    assert convlab.explain((8, 64, 56, 56), (128, 32, 3, 3), stride=2, padding=1,
+                           groups=2).kernel.name != ALGO

@@ -23,11 +23,12 @@ No padded copy, no phase split, no column matrix in memory: the input is read ab
 ``kh*kw / (sh*sw)`` times from cache (each value is under that many windows), the
 output written once.  The GEMM does the layer's multiply-adds exactly (no junk columns).
 
-Cost: N*K*(C*kh*kw)*Ho*Wo multiply-adds at single-core GEMM speed on every thread,
-plus the lowering (C*kh*kw*Ho*Wo values per image, written to L2).  Limits: groups 1
-(any kernel size, stride, dilation and padding; grouped layers go to ``parallel`` or
-``depthwise``); float32 and float64.  ``algo="auto"`` picks it for strided layers with a
-kernel larger than 1x1 (``_auto_when``); measure it with ``convlab bench --model resnet18``
+Cost: N*K*(C/g*kh*kw)*Ho*Wo multiply-adds at single-core GEMM speed on every thread,
+plus the lowering (C*kh*kw*Ho*Wo values per image, written to L2).  Limits: none (any
+kernel size, stride, dilation, padding and groups: one lowering and GEMM per group, slow
+for depthwise layers, whose per-group GEMMs are 1 x 9); float32 and float64.
+``algo="auto"`` picks it for ungrouped strided layers with a kernel larger than 1x1
+(``_auto_when``); measure it with ``convlab bench --model resnet18``
 (its stem and stride-2 layers) or ``convlab bench --suite resnet --layers res_stem
 --kernels banded,parallel,im2col,torch``.
 
@@ -51,18 +52,12 @@ from .registry import register
 BAND_BYTES = 384 * 1024
 
 
-def _supports(spec: ConvSpec) -> str | None:
-    if spec.groups == 1:
-        return None
-    return (f"needs groups 1 (a grouped layer's per-group GEMMs are tiny; use parallel "
-            f"or depthwise); got groups {spec.groups}")
-
-
 def _auto_when(spec: ConvSpec) -> str | None:
-    if spec.stride != (1, 1) and spec.kernel_size != (1, 1):
+    if spec.stride != (1, 1) and spec.kernel_size != (1, 1) and spec.groups == 1:
         return None
-    return ("picked for strided layers with a kernel larger than 1x1 only (stride 1 has "
-            "Winograd, im2col and parallel; 1x1 has pointwise)")
+    return ("picked for ungrouped strided layers with a kernel larger than 1x1 only (stride "
+            "1 has Winograd, im2col and parallel; 1x1 has pointwise; grouped layers' "
+            "per-group GEMMs are small: parallel, depthwise)")
 
 
 def band_rows(spec: ConvSpec, itemsize: int) -> int:
@@ -73,7 +68,7 @@ def band_rows(spec: ConvSpec, itemsize: int) -> int:
 
 @register("banded", description="banded im2col: each thread lowers a band of output rows "
                                 "in its cache and multiplies it there (strided layers)",
-          supports=_supports, rtol=1e-5, auto_rank=17, auto_when=_auto_when)
+          rtol=1e-5, auto_rank=17, auto_when=_auto_when)
 def conv2d_banded(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                   spec: ConvSpec) -> np.ndarray:
     n_batch, k_out, ho, wo = spec.batched_output_shape
@@ -84,15 +79,17 @@ def conv2d_banded(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas(), \
             parallel_region():
         _banded(x, weight.reshape(k_out, spec.reduction_length), b, out, spec.kernel_size[0],
-                spec.kernel_size[1], sh, sw, dh, dw, top, left, rows)
+                spec.kernel_size[1], sh, sw, dh, dw, top, left, rows, spec.groups)
     return out
 
 
 @njit(parallel=True, cache=True)
-def _banded(x, w, bias, out, kh, kw, sh, sw, dh, dw, top, left, rows):  # pragma: no cover
-    n_batch, c_in, height, width = x.shape
+def _banded(x, w, bias, out, kh, kw, sh, sw, dh, dw, top, left, rows,
+            groups):  # pragma: no cover
+    n_batch, height, width = x.shape[0], x.shape[2], x.shape[3]
     k_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
-    reduction = c_in * kh * kw
+    cg, kg = x.shape[1] // groups, k_out // groups
+    reduction = cg * kh * kw
     # per filter column q: the output columns [lo, hi) whose input column is inside
     lo = np.empty(kw, np.int64)
     hi = np.empty(kw, np.int64)
@@ -108,27 +105,28 @@ def _banded(x, w, bias, out, kh, kw, sh, sw, dh, dw, top, left, rows):  # pragma
         i0 = band * rows
         nr = min(rows, ho - i0)
         cols = np.empty((reduction, nr * wo), x.dtype)
-        for c in range(c_in):
-            for p in range(kh):
-                for q in range(kw):
-                    r = (c * kh + p) * kw + q
-                    a, z = lo[q], hi[q]
-                    x0 = a * sw + q * dw - left
-                    for i in range(nr):
-                        dst = cols[r, i * wo:(i + 1) * wo]
-                        y = (i0 + i) * sh + p * dh - top
-                        if y < 0 or y >= height:
-                            dst[:] = 0
-                            continue
-                        dst[:a] = 0
-                        dst[z:] = 0
-                        if z > a:
-                            dst[a:z] = x[n, c, y, x0:x0 + (z - a - 1) * sw + 1:sw]
-        res = np.empty((k_out, nr * wo), x.dtype)
-        np.dot(w, cols, res)
-        for k in range(k_out):
-            for i in range(nr):
-                src = res[k, i * wo:(i + 1) * wo]
-                dst = out[n, k, i0 + i]
-                for j in range(wo):
-                    dst[j] = src[j] + bias[k]
+        res = np.empty((kg, nr * wo), x.dtype)
+        for g in range(groups):  # one lowering and one GEMM per group (usually one)
+            for c in range(cg):
+                for p in range(kh):
+                    for q in range(kw):
+                        r = (c * kh + p) * kw + q
+                        a, z = lo[q], hi[q]
+                        x0 = a * sw + q * dw - left
+                        for i in range(nr):
+                            dst = cols[r, i * wo:(i + 1) * wo]
+                            y = (i0 + i) * sh + p * dh - top
+                            if y < 0 or y >= height:
+                                dst[:] = 0
+                                continue
+                            dst[:a] = 0
+                            dst[z:] = 0
+                            if z > a:
+                                dst[a:z] = x[n, g * cg + c, y, x0:x0 + (z - a - 1) * sw + 1:sw]
+            np.dot(w[g * kg:(g + 1) * kg], cols, res)
+            for k in range(kg):
+                for i in range(nr):
+                    src = res[k, i * wo:(i + 1) * wo]
+                    dst = out[n, g * kg + k, i0 + i]
+                    for j in range(wo):
+                        dst[j] = src[j] + bias[g * kg + k]
