@@ -5,7 +5,7 @@ OpenBLAS's worker threads, once woken by a multi-threaded GEMM, keep spinning ~0
 the next layer's kernel needs.  With NumPy imported before convlab (as in a notebook)
 ``_blas_threads.py`` cannot shorten that, so im2col must not wake them at all.  The test
 looks at the thread states in /proc: in a fresh process that imports NumPy and torch
-first, a NumPy matrix product leaves threads runnable (spinning) 50 ms later (the
+first, a NumPy matrix product leaves threads runnable (spinning) 20-60 ms later (the
 control: the probe sees spinning), an im2col convolution does not.
 """
 
@@ -40,11 +40,11 @@ CHILD = textwrap.dedent("""
 
     def after(call):
         call(); call()
-        time.sleep(0.05)  # Numba's OpenMP threads spin a few ms; OpenBLAS's ~0.1 s
+        time.sleep(0.02)  # Numba's OpenMP threads spin a few ms; OpenBLAS's ~0.1 s
         seen = []
-        for _ in range(5):
+        for _ in range(10):
             seen.append(runnable_threads())
-            time.sleep(0.005)
+            time.sleep(0.004)
         time.sleep(0.6)  # whatever spins goes to sleep before the next probe
         return seen
 
@@ -72,7 +72,9 @@ def test_im2col_leaves_no_thread_spinning_with_numpy_imported_first():
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     # the control: a multi-threaded NumPy GEMM leaves OpenBLAS's threads spinning
-    assert sum(n > 0 for n in seen["matmul"]) >= 3, seen
+    assert sum(n > 0 for n in seen["matmul"]) >= 6, seen
     # convlab's GEMMs ran on Numba's threads with a single-threaded BLAS: nothing spins
+    # (half the samples: a margin for a busy machine, where Numba's own threads may still
+    # spin, or wait runnable for a core, a while; without the fix: all ten)
     for kind in ("im2col", "im2col_1x1"):
-        assert sum(n > 0 for n in seen[kind]) <= 1, (kind, seen)
+        assert sum(n > 0 for n in seen[kind]) <= 5, (kind, seen)
