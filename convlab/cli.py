@@ -6,6 +6,7 @@
     convlab bench --suite quick --kernels naive,im2col --out r.json --plot r.png
     convlab bench --backward --suite resnet --layers res_64x56,res_128x28
     convlab bench --device cuda --suite resnet
+    convlab bench --model resnet18 --train --out net.json --plot net.png
     convlab tune --suite resnet            (then --show, --clear)
     convlab figures [--out DIR] [--quick]
     convlab release notebooks/exercises/source --out handout
@@ -234,6 +235,11 @@ def _plot_path(text: str) -> Path:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    if args.model is not None:
+        return _cmd_bench_model(args)
+    for flag in ("train", "import_order", "passes", "quick"):
+        if getattr(args, flag):
+            raise ValueError(f"--{flag.replace('_', '-')} only goes with --model")
     # everything that can fail is checked now, not after a long run: where the results
     # go, the kernel names, the suite, a GPU when one is asked for
     if args.out:
@@ -291,6 +297,37 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         plots.gflops_plot(result, path=plot)
         print(f"plot written to {plot}")
     return 0
+
+
+def _cmd_bench_model(args: argparse.Namespace) -> int:
+    """``convlab bench --model``: the network benchmark (convlab/bench/network.py), run in
+    a fresh process that imports NumPy and torch in the order asked for."""
+    from .bench import models, network, torch_available
+
+    names = models.model_names(args.model)
+    clash = [f"--{flag.replace('_', '-')}" for flag in
+             ("suite", "layers", "kernels", "repeats", "backward", "split", "weight_cache",
+              "cold_cache", "no_torch", "drop_busy", "settle")
+             if getattr(args, flag) not in (None, False)]
+    if clash or args.device != "cpu" or args.dtype != "float32":
+        raise ValueError(f"--model runs whole networks on the CPU in float32 against torch; "
+                         f"it does not take {', '.join(clash) or '--device/--dtype'}")
+    if not torch_available():
+        raise ValueError("--model compares with torch, which is not installed; "
+                         "pip install 'convlab[torch]'")
+    if args.out:
+        from .bench import check_writable
+
+        try:
+            check_writable(args.out)
+        except ValueError as exc:
+            raise ValueError(f"--out: {exc}") from None
+    plot = _plot_path(args.plot) if args.plot else None
+    options = {"models": names, "quick": args.quick, "batch": args.batch,
+               "passes": args.passes or network.DEFAULT_PASSES, "train": args.train,
+               "progress": not args.no_progress, "out": args.out,
+               "plot": None if plot is None else str(plot)}
+    return network.run_in_child(options, args.import_order or "numpy-first")
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -529,6 +566,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cold-cache", action="store_true",
                        help="run in a fresh process with an empty Numba cache, so first "
                             "calls show real compile times")
+    bench.add_argument("--model", metavar="NAME",
+                       help="instead of layers, whole networks' conv stacks: resnet18, "
+                            "mobilenet_v2, vgg16 or all; passes of convlab.Conv2d (auto) and "
+                            "of the same torch.nn.Conv2d modules alternate in one run, checked "
+                            "against torch in float64 first; per network and per layer "
+                            "(the kernel that ran, its share, its ratio)")
+    bench.add_argument("--train", action="store_true",
+                       help="with --model: time a training step (forward, then "
+                            "Conv2d.backward against torch autograd), split per layer")
+    bench.add_argument("--import-order", choices=["numpy-first", "convlab-first"],
+                       default=None,
+                       help="with --model: the fresh process that runs the passes imports "
+                            "NumPy and torch before convlab (numpy-first, the default: as a "
+                            "notebook does) or after it")
+    bench.add_argument("--passes", type=_positive_int, default=None,
+                       help="with --model: timed passes per side (default 5, after one "
+                            "warm-up pass each)")
+    bench.add_argument("--quick", action="store_true",
+                       help="with --model: tiny networks (32x32 input, an eighth of the "
+                            "channels, batch 2) for tests and CI")
     bench.set_defaults(func=_cmd_bench)
 
     tune = sub.add_parser("tune", help="measure which kernel is fastest here for each layer "

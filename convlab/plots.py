@@ -13,7 +13,9 @@ JSON file :meth:`~convlab.bench.BenchResult.save` wrote), returns a matplotlib
 * :func:`compile_plot`  Numba's first call (compile or cache load) vs a warm call;
 * :func:`error_plot`    each kernel's error vs the float64 oracle, with its tolerance;
 * :func:`crossover_plot` time vs kernel size on a sweep (the ``kernels`` suite), with the
-  multiplies each algorithm does drawn beside: where FFT overtakes direct convolution.
+  multiplies each algorithm does drawn beside: where FFT overtakes direct convolution;
+* :func:`network_plot`  the network benchmark (``convlab bench --model``): each layer's
+  ratio vs torch inside the pass, coloured by the kernel that ran.
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so
 drawing many of them leaks nothing and needs no GUI backend (PNG output uses
@@ -26,6 +28,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -535,3 +538,52 @@ PLOTS = {
     "compile": compile_plot,
     "error": error_plot,
 }
+
+
+# --------------------------------------------------------------------------- networks
+def network_plot(result: Any, path: str | os.PathLike | None = None) -> Figure:
+    """The network benchmark (:mod:`convlab.bench.network`): one panel per network and
+    op, one bar per layer (convlab's speed ratio vs torch's same layer inside the pass,
+    log scale, coloured by the kernel ``auto`` ran), the whole pass's ratio in the title.
+
+    ``result``: a :class:`convlab.bench.network.NetworkResult` or its JSON file."""
+    from .bench import network as netbench
+
+    res = result if isinstance(result, netbench.NetworkResult) else netbench.load(result)
+    panels = [r for r in res.networks() if r.op != "step"]
+    fig = Figure(figsize=(11, 2.2 + 3.2 * max(1, len(panels))))
+    kernels = sorted({r.kernel for r in res.rows if r.scope == "layer" and r.kernel})
+    for k, net in enumerate(panels):
+        ax = fig.add_subplot(max(1, len(panels)), 1, k + 1)
+        rows = res.layers(net.network, net.op)
+        xs = np.arange(len(rows))
+        ratios = [r.vs_torch or np.nan for r in rows]
+        ax.bar(xs, ratios, color=[colour(r.kernel.split("+")[0], kernels) for r in rows],
+               width=0.8)
+        ax.axhline(1.0, color="black", lw=1, ls="--")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(_plain)
+        ax.set_xticks(xs, [r.layer.split(".", 2)[-1] for r in rows], rotation=60,
+                      ha="right", fontsize=6)
+        ax.set_ylabel("vs torch (x)")
+        what = (f"{net.vs_torch:.2f}x torch ({format_time(net.convlab_s)} vs "
+                f"{format_time(net.torch_s)} per pass)" if net.status == "ok"
+                else "WRONG: not timed")
+        ax.set_title(f"{net.network} {net.op}, batch {net.batch}: {what}", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    seen = {r.kernel.split("+")[0] for r in res.rows if r.scope == "layer" and r.kernel}
+    handles = [_patch(colour(k, kernels), k) for k in sorted(seen)]
+    if handles:
+        fig.legend(handles=handles, fontsize=8, loc="upper right", title="kernel (auto)")
+    s = res.settings
+    fig.text(0.01, 0.005, f"measured on {res.machine.get('cpu', '?')}, {s.get('threads')} "
+             f"threads, import order {s.get('import_order')}, {s.get('passes')} passes "
+             f"(median); bars: each layer timed inside the pass", fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 0.9, 1))
+    return _finish(fig, path)
+
+
+def _patch(c: str, label: str) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(color=c, label=label)

@@ -25,6 +25,16 @@ first one in sets the limit and the last one out restores it (two overlapping ca
 not restore each other's saved value).  While any caller is inside, a ``numpy.matmul``
 elsewhere in the process also runs on one thread: slower, never wrong.
 
+**One pool at a time.**  OpenBLAS's own threads, once woken by a multi-threaded GEMM,
+spin for a while after it (2**28 cycles, ~0.1 s, unless ``OPENBLAS_THREAD_TIMEOUT`` was set
+before NumPy loaded it: :mod:`convlab._blas_threads`), on the cores the next kernel's
+Numba threads need.  So convlab's own GEMMs never wake them: :func:`gemm` splits the
+product's rows across Numba's threads, each calling a *single-threaded* BLAS, as
+Winograd's GEMMs do.  Whatever the import order, after a convlab kernel only Numba's
+pool has been running (measured: other threads' CPU time in the 0.1 s after an
+``im2col`` call went from ~95 ms to ~5 ms with NumPy imported first;
+tests/test_one_pool.py checks the threads' state).
+
 Everything else in convlab is per call (workspaces), per thread (Winograd's scratch
 buffers, :mod:`convlab.kernels.winograd`), per ``Conv2d`` (its weight cache, which locks
 itself) or per context (im2col's workspace cap, a ``ContextVar``).  docs/design.md,
@@ -138,3 +148,25 @@ single_threaded_blas = _BlasLimit()
 def blas_can_be_limited() -> bool:
     """Whether :data:`single_threaded_blas` can actually hold the BLAS to one thread."""
     return single_threaded_blas.controller() is not None
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = a @ b`` on Numba's threads, each multiplying a block of ``a``'s rows with
+    a single-threaded BLAS (see "One pool at a time" above).  ``a``, ``b`` and ``out``:
+    2-D, C-contiguous, one dtype (float32 or float64)."""
+    import numba
+
+    threads = numba.get_num_threads()
+    block = max(1, -(-a.shape[0] // threads))
+    with single_threaded_blas(), parallel_region():
+        _gemm_rows(a, b, out, block)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _gemm_rows(a, b, out, block):  # pragma: no cover - compiled
+    n_blocks = (a.shape[0] + block - 1) // block
+    for t in prange(n_blocks):
+        lo = t * block
+        hi = min(a.shape[0], lo + block)
+        np.dot(a[lo:hi], b, out[lo:hi])

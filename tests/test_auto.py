@@ -40,8 +40,8 @@ def test_auto_only_picks_a_kernel_that_supports_the_spec(case):
 
 
 def test_explain_names_the_kernel_and_the_reason():
-    # 5x5 stride 2 (no Winograd), 256 output channels, reduction 64*25: the GEMM route
-    choice = convlab.explain((8, 64, 32, 32), (256, 64, 5, 5), stride=2, padding=2)
+    # dilated 3x3 (no Winograd), 256 output channels, reduction 64*9: the GEMM route
+    choice = convlab.explain((8, 64, 32, 32), (256, 64, 3, 3), padding=2, dilation=2)
     assert choice.kernel.name == "im2col"
     assert choice.reason == choice.kernel.description
     assert str(choice).startswith("auto picks 'im2col'")
@@ -55,10 +55,19 @@ def test_explain_names_the_kernel_and_the_reason():
     choice = convlab.explain((8, 32, 28, 28), (32, 1, 3, 3), padding=1, groups=32)
     assert choice.kernel.name == "depthwise"
     # 64 output channels: a thin GEMM, the direct kernel
+    choice = convlab.explain((8, 64, 30, 30), (64, 64, 3, 3), dilation=2)
+    assert choice.kernel.name == "parallel" and "64 x 576" in dict(choice.passed_over)["im2col"]
+    # strided, ungrouped and larger than 1x1 (a stem, a downsampling 3x3): banded, which
+    # the stride-1 and 1x1 layers pass over, saying why
     choice = convlab.explain((8, 64, 30, 30), (64, 64, 5, 5), stride=2)
-    assert choice.kernel.name == "parallel" and "64 x 1600" in dict(choice.passed_over)["im2col"]
-    # a plain 1x1 is a GEMM with nothing to lower: im2col even for few channels
-    assert convlab.explain((8, 32, 20, 20), (64, 32, 1, 1)).kernel.name == "im2col"
+    assert choice.kernel.name == "banded"
+    assert "strided layers" in dict(convlab.explain((8, 64, 30, 30), (64, 64, 3, 3),
+                                                    dilation=2).passed_over)["banded"]
+    # a plain 1x1 is a GEMM with nothing to lower: pointwise even for few channels, at
+    # any stride; with padding it is not a plain GEMM any more
+    assert convlab.explain((8, 32, 20, 20), (64, 32, 1, 1)).kernel.name == "pointwise"
+    assert convlab.explain((8, 32, 20, 20), (64, 32, 1, 1), stride=2).kernel.name == "pointwise"
+    assert convlab.explain((8, 32, 20, 20), (64, 32, 1, 1), padding=1).kernel.name != "pointwise"
 
 
 def test_fast_kernels_are_ranked_below_naive():

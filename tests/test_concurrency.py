@@ -137,13 +137,16 @@ def test_every_cpu_kernel_from_threads_with_weight_edits(algo):
     kernel takes its less common paths)."""
     rng = np.random.default_rng(1)
     kern = kernels.get(algo)
-    groups = 2 if kern.supports(convlab.ConvSpec.create((2, 8, 9, 7), 12, 3, groups=2)) is None \
-        else 8  # a depthwise-only kernel: a depthwise layer, channel multiplier 2
-    out_channels = 12 if groups == 2 else 16
+    # grouped 3x3; a depthwise-only kernel: a depthwise layer, channel multiplier 2; a
+    # 1x1-only kernel (pointwise): an ungrouped, unpadded 1x1 layer
+    size, padding, groups, out_channels = next(
+        case for case in ((3, 1, 2, 12), (3, 1, 8, 16), (1, 0, 1, 12))
+        if kern.supports(convlab.ConvSpec.create((2, 8, 9, 7), case[3], case[0],
+                                                 padding=case[1], groups=case[2])) is None)
     stride = (2, 1) if kern.supports(convlab.ConvSpec.create(
-        (2, 8, 9, 7), out_channels, 3, (2, 1), 1, groups=groups)) is None else 1
-    layer = convlab.Conv2d(8, out_channels, 3, stride=stride, padding=1, groups=groups,
-                           algo=algo, seed=3)
+        (2, 8, 9, 7), out_channels, size, (2, 1), padding, groups=groups)) is None else 1
+    layer = convlab.Conv2d(8, out_channels, size, stride=stride, padding=padding,
+                           groups=groups, algo=algo, seed=3)
     x = rng.standard_normal((2, 8, 9, 7)).astype(np.float32)
     weights = [rng.standard_normal(layer.weight.shape).astype(np.float32) for _ in range(2)]
     errors = _hammer(layer, x, weights, edits=20)

@@ -89,3 +89,18 @@ def test_unbatched_and_bit_identical_run_to_run():
     for _ in range(3):
         np.testing.assert_array_equal(
             convlab.conv2d(x, w, b, stride=(1, 2), padding=1, groups=6, algo=ALGO), first)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_auto_picks_it_for_every_mobilenet_v2_depthwise_layer(batch):
+    """Every channel count (32 .. 960) and stride of MobileNetV2's depthwise layers
+    (the network benchmark's, convlab/bench/models.py)."""
+    from convlab.bench.models import build
+
+    layers = [n.layer for n in build("mobilenet_v2").nodes if n.layer.groups > 1]
+    assert {la.stride for la in layers} == {1, 2}
+    for la in layers:
+        x = (batch, la.in_channels, *la.size)
+        w = (la.out_channels, 1, la.kernel_size, la.kernel_size)
+        choice = convlab.explain(x, w, stride=la.stride, padding=la.padding, groups=la.groups)
+        assert choice.kernel.name == ALGO, (la.describe(), str(choice))

@@ -36,24 +36,30 @@ def _masks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.isnan(a), np.isposinf(a), np.isneginf(a)
 
 
-def _case(poison: str, groups: int = 1):
+def _case(poison: str, groups: int = 1, size: int = 3, padding: int = 1):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(SHAPE_X).astype(np.float32)
     k = SHAPE_W[0] if groups == 1 else 2 * SHAPE_X[1]  # depthwise: channel multiplier 2
-    w = rng.standard_normal((k, SHAPE_W[1] // groups) + SHAPE_W[2:]).astype(np.float32)
+    w = rng.standard_normal((k, SHAPE_W[1] // groups, size, size)).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)
     where, index, value = POISONS[poison]
     if where == "w":
-        index = (index[0], index[1] % w.shape[1]) + index[2:]
+        index = (index[0], index[1] % w.shape[1]) + tuple(i % size for i in index[2:])
     (x if where == "x" else w)[index] = value
-    xa, wa, ba, spec = prepare(x, w, b, padding=1, groups=groups)
+    xa, wa, ba, spec = prepare(x, w, b, padding=padding, groups=groups)
     return x, w, b, conv2d_reference(xa, wa, ba, spec).reshape(spec.output_shape)
 
 
-def _groups_for(algo: str) -> int:
-    """1, or depthwise (groups = channels) for a kernel that only does depthwise."""
-    spec = convlab.ConvSpec.from_shapes(SHAPE_X, SHAPE_W, padding=1)
-    return 1 if kernels.get(algo).supports(spec) is None else SHAPE_X[1]
+def _layer_for(algo: str) -> tuple[int, int, int]:
+    """(groups, kernel size, padding): the 3x3 layer with padding 1; depthwise (groups =
+    channels) for a kernel that only does depthwise; 1x1 unpadded for one that only
+    does 1x1 (pointwise: there is no padding for a weight tap to fall on)."""
+    kern = kernels.get(algo)
+    if kern.supports(convlab.ConvSpec.from_shapes(SHAPE_X, SHAPE_W, padding=1)) is None:
+        return 1, 3, 1
+    c = SHAPE_X[1]
+    dw = convlab.ConvSpec.from_shapes(SHAPE_X, (2 * c, 1, 3, 3), padding=1, groups=c)
+    return (c, 3, 1) if kern.supports(dw) is None else (1, 1, 0)
 
 
 def _same_pattern(out: np.ndarray, expected: np.ndarray) -> bool:
@@ -64,11 +70,11 @@ def _same_pattern(out: np.ndarray, expected: np.ndarray) -> bool:
 @pytest.mark.parametrize("poison", list(POISONS))
 @pytest.mark.parametrize("algo", [n for n in cpu_kernel_names() if n != "python"])
 def test_each_kernel_does_what_its_entry_says(algo, poison):
-    groups = _groups_for(algo)
-    x, w, b, expected = _case(poison, groups)
+    groups, size, padding = _layer_for(algo)
+    x, w, b, expected = _case(poison, groups, size, padding)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # and no RuntimeWarning about the NaN/Inf either
-        out = convlab.conv2d(x, w, b, padding=1, groups=groups, algo=algo)
+        out = convlab.conv2d(x, w, b, padding=padding, groups=groups, algo=algo)
     assert np.isfinite(expected).sum() < expected.size  # the poison reached some outputs
     nonfinite = kernels.get(algo).nonfinite
     if nonfinite == "exact" or (nonfinite == SKIPS_PADDING and where_of(poison) == "x"):

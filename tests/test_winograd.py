@@ -103,9 +103,12 @@ def test_matches_oracle_on_chosen_specs(algo, dtype, case):
 
 def test_plan_balances_jobs_and_splits_output_channels_when_tiles_are_few():
     threads = numba.get_num_threads()
-    spec = convlab.ConvSpec.from_shapes((1, 64, 8, 8), (48, 64, 3, 3), padding=1)
-    tb, kb, kper = winograd.plan(spec, 4, 4)  # 4 tiles: one job per thread
-    assert tb == -(-4 // threads) and kb <= kper == 48
+    spec = convlab.ConvSpec.from_shapes((1, 64, 8, 8), (24, 64, 3, 3), padding=1)
+    tb, kb, kper = winograd.plan(spec, 4, 4)  # 4 tiles, 24 < 8 x 4 channels: split tiles
+    assert tb == -(-4 // threads) and kb <= kper == 24
+    spec = convlab.ConvSpec.from_shapes((1, 512, 14, 14), (512, 512, 3, 3), padding=1)
+    tb, kb, kper = winograd.plan(spec, 4, 4)  # 16 tiles, 512 channels: U outweighs V
+    assert tb == 16 and kper == -(-512 // threads)
     spec = convlab.ConvSpec.from_shapes((1, 64, 4, 4), (48, 64, 3, 3), padding=1)
     tb, kb, kper = winograd.plan(spec, 4, 4)  # 1 tile: split the output channels
     assert tb == 1 and kb <= kper == -(-48 // threads)

@@ -15,6 +15,8 @@ through ``convlab bench``.  One idea per module:
 ``run``                   a suite: inputs, ceilings, ratios, interruption
 ``records``               what was measured, as JSON and CSV
 ``table``                 the report people read
+``models``                whole networks' conv stacks (ResNet-18, MobileNetV2, VGG-16)
+``network``               the network benchmark: passes of those stacks vs torch's
 ========================  ==========================================================
 
 A kernel opts into more than its plain call through its registry entry (see

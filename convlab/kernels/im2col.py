@@ -28,8 +28,12 @@ How the kernel builds it:
 2. **The bias rides in the GEMM.**  One more weight column holds the bias and
    one more row of the column matrix holds ones: BLAS adds the bias inside the
    product, no pass of its own.
-3. **One GEMM per group** through ``numpy.matmul`` (OpenBLAS's sgemm/dgemm on
-   all cores; no SciPy needed).  An image whose output is wide (>=
+3. **One GEMM per group** through :func:`convlab.threads.gemm`: its rows split across
+   Numba's threads, each calling a single-threaded sgemm/dgemm, so OpenBLAS's own
+   threads are never woken and never spin on the cores the next layer needs
+   (docs/design.md, "Concurrency"; before, ``numpy.matmul`` on OpenBLAS's threads left
+   them spinning ~0.1 s after each call when NumPy was imported before convlab).
+   An image whose output is wide (>=
    ``MIN_GEMM_COLUMNS`` columns) gets a GEMM of its own; narrow ones (a 7x7
    output has 63 columns, too thin for BLAS to reach speed) are lowered side
    by side so one GEMM covers several images.  Its (K/g, images*Ho*Ws) result
@@ -38,7 +42,7 @@ How the kernel builds it:
    here (the copy is memory-bound: ~10 GB/s with one thread or two), and
    alternating Numba's OpenMP threads with OpenBLAS's threads made both pools
    spin against each other: ~3x slower in total (measured against that
-   version, not kept).  One thread pool per kernel.
+   version, not kept).  One thread pool: Numba's, for the GEMM too (point 3).
 5. A 1x1, stride-1, unpadded convolution needs no lowering at all: the input
    image *is* its column matrix, so the GEMM runs on it directly.
 6. Grouped convolutions whose per-group product is tiny (depthwise:
@@ -104,7 +108,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..shapes import ConvSpec
-from ..threads import parallel_region
+from ..threads import gemm, parallel_region
 from .parallel import phase_planes, tap_offsets
 from .registry import register
 
@@ -430,7 +434,7 @@ def _identity(x: np.ndarray, weight: np.ndarray, b: np.ndarray, spec: ConvSpec,
     for n in range(n_batch):
         for grp in range(g):
             dst = out3[n, grp * kg:(grp + 1) * kg]
-            np.matmul(w2[grp * kg:(grp + 1) * kg], x3[n, grp * rg:(grp + 1) * rg], out=dst)
+            gemm(w2[grp * kg:(grp + 1) * kg], x3[n, grp * rg:(grp + 1) * rg], dst)
             dst += b[grp * kg:(grp + 1) * kg, None]  # NumPy, while dst is in cache
 
 
@@ -471,20 +475,24 @@ def _convolve(x: np.ndarray, weight: np.ndarray, b: np.ndarray, spec: ConvSpec,
     wb = np.empty((k_out, group_rows), dtype=x.dtype)
     wb[:, :rg] = weight.reshape(k_out, rg)
     wb[:, rg] = b
-    cols = np.empty((g * group_rows, columns), dtype=x.dtype)
-    cols.reshape(g, group_rows, columns)[:, rg, :] = 1
-    result = np.empty((kg, columns), dtype=x.dtype)
+    # flat buffers, viewed per chunk as C-contiguous (rows, width) matrices: the GEMM
+    # (threads.gemm) needs contiguous operands, and a narrower last chunk would otherwise
+    # be a strided slice
+    cols_flat = np.empty(g * group_rows * columns, dtype=x.dtype)
+    result_flat = np.empty(kg * columns, dtype=x.dtype)
     for n0 in range(0, n_batch, images):
         nb = min(images, n_batch - n0)
         for i0 in range(0, ho, rows):
             nr = min(rows, ho - i0)
             length = nr * ws  # flat positions i*ws + j of these rows, per image
             width = nb * length
+            cols = cols_flat[:g * group_rows * width].reshape(g * group_rows, width)
+            cols.reshape(g, group_rows, width)[:, rg, :] = 1
             if stage_mask & _LOWER:
                 _lower(xf, cols, xs[0].size, chan_block, off, group_rows, n0, nb, i0 * ws,
                        length)
-            _run_chunk(spec, cols[:, :width], wb, out, n0, nb, i0, nr, ws, result[:, :width],
-                       stage_mask)
+            _run_chunk(spec, cols, wb, out, n0, nb, i0, nr, ws,
+                       result_flat[:kg * width].reshape(kg, width), stage_mask)
 
 
 def _run_chunk(spec: ConvSpec, cols: np.ndarray, wb: np.ndarray, out: np.ndarray, n0: int,
@@ -496,8 +504,8 @@ def _run_chunk(spec: ConvSpec, cols: np.ndarray, wb: np.ndarray, out: np.ndarray
     group_rows = wb.shape[1]
     for grp in range(spec.groups):
         if stage_mask & _GEMM:
-            np.matmul(wb[grp * kg:(grp + 1) * kg],
-                      cols[grp * group_rows:(grp + 1) * group_rows], out=result)
+            gemm(wb[grp * kg:(grp + 1) * kg], cols[grp * group_rows:(grp + 1) * group_rows],
+                 result)
         if stage_mask & _COPY:
             # (kg, images, rows, ws) -> out[images, kg, rows, :Wo]: drop the junk columns
             out[n0:n0 + nb, grp * kg:(grp + 1) * kg, i0:i0 + nr] = \

@@ -35,7 +35,10 @@ call (no hand-offs between thread pools).  Every sgemm runs on the calling
 Numba thread: threadpoolctl holds OpenBLAS to one thread for the call, so the
 GEMMs can be big (tb ~ 64-96 columns, up to 256 rows: ~60-70 GFLOP/s per core);
 without threadpoolctl each call stays under OpenBLAS's single-thread threshold
-(2^18 multiply-adds), which costs ~1.3x.  ``plan`` picks the sizes; the
+(2^18 multiply-adds), which costs ~1.3x.  Few tiles and many channels (7x7 and
+14x14 images, small batches): U is the big operand, so all tiles go in one job and
+the threads split the output channels, each reading only its slice of U
+(``U_BOUND_RATIO``).  ``plan`` picks the sizes; the
 scratch memory is kept between calls (fresh pages fault on first touch).
 
 Where the time goes: ``convlab bench --suite resnet --layers
@@ -98,6 +101,9 @@ from .registry import register
 TILES_PER_JOB = 96
 # Output channels per GEMM call (its M), bounding the M block to alpha^2 x 256 x tb.
 MAX_GEMM_ROWS = 256
+# plan(): with all tiles in one job and at least this many output channels per tile,
+# the threads split the output channels (each reads its own slice of U), not the tiles
+U_BOUND_RATIO = 8
 # OpenBLAS runs an sgemm on the calling thread when M*N*K <= 4 * 65536
 # (GEMM_MULTITHREAD_THRESHOLD * SMP_THRESHOLD_MIN in its interface/gemm.c).
 BLAS_SINGLE_THREAD_MNK = 4 * 65536
@@ -131,12 +137,20 @@ def plan(spec: ConvSpec, m: int, itemsize: int, *, tile_target: int = TILES_PER_
     kg = spec.out_channels // spec.groups
     tiles = spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
     threads = numba.get_num_threads()
-    # a multiple of `threads` jobs per group of about tile_target tiles each: balanced
-    jobs = threads * _cdiv(tiles, threads * tile_target)
-    tb = _cdiv(tiles, jobs)
-    jobs = _cdiv(tiles, tb) * spec.groups
-    # too few jobs to keep every thread busy: split the output channels as well
-    splits = min(kg, _cdiv(threads, jobs)) if jobs < threads else 1
+    if threads > 1 and tiles <= tile_target and kg >= U_BOUND_RATIO * tiles:
+        # few tiles, many channels (VGG's 512ch@14 at batch 1, ResNet's 7x7 layers): U,
+        # alpha^2*K*C values, outweighs the tiles' V.  Split by tiles, every thread would
+        # stream all of U from memory; split by output channels, each reads its own slice
+        # (measured 512ch@14, batch 1: F(4,3) 71 -> 48 ms, F(2,3) 51 -> 37 ms, 2 threads)
+        tb, jobs = tiles, spec.groups
+        splits = min(kg, _cdiv(threads, jobs)) if jobs < threads else 1
+    else:
+        # a multiple of `threads` jobs per group of about tile_target tiles each: balanced
+        jobs = threads * _cdiv(tiles, threads * tile_target)
+        tb = _cdiv(tiles, jobs)
+        jobs = _cdiv(tiles, tb) * spec.groups
+        # too few jobs to keep every thread busy: split the output channels as well
+        splits = min(kg, _cdiv(threads, jobs)) if jobs < threads else 1
     kper = _cdiv(kg, splits)
     if single_thread_blas:
         kb = min(kper, MAX_GEMM_ROWS)

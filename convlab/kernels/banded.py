@@ -1,0 +1,132 @@
+"""Banded im2col: each thread lowers one band of output rows in its cache and multiplies it there.
+
+``im2col`` (see that file) copies the input under every output pixel into one column
+matrix, then runs one big GEMM: simple, but the column matrix is ``kh*kw`` times the
+input (49x for a 7x7 stem, 9x for a 3x3) and goes to memory and back, and at stride 2
+the input is first padded and split into stride phases (two more copies).  For strided
+layers (ResNet's 7x7/2 stem, its stride-2 3x3 downsampling, MobileNetV2's 3x3/2 stem)
+that traffic is much of the time.
+
+This kernel cuts the output into bands of rows, one task per (image, band), spread
+over Numba's threads by a ``prange``.  A task:
+
+1. **lowers its band** into a private column block ``cols[(c, p, q), (i, j)]`` sized to
+   stay in the core's L2 (``BAND_BYTES``): for each tap row, the output columns whose
+   input column lands inside the image form one range, computed up front, so the copy
+   is a strided slice with no bounds test; taps on the padding are zeros written once;
+2. **multiplies** ``W (K x C*kh*kw) @ cols`` with a *single-threaded* sgemm/dgemm
+   (:mod:`convlab.threads`: OpenBLAS's own threads are never woken) into a private
+   result block;
+3. **writes** the block into the output with the bias, while it is in cache.
+
+No padded copy, no phase split, no column matrix in memory: the input is read about
+``kh*kw / (sh*sw)`` times from cache (each value is under that many windows), the
+output written once.  The GEMM does the layer's multiply-adds exactly (no junk columns).
+
+Cost: N*K*(C/g*kh*kw)*Ho*Wo multiply-adds at single-core GEMM speed on every thread,
+plus the lowering (C*kh*kw*Ho*Wo values per image, written to L2).  Limits: none (any
+kernel size, stride, dilation, padding and groups: one lowering and GEMM per group, slow
+for depthwise layers, whose per-group GEMMs are 1 x 9); float32 and float64.
+``algo="auto"`` picks it for ungrouped strided layers with a kernel larger than 1x1
+(``_auto_when``); measure it with ``convlab bench --model resnet18``
+(its stem and stride-2 layers) or ``convlab bench --suite resnet --layers res_stem
+--kernels banded,parallel,im2col,torch``.
+
+Source: the lowering is Chellapilla et al. 2006, "High Performance Convolutional Neural
+Networks for Document Processing"; lowering in cache-sized blocks and multiplying each
+at once is how Caffe2/XNNPACK-style "indirect" and blocked im2col kernels avoid the
+column matrix's memory traffic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..shapes import ConvSpec
+from ..threads import parallel_region, single_threaded_blas
+from .registry import register
+
+# bytes of one task's column block: about half of a core's L2 (1 MiB on Zen 4, 512 KiB
+# on Zen 3), leaving room for the result block and the weight rows streaming through
+BAND_BYTES = 384 * 1024
+
+
+def _auto_when(spec: ConvSpec) -> str | None:
+    if spec.stride != (1, 1) and spec.kernel_size != (1, 1) and spec.groups == 1:
+        return None
+    return ("picked for ungrouped strided layers with a kernel larger than 1x1 only (stride "
+            "1 has Winograd, im2col and parallel; 1x1 has pointwise; grouped layers' "
+            "per-group GEMMs are small: parallel, depthwise)")
+
+
+def band_rows(spec: ConvSpec, itemsize: int) -> int:
+    """Output rows per task: the column block (C*kh*kw x rows*Wo) within BAND_BYTES."""
+    per_row = spec.reduction_length * spec.out_width * itemsize
+    return max(1, min(spec.out_height, BAND_BYTES // max(1, per_row)))
+
+
+@register("banded", description="banded im2col: each thread lowers a band of output rows "
+                                "in its cache and multiplies it there (strided layers)",
+          rtol=1e-5, auto_rank=17, auto_when=_auto_when)
+def conv2d_banded(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                  spec: ConvSpec) -> np.ndarray:
+    n_batch, k_out, ho, wo = spec.batched_output_shape
+    out = np.empty(spec.batched_output_shape, dtype=x.dtype)
+    b = np.zeros(k_out, x.dtype) if bias is None else bias
+    rows = band_rows(spec, x.dtype.itemsize)
+    (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.padding
+    with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas(), \
+            parallel_region():
+        _banded(x, weight.reshape(k_out, spec.reduction_length), b, out, spec.kernel_size[0],
+                spec.kernel_size[1], sh, sw, dh, dw, top, left, rows, spec.groups)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _banded(x, w, bias, out, kh, kw, sh, sw, dh, dw, top, left, rows,
+            groups):  # pragma: no cover
+    n_batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+    k_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
+    cg, kg = x.shape[1] // groups, k_out // groups
+    reduction = cg * kh * kw
+    # per filter column q: the output columns [lo, hi) whose input column is inside
+    lo = np.empty(kw, np.int64)
+    hi = np.empty(kw, np.int64)
+    for q in range(kw):
+        off = q * dw - left  # input column = j*sw + off
+        first = 0 if off >= 0 else (-off + sw - 1) // sw
+        last = (width - 1 - off) // sw + 1 if width - 1 - off >= 0 else 0
+        lo[q] = min(first, wo)
+        hi[q] = max(lo[q], min(wo, last))
+    n_bands = (ho + rows - 1) // rows
+    for task in prange(n_batch * n_bands):
+        n, band = task // n_bands, task % n_bands
+        i0 = band * rows
+        nr = min(rows, ho - i0)
+        cols = np.empty((reduction, nr * wo), x.dtype)
+        res = np.empty((kg, nr * wo), x.dtype)
+        for g in range(groups):  # one lowering and one GEMM per group (usually one)
+            for c in range(cg):
+                for p in range(kh):
+                    for q in range(kw):
+                        r = (c * kh + p) * kw + q
+                        a, z = lo[q], hi[q]
+                        x0 = a * sw + q * dw - left
+                        for i in range(nr):
+                            dst = cols[r, i * wo:(i + 1) * wo]
+                            y = (i0 + i) * sh + p * dh - top
+                            if y < 0 or y >= height:
+                                dst[:] = 0
+                                continue
+                            dst[:a] = 0
+                            dst[z:] = 0
+                            if z > a:
+                                dst[a:z] = x[n, g * cg + c, y, x0:x0 + (z - a - 1) * sw + 1:sw]
+            np.dot(w[g * kg:(g + 1) * kg], cols, res)
+            for k in range(kg):
+                for i in range(nr):
+                    src = res[k, i * wo:(i + 1) * wo]
+                    dst = out[n, g * kg + k, i0 + i]
+                    for j in range(wo):
+                        dst[j] = src[j] + bias[g * kg + k]
