@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 
 from . import ceilings as cal
-from .contenders import RIVAL, Contender, known_kernels, make_contenders, resolve_kernels
+from .contenders import RIVAL, Contender, known_kernels
 from .gpu import CUDNN, GPU_RIVALS, check_device
 from .measure import Sampling, gate_batch, measure
 from .ops import FORWARD, Op, op_named, op_of, problem
 from .records import BenchResult, Record
+from .roster import make_contenders, resolve_kernels
 from .suites import DEFAULT_BATCH, Layer, suite_layers
 from .timing import DEFAULT_SETTLE
 

@@ -199,6 +199,16 @@ class Kernel:
             return self.run(x, weight, bias, spec)
         return self.run(x, weight, bias, spec, transformed_weight=transformed_weight)
 
+    def grad(self, a: np.ndarray, b: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """Run a gradient kernel on arrays and a spec already checked:
+        ``grad(grad_output, weight, spec)`` for grad_input, ``grad(x, grad_output, spec)``
+        for grad_weight (module docstring)."""
+        if self.op == "forward":
+            raise TypeError(f"forward kernel {self.name!r} is called as "
+                            "execute(x, weight, bias, spec), not as a gradient")
+        run: GradRunFn = self.run  # type: ignore[assignment]
+        return run(a, b, spec)
+
     def why_not(self, spec: ConvSpec) -> str | None:
         """None if this kernel can run ``spec`` here, else the full reason."""
         why = self.available()
@@ -266,14 +276,26 @@ def register(name: str, *, description: str, **fields: Any) -> Callable[[RunFn],
                         "only exist for forward kernels")
 
     def decorate(run: RunFn) -> RunFn:
+        global _registered
         table = kernels_for(op)
         if name in table:
             what = "a kernel" if op == "forward" else f"a {op} kernel"
             raise ValueError(f"{what} named {name!r} is already registered")
         table[name] = Kernel(name, run, description, **fields)
+        _registered += 1
         return run
 
     return decorate
+
+
+_registered = 0  # register() calls so far: part of version()
+
+
+def version() -> tuple[int, ...]:
+    """A stamp that changes when the kernel tables do (a kernel registered, one removed
+    from a table, a table replaced): :mod:`convlab.plan` drops its plans then."""
+    gi, gw = _GRAD_KERNELS["grad_input"], _GRAD_KERNELS["grad_weight"]
+    return (_registered, id(KERNELS), len(KERNELS), id(gi), len(gi), id(gw), len(gw))
 
 
 def get(name: str, op: str = "forward") -> Kernel:
@@ -291,7 +313,8 @@ def get(name: str, op: str = "forward") -> Kernel:
 class Choice:
     """What ``algo="auto"`` picked for a spec, and why: by the rule (``source="rule"``,
     the reason is the kernel's description) or by a measurement on this machine
-    (``source="measured"``, see :mod:`convlab.tuning`)."""
+    (``source="measured"``, see :mod:`convlab.tuning`); or named by the caller
+    (``source="named"``, ``algo="im2col"``: :mod:`convlab.plan`)."""
 
     kernel: Kernel
     reason: str
@@ -299,8 +322,11 @@ class Choice:
     source: str = "rule"
 
     def __str__(self) -> str:
-        how = "by the rule" if self.source == "rule" else "as measured"
-        lines = [f"auto picks {self.kernel.name!r} {how}: {self.reason}"]
+        if self.source == "named":
+            lines = [f"runs {self.kernel.name!r}, as named: {self.reason}"]
+        else:
+            how = "by the rule" if self.source == "rule" else "as measured"
+            lines = [f"auto picks {self.kernel.name!r} {how}: {self.reason}"]
         lines += [f"  not {name!r}: {why}" for name, why in self.passed_over]
         return "\n".join(lines)
 
