@@ -320,8 +320,8 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     runs it (``cached``, the one returned); the others are the same either way.  The
     winners differ: FFT's filter spectrum costs more than some whole convolutions."""
 
+    from .bench import measure as harness  # "gate and time one spec", below the tuner
     from .bench.contenders import kernel_contender
-    from .bench.measure import Sampling, measure_spec
 
     cache = cache or default_cache()
     if not force:
@@ -344,9 +344,9 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     # the harness's default settle: an untimed call of each kernel before its timed sample,
     # so a kernel timed right after im2col's or torch's still-spinning threads is not
     # blamed for them (the candidates' order once decided the winner; bench.timing)
-    options = Sampling(repeats=repeats, warmup=False, sampled_check=True,
+    options = harness.Sampling(repeats=repeats, warmup=False, sampled_check=True,
                              max_call_s=float("inf"))
-    records = measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
+    records = harness.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
                                  options)
     measured = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
     failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
