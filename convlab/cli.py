@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import UsageError, usage
 from .shapes import ConvSpec, TransposedSpec
 
 
@@ -58,9 +59,11 @@ def _padding(text: str) -> int | str | tuple[int, ...]:
 
 def _cmd_shape_transposed(args: argparse.Namespace) -> int:
     if args.padding_mode != "zeros":
-        raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
-    spec = TransposedSpec.create(args.input, args.out_channels, args.kernel_size, args.stride,
-                                 args.padding, args.output_padding, args.groups, args.dilation)
+        raise UsageError('Only "zeros" padding mode is supported for ConvTranspose2d')
+    with usage():  # torch's words for a bad convolution: one line, exit 2
+        spec = TransposedSpec.create(args.input, args.out_channels, args.kernel_size,
+                                     args.stride, args.padding, args.output_padding,
+                                     args.groups, args.dilation)
     bias = not args.no_bias
     (kh, kw), (sh, sw), (ph, pw) = spec.kernel_size, spec.stride, spec.padding
     (dh, dw), (oh, ow) = spec.dilation, spec.output_padding
@@ -88,9 +91,10 @@ def _cmd_shape(args: argparse.Namespace) -> int:
     if args.transposed:
         return _cmd_shape_transposed(args)
     if args.output_padding != 0:
-        raise ValueError("--output-padding is for transposed convolutions: add --transposed")
-    spec = ConvSpec.create(args.input, args.out_channels, args.kernel_size, args.stride,
-                           args.padding, args.dilation, args.groups, args.padding_mode)
+        raise UsageError("--output-padding is for transposed convolutions: add --transposed")
+    with usage():  # torch's words for a bad convolution: one line, exit 2
+        spec = ConvSpec.create(args.input, args.out_channels, args.kernel_size, args.stride,
+                               args.padding, args.dilation, args.groups, args.padding_mode)
     top, bottom, left, right = spec.padding
     bias = not args.no_bias
     print(f"input            {spec.input_shape}")
@@ -211,14 +215,14 @@ def _plot_path(text: str) -> Path:
     run, so a typo does not cost a whole benchmark)."""
     path = Path(text)
     if path.is_dir():
-        raise ValueError(f"--plot {text!r} is a directory; give a file name such as "
+        raise UsageError(f"--plot {text!r} is a directory; give a file name such as "
                          f"{str(path / 'bench.png')!r}")
     supported = ("png", "svg", "pdf", "jpg", "jpeg")
     if path.suffix.lower().lstrip(".") not in supported:
-        raise ValueError(f"--plot {text!r}: the name must end in one of "
+        raise UsageError(f"--plot {text!r}: the name must end in one of "
                          f"{', '.join('.' + e for e in supported)} (it decides the format)")
     if not path.resolve().parent.is_dir():
-        raise ValueError(f"cannot write --plot {text!r}: its folder does not exist")
+        raise UsageError(f"cannot write --plot {text!r}: its folder does not exist")
     return path
 
 
@@ -231,12 +235,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         try:
             bench.check_writable(args.out)
         except ValueError as exc:
-            raise ValueError(f"--out: {exc}") from None
+            raise UsageError(f"--out: {exc}") from None
     plot = _plot_path(args.plot) if args.plot else None
     ops = ("forward", "backward", "transpose") if args.backward else ("forward",)
     if args.backward and args.device != "cpu":
-        raise ValueError("--backward runs on the CPU only (there are no CUDA backward kernels)")
-    names = bench.resolve_kernels(args.kernels, args.device, not args.no_torch, ops)
+        raise UsageError("--backward runs on the CPU only (there are no CUDA backward kernels)")
+    with usage():  # an unknown kernel name
+        names = bench.resolve_kernels(args.kernels, args.device, not args.no_torch, ops)
     bench.check_device(args.device, names)
     if args.suite is None:  # the CUDA simulator takes ~1 s per toy layer: only toys fit it
         from .kernels.cuda import is_simulator
@@ -341,7 +346,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     from . import figures
 
     if args.source is not None and not Path(args.source).is_file():
-        raise ValueError(f"--from {args.source!r}: no such file")
+        raise UsageError(f"--from {args.source!r}: no such file")
     try:
         written = figures.build(args.out, quick=args.quick, source=args.source,
                                 viz=not args.no_viz)
@@ -384,9 +389,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
-        raise ValueError(f"--out {args.out!r}: the grades file must end in .csv")
+        raise UsageError(f"--out {args.out!r}: the grades file must end in .csv")
     if not out.resolve().parent.is_dir():
-        raise ValueError(f"cannot write --out {args.out!r}: its folder does not exist")
+        raise UsageError(f"cannot write --out {args.out!r}: its folder does not exist")
     stem = out.with_suffix("")
     feedback = Path(args.feedback) if args.feedback else Path(f"{stem}_feedback")
     summary = Path(f"{stem}_summary.md")
@@ -426,7 +431,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
     size = args.size if len(args.size) == 2 else args.size * 2
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"--size: expected H,W (at least 1), got {args.size}")
+        raise UsageError(f"--size: expected H,W (at least 1), got {args.size}")
     try:
         return serve(size, port=args.port, open_browser=args.browser)
     except RuntimeError as exc:
@@ -629,8 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # to re-run the command
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:
-        # convlab's own validation errors: one line, the usage-error status
+    except UsageError as exc:
+        # a bad argument: one line, the usage-error status (anything else is a bug in
+        # convlab and shows its traceback: convlab.errors)
         print(f"convlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

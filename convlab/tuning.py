@@ -109,7 +109,8 @@ class TuningCache:
     Thread-safe; the file is re-read when another process has changed it."""
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
+        self.path = (default_path() if path is None
+                     else path if isinstance(path, Path) else Path(path))
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, Any]] = {}
         self._memory_only: dict[str, dict[str, Any]] = {}  # what could not be saved
@@ -240,9 +241,13 @@ def default_cache() -> TuningCache:
     """The process's cache of :func:`default_path` (made on first use; a new one if
     $CONVLAB_TUNE_CACHE changed since)."""
     global _default
+    path = default_path()
+    found = _default
+    if found is not None and found.path is path:  # the common case, without the lock
+        return found
     with _default_lock:
-        if _default is None or _default.path != default_path():
-            _default = TuningCache()
+        if _default is None or _default.path != path:
+            _default = TuningCache(path)
         return _default
 
 

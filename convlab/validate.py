@@ -98,15 +98,18 @@ _SPECS_LOCK = threading.Lock()
 _SPECS_MAX = 4096  # distinct argument tuples kept; past that the memory starts again
 
 
-def _frozen(value: Any) -> Any:
-    """``value`` if it can key the memory exactly (an int, a str, a tuple of ints),
-    else None: a float, a bool, a NumPy integer or a list is checked every time."""
+def _exact(value: Any) -> bool:
+    """Whether ``value`` can key the memory exactly: an int, a str or a tuple of ints.
+    A float, a bool, a NumPy integer or a list is checked every time instead."""
     kind = type(value)
     if kind is int or kind is str:
-        return value
-    if kind is tuple and all(type(v) is int for v in value):
-        return value
-    return None
+        return True
+    if kind is tuple:
+        for item in value:
+            if type(item) is not int:
+                return False
+        return True
+    return False
 
 
 def conv_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...],
@@ -114,17 +117,16 @@ def conv_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...],
               groups: int = 1, padding_mode: str = "zeros") -> ConvSpec:
     """:meth:`ConvSpec.from_shapes`, remembered per exact argument tuple (module
     docstring): the same arguments give the same spec, or the same error, every time."""
-    args = (stride, padding, dilation, groups, padding_mode)
-    key = tuple(_frozen(a) for a in (input_shape, weight_shape, *args))
-    if None in key:
-        return ConvSpec.from_shapes(input_shape, weight_shape, *args)
-    spec = _SPECS.get(key)
+    key = (input_shape, weight_shape, stride, padding, dilation, groups, padding_mode)
+    spec = _SPECS.get(key) if all(map(_exact, key)) else None
     if spec is None:
-        spec = ConvSpec.from_shapes(input_shape, weight_shape, *args)  # raises: not kept
-        with _SPECS_LOCK:
-            if len(_SPECS) >= _SPECS_MAX:
-                _SPECS.clear()
-            _SPECS[key] = spec
+        spec = ConvSpec.from_shapes(input_shape, weight_shape, stride, padding, dilation,
+                                    groups, padding_mode)  # raises: nothing is kept
+        if all(map(_exact, key)):
+            with _SPECS_LOCK:
+                if len(_SPECS) >= _SPECS_MAX:
+                    _SPECS.clear()
+                _SPECS[key] = spec
     return spec
 
 
