@@ -463,8 +463,9 @@ class ConvTranspose2d(Conv2d):
         if len(size) != 2:
             raise ValueError(f"ConvTranspose2D: for {len(input_shape)}D input, output_size must "
                              f"have 2 or {len(input_shape)} elements (got {len(size)})")
-        low = [_transposed_out_size(spatial[d], self.padding[d],  # type: ignore[index]
-                                    self.kernel_size[d], self.stride[d], self.dilation[d], 0)
+        padding = self._pair_padding()
+        low = [_transposed_out_size(spatial[d], padding[d], self.kernel_size[d],
+                                    self.stride[d], self.dilation[d], 0)
                for d in range(2)]  # no output_padding: the smallest size
         high = [low[d] + self.stride[d] - 1 for d in range(2)]
         if any(not low[d] <= size[d] <= high[d] for d in range(2)):
@@ -472,19 +473,25 @@ class ConvTranspose2d(Conv2d):
                              f"{low} to {high} (for an input of {tuple(spatial)})")
         return size[0] - low[0], size[1] - low[1]
 
-    def forward(self, x: Any, output_size: Any = None) -> np.ndarray:  # type: ignore[override]
+    def _pair_padding(self) -> tuple[int, int]:
+        """The padding, a pair of ints (a transposed convolution takes no strings)."""
+        assert not isinstance(self.padding, str)  # refused by check_transposed_padding
+        return self.padding
+
+    def forward(self, x: Any, output_size: Any = None) -> np.ndarray:
         """Transposed convolution of ``x`` ((N, C_in, H, W) or (C_in, H, W)); keeps a
         copy of ``x`` and the weight for :meth:`backward`."""
         xa = as_array(x, "input")
         out_pad = self._output_padding(xa.shape, output_size)
-        out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self.padding, out_pad,
+        out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self._pair_padding(),
+                               out_pad,
                                self.groups, self.dilation, algo=self.algo)
         self._saved = (_Saved(np.array(xa), self.weight.copy(), out.shape)
                        if grad_enabled() else None)
         self._saved_output_padding = out_pad
         return out
 
-    def __call__(self, x: Any, output_size: Any = None) -> np.ndarray:  # type: ignore[override]
+    def __call__(self, x: Any, output_size: Any = None) -> np.ndarray:
         return self.forward(x, output_size)
 
     def backward(self, grad_output: Any) -> np.ndarray:
@@ -492,7 +499,7 @@ class ConvTranspose2d(Conv2d):
         with the weight); adds the weight's and bias's gradients into ``self.grad``."""
         saved, go = self._take_saved(grad_output)
         tspec = TransposedSpec.from_shapes(saved.input.shape, saved.weight.shape, self.stride,
-                                           self.padding, self._saved_output_padding,
+                                           self._pair_padding(), self._saved_output_padding,
                                            self.groups, self.dilation)  # fmt: skip
         fspec = tspec.forward_spec()
         conv = (self.stride, self.padding, self.dilation, self.groups)

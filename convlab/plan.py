@@ -60,12 +60,13 @@ def _thread_counter() -> Callable[[], int]:
         from numba.np.ufunc import parallel
 
         numba.get_num_threads()  # launches the pool
-        fast = parallel._get_num_threads
+        fast: Callable[[], int] = getattr(parallel, "_get_num_threads")  # noqa: B009
         if fast() == numba.get_num_threads():
-            return fast  # type: ignore[no-any-return]
+            return fast
     except (ImportError, AttributeError):  # pragma: no cover - another Numba
         pass
-    return numba.get_num_threads  # type: ignore[no-any-return]
+    public: Callable[[], int] = numba.get_num_threads
+    return public
 
 
 _threads: Callable[[], int] | None = None

@@ -66,8 +66,9 @@ def resolve_kernels(names: Sequence[str | Contender] | None, device: str = "cpu"
     plus the rival(s)."""
     if names is None and tuple(ops) != ("forward",):
         return list(op_default_names(ops, device, rival))
+    chosen: list[str | Contender]
     if names is None:
-        chosen = known_kernels(device)
+        chosen = list(known_kernels(device))
         if rival and device == "cpu" and torch_available():
             chosen.append(RIVAL)
         if rival and device == "cuda":  # n/a records (with the reason) when torch can't
@@ -75,7 +76,7 @@ def resolve_kernels(names: Sequence[str | Contender] | None, device: str = "cpu"
         return chosen
     known = list(dict.fromkeys(known_kernels() + [n for op in ops for n in known_kernels(op=op)]
                                + [RIVAL, AUTO, *GPU_RIVALS]))
-    chosen: list[str | Contender] = []
+    chosen = []
     for name in names:
         if isinstance(name, Contender):
             chosen.append(name)

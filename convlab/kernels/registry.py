@@ -72,7 +72,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -166,7 +166,9 @@ class Kernel:
     """One registered convolution algorithm (see the module docstring for each field)."""
 
     name: str
-    run: RunFn | GradRunFn
+    # called through execute() (forward: RunFn's signature) or grad() (gradient ops:
+    # GradRunFn's): one field, two typed calls, so no caller handles a union
+    run: Callable[..., np.ndarray]
     description: str
     supports: SpecCheck = _always
     device: str = "cpu"  # "cpu" | "cuda"
@@ -206,8 +208,7 @@ class Kernel:
         if self.op == "forward":
             raise TypeError(f"forward kernel {self.name!r} is called as "
                             "execute(x, weight, bias, spec), not as a gradient")
-        run: GradRunFn = self.run  # type: ignore[assignment]
-        return run(a, b, spec)
+        return self.run(a, b, spec)
 
     def why_not(self, spec: ConvSpec) -> str | None:
         """None if this kernel can run ``spec`` here, else the full reason."""
@@ -259,7 +260,11 @@ def kernels_for(op: str = "forward") -> dict[str, Kernel]:
     return KERNELS if _check_op(op) == "forward" else _GRAD_KERNELS[op]
 
 
-def register(name: str, *, description: str, **fields: Any) -> Callable[[RunFn], RunFn]:
+KernelFn = TypeVar("KernelFn", bound=Callable[..., np.ndarray])
+
+
+def register(name: str, *, description: str,
+             **fields: Any) -> Callable[[KernelFn], KernelFn]:
     """Decorator: ``@register("naive", description=..., rtol=...)`` adds a kernel;
     ``op="grad_input"`` or ``op="grad_weight"`` registers a backward kernel.
 
@@ -275,7 +280,7 @@ def register(name: str, *, description: str, **fields: Any) -> Callable[[RunFn],
         raise TypeError(f"register({name!r}, op={op!r}): {', '.join(forward_only)} "
                         "only exist for forward kernels")
 
-    def decorate(run: RunFn) -> RunFn:
+    def decorate(run: KernelFn) -> KernelFn:
         global _registered
         table = kernels_for(op)
         if name in table:
