@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -240,8 +239,3 @@ def run_in_fresh_process(argv: Sequence[str], cold_cache: bool = True) -> int:
         # starts the command without importing the CLI, which sits above it
         command = [sys.executable, "-m", "convlab", "bench", *argv]
         return subprocess.run(command, env=env).returncode
-
-
-def geomean(values: Sequence[float]) -> float:
-    """The geometric mean (the right average of speed ratios)."""
-    return math.exp(sum(math.log(v) for v in values) / len(values))
