@@ -57,7 +57,8 @@ CACHE_ENV = "CONVLAB_TUNE_CACHE"
 # tuning happens inside a user's first call: one, so each candidate costs two calls.
 # `convlab tune`, run ahead of time, takes more (--repeats).
 TUNE_REPEATS = 1
-# The name suffix of a kernel timed with its weight transformed once (see tune()).
+# The label suffix of a kernel timed with its weight transformed once (see tune(); the
+# label is only shown, never parsed: tune() keeps which label is which run).
 CACHED = "+cached"
 SEED = 1234
 # How often (seconds) a process looks at the tuning file for another process's changes.
@@ -342,10 +343,17 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(dt)
     w = rng.standard_normal(spec.weight_shape).astype(dt)
     b = rng.standard_normal(spec.bias_shape).astype(dt)
+    # every kernel as conv2d runs it, and each weight-transforming kernel once more as
+    # Conv2d runs it (weight transformed once), under a label of its own; `ways` says
+    # which label is which, so nothing is parsed back out of a name
     contenders = {k.name: kernel_contender(k) for k in kernels}
-    contenders.update({k.name + CACHED: dataclasses.replace(
-        kernel_contender(k, weight_cache=True), name=k.name + CACHED)
-        for k in kernels if k.transform_weight is not None})
+    ways: dict[str, tuple[str, bool]] = {k.name: (k.name, False) for k in kernels}
+    for k in kernels:
+        if k.transform_weight is not None:
+            label = k.name + CACHED
+            contenders[label] = dataclasses.replace(kernel_contender(k, weight_cache=True),
+                                                    name=label)
+            ways[label] = (k.name, True)
     # the harness's default settle: an untimed call of each kernel before its timed sample,
     # so a kernel timed right after im2col's or torch's still-spinning threads is not
     # blamed for them (the candidates' order once decided the winner; bench.timing)
@@ -362,16 +370,14 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     cost = time.perf_counter() - start
     compile_s = sum(r.compile_s or 0.0 for r in records if r.status == "ok")
     found = {}
+    run_both_ways = {name for name, cached_run in ways.values() if cached_run}
     for way in (False, True):
         times = {}
-        for name, t in measured.items():
-            if name.endswith(CACHED):
-                continue
-            if way and name + CACHED in contenders:
-                if name + CACHED not in measured:  # its run with a cached weight failed
-                    continue
-                t = measured[name + CACHED]
-            times[name] = t
+        for label, t in measured.items():
+            name, cached_run = ways.get(label, (label, False))
+            # this way's run of the kernel: its own, or the one run if both ways are alike
+            if cached_run == way or (way and name not in run_both_ways):
+                times[name] = t
         if not times:  # only cached runs passed: nothing to say about this way
             continue
         found[way] = Tuned(min(times, key=times.__getitem__), times, date, cost, compile_s,
