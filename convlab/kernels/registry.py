@@ -40,7 +40,10 @@ Everything else a kernel may provide is a typed, optional field of :class:`Kerne
   the kernel for non-finite input: :func:`choose`);
 * ``auto_rank`` / ``auto_when(spec)``: whether and where ``algo="auto"`` picks it;
 * ``macs_per_s``: a rough speed for slow kernels, so the benchmark can skip layers
-  that would take minutes.
+  that would take minutes;
+* ``multiplies(spec)``: the real multiplies it does, where that is not the direct
+  convolution's ``spec.macs()`` (Winograd, FFT): what the plots count, instead of reading
+  it out of the kernel's name.
 
 **Ops.**  A kernel computes one of three things, its ``op`` (docs/design.md, "The
 kernel contract"); kernels are keyed by (op, name), so the same algorithm name
@@ -59,7 +62,7 @@ padding modes and handles unbatched arrays around the kernel):
   ``grad_output`` (N, K, Hout, Wout), C-contiguous, same dtype; returns a new
   (K, C/groups, kh, kw) array (``torch.nn.grad.conv2d_weight``).
 
-A grad kernel is called as ``kernel.run(a, b, spec)`` after :meth:`Kernel.check`;
+A grad kernel is called as ``kernel.grad(a, b, spec)`` after :meth:`Kernel.check`;
 ``transform_weight``, ``stages`` and ``place`` are forward-only (``register`` refuses
 them elsewhere).  Its ``rtol`` holds at REFERENCE_REDUCTION products per output
 element, like a forward kernel's, and is scaled by that op's reduction length
@@ -183,6 +186,9 @@ class Kernel:
     nonfinite: str = "exact"
     macs_per_s: float | None = None
     op: str = "forward"  # "forward" | "grad_input" | "grad_weight" (module docstring)
+    # real multiplies it does for a spec, where that is not the direct convolution's
+    # spec.macs() (Winograd's fewer, FFT's products plus transforms): the plots' count
+    multiplies: Callable[[ConvSpec], int] | None = None
 
     def __call__(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                  spec: ConvSpec, transformed_weight: Any = None) -> np.ndarray:
