@@ -20,6 +20,7 @@ READ, WRITE, ATOMIC = 0, 1, 2
 KINDS = ("read", "write", "atomic")
 
 
+@dataclass(frozen=True)
 class ArrayInfo:
     """One traced array: a kernel argument (global) or a ``cuda.shared.array`` (shared)."""
 
