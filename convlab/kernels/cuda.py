@@ -82,6 +82,7 @@ from typing import Any
 import numpy as np
 
 from ..shapes import ConvSpec
+from ..system import CudaStatus, cuda_status
 
 # the tile configuration and CUDA's limits live in _cuda_config (shared with the device
 # code without an import loop); still importable from here, where they are explained
@@ -98,23 +99,20 @@ MAX_THREADS = 512  # threads per block choose_config allows: bigger blocks wait 
 
 # ----------------------------------------------------------------- availability
 @functools.lru_cache(maxsize=1)
-def status() -> str:
-    """'gpu: NAME', 'simulator (...)' or 'missing: how to get it' (cached)."""
-    from ..system import cuda_status
-
+def status() -> CudaStatus:
+    """'gpu: NAME', 'simulator (...)' or 'missing: how to get it' (cached; ``.kind``
+    says which: :class:`convlab.system.CudaStatus`)."""
     return cuda_status()
 
 
 def is_simulator() -> bool:
-    return status().startswith("simulator")
+    return status().kind == "simulator"
 
 
 def cuda_unavailable() -> str | None:
     """None when CUDA kernels can run here (a GPU or the simulator), else how to get them."""
     state = status()
-    if state.startswith(("gpu", "simulator")):
-        return None
-    return state.removeprefix("missing: ")
+    return None if state.usable else state.detail
 
 
 @functools.lru_cache(maxsize=1)
