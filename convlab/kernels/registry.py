@@ -75,6 +75,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -90,7 +91,36 @@ class KernelUnavailableError(RuntimeError):
     """A kernel cannot run on this machine (e.g. no GPU and no CUDA simulator)."""
 
 
-OPS = ("forward", "grad_input", "grad_weight")
+class KernelOp(str, Enum):
+    """What a kernel computes (module docstring, "Ops").  A ``str``: ``op == "forward"``,
+    printing and JSON behave as the plain names did, and a name is accepted wherever an
+    op is (``register(..., op="grad_input")``)."""
+
+    FORWARD = "forward"
+    GRAD_INPUT = "grad_input"
+    GRAD_WEIGHT = "grad_weight"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Device(str, Enum):
+    """Where a kernel runs (a ``str``, like :class:`KernelOp`)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+OPS = tuple(KernelOp)  # forward, grad_input, grad_weight
 
 
 class RunFn(Protocol):
@@ -174,7 +204,7 @@ class Kernel:
     run: Callable[..., np.ndarray]
     description: str
     supports: SpecCheck = _always
-    device: str = "cpu"  # "cpu" | "cuda"
+    device: Device = Device.CPU
     rtol: float = 1e-5
     available: Callable[[], str | None] = _here
     workspace: Callable[[ConvSpec, int], int] = _no_workspace
@@ -185,7 +215,7 @@ class Kernel:
     place: Callable[..., Placed] | None = None
     nonfinite: str = "exact"
     macs_per_s: float | None = None
-    op: str = "forward"  # "forward" | "grad_input" | "grad_weight" (module docstring)
+    op: KernelOp = KernelOp.FORWARD  # (module docstring, "Ops")
     # real multiplies it does for a spec, where that is not the direct convolution's
     # spec.macs() (Winograd's fewer, FFT's products plus transforms): the plots' count
     multiplies: Callable[[ConvSpec], int] | None = None
@@ -255,10 +285,11 @@ _GRAD_KERNELS: dict[str, dict[str, Kernel]] = {"grad_input": {}, "grad_weight": 
 _FORWARD_ONLY = ("transform_weight", "stages", "place")
 
 
-def _check_op(op: str) -> str:
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
-    return op
+def _check_op(op: str) -> KernelOp:
+    try:
+        return KernelOp(op)
+    except ValueError:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}") from None
 
 
 def kernels_for(op: str = "forward") -> dict[str, Kernel]:
@@ -280,7 +311,12 @@ def register(name: str, *, description: str,
     if unknown:
         raise TypeError(f"register({name!r}): unknown field(s) {', '.join(unknown)}; "
                         f"a kernel may set {', '.join(sorted(known))}")
-    op = _check_op(fields.get("op", "forward"))
+    op = fields["op"] = _check_op(fields.get("op", "forward"))
+    try:
+        fields["device"] = Device(fields.get("device", "cpu"))
+    except ValueError:
+        raise ValueError(f"register({name!r}): unknown device {fields['device']!r}; "
+                         f"devices: {', '.join(Device)}") from None
     forward_only = sorted(f for f in _FORWARD_ONLY if fields.get(f) is not None)
     if op != "forward" and forward_only:
         raise TypeError(f"register({name!r}, op={op!r}): {', '.join(forward_only)} "
