@@ -191,3 +191,31 @@ def test_a_named_kernel_is_planned_as_named_and_checked():
         planning.plan(spec, np.float32, "winograd_f4").choice("forward")
     with pytest.raises(ValueError, match="unknown op"):
         p.choice("sideways")
+
+
+def test_backward_reuses_the_forwards_spec_plan_and_padded_input(monkeypatch):
+    """Conv2d.backward builds no ConvSpec, does not pad the input again and asks for no
+    plan: the forward handed it all (and the gradients still match the oracle's)."""
+    from convlab import padding, shapes
+
+    rng = np.random.default_rng(7)
+    layer = convlab.Conv2d(3, 4, (3, 2), padding=(2, 1), padding_mode="reflect", seed=2)
+    x = rng.standard_normal((2, 3, 8, 7)).astype(np.float32)
+    out = layer(x)
+    go = rng.standard_normal(out.shape).astype(np.float32)
+    built, padded, planned = [], [], []
+    from_shapes, pad, make_plan = shapes.ConvSpec.from_shapes, padding.pad, planning.plan
+    monkeypatch.setattr(shapes.ConvSpec, "from_shapes",
+                        classmethod(lambda cls, *a, **k: built.append(a) or from_shapes(*a, **k)))
+    monkeypatch.setattr(padding, "pad",
+                        lambda a, *r, **k: padded.append(np.shape(a)) or pad(a, *r, **k))
+    monkeypatch.setattr(planning, "plan", lambda *a, **k: planned.append(1) or make_plan(*a, **k))
+    grad_x = layer.backward(go)
+    # (pad_adjoint pads an index grid of one channel to fold the gradient back: not x)
+    assert built == [] and planned == [] and x.shape not in padded
+    spec = convlab.ConvSpec.from_shapes(x.shape, layer.weight.shape, padding=(2, 1),
+                                        padding_mode="reflect")
+    np.testing.assert_allclose(grad_x, conv2d_input_reference(go, layer.weight, spec),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.grad["weight"], conv2d_weight_reference(x, go, spec),
+                               rtol=1e-4, atol=1e-4)
