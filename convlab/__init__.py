@@ -21,6 +21,7 @@ from . import _numba_cache  # noqa: F401  (imported for its effect, before the k
 
 # isort: split
 from . import kernels
+from ._version import __version__
 from .backward import conv2d_bias, conv2d_input, conv2d_weight, conv_transpose2d
 from .functional import conv2d, explain
 from .gradcheck import GradcheckError, gradcheck
@@ -28,8 +29,6 @@ from .kernels import KERNELS
 from .nn import Conv2d, ConvTranspose2d, no_grad
 from .reference import conv2d_reference
 from .shapes import ConvArgs, ConvSpec, TransposedSpec, output_shape, transposed_output_shape
-
-__version__ = "0.1.0"
 
 __all__ = ["Conv2d", "ConvArgs", "ConvSpec", "ConvTranspose2d", "GradcheckError", "KERNELS",
            "TransposedSpec", "conv2d", "conv2d_bias", "conv2d_input", "conv2d_reference",

@@ -38,17 +38,20 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
-from .functional import _all_finite, _as_array, kernel_input, kernel_spec
-from .kernels.registry import Kernel
+from .kernels import registry
 from .padding import pad_adjoint
+from .plan import Plan, plan
 from .shapes import ConvSpec, IntOrPair, PaddingArg, TransposedSpec, _shape_str
-
-
-def _same_dtype(names: tuple[str, ...], arrays: tuple[np.ndarray, ...]) -> None:
-    if len({a.dtype for a in arrays}) > 1:
-        got = ", ".join(f"{n} {a.dtype}" for n, a in zip(names, arrays))
-        raise TypeError(f"{' and '.join(names)} must have the same dtype; got {got}")
+from .validate import (
+    as_array,
+    check_algo,
+    contiguous,
+    conv_spec,
+    kernel_input,
+    kernel_spec,
+    same_dtype,
+    shape_arg,
+)
 
 
 def _check_grad_output(grad_output: np.ndarray, spec: ConvSpec) -> None:
@@ -62,18 +65,23 @@ def _check_grad_output(grad_output: np.ndarray, spec: ConvSpec) -> None:
         )
 
 
-def _shape_arg(value: Any, name: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a sequence of ints (a shape), got {value!r}") from None
+def _backward_algo(algo: Any, op: str) -> str:
+    if check_algo(algo) != "auto":
+        registry.get(algo, op)  # an unknown name fails before anything else is checked
+    return algo
 
 
-def _kernel(algo: str, op: str) -> str | Kernel:
-    if not isinstance(algo, str):
-        raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
-    # an unknown name fails before anything else is checked
-    return algo if algo == "auto" else kernels.get(algo, op)
+def input_grad(the_plan: Plan, spec: ConvSpec, go4: np.ndarray,
+               weight: np.ndarray) -> np.ndarray:
+    """d loss / d input of the convolution ``spec`` (batched ``go4`` and ``weight``,
+    C-contiguous), by ``the_plan``'s grad_input kernel; shaped as ``spec.input_shape``."""
+    if _empty(spec):
+        return np.zeros(spec.input_shape, dtype=weight.dtype)
+    kernel = the_plan.kernel_for("grad_input", go4, weight)
+    grad = kernel.grad(go4, weight, the_plan.spec)
+    if spec.padding_mode != "zeros":
+        grad = pad_adjoint(grad, spec)  # kernel gave d/d(padded input): fold back
+    return grad if spec.batched else grad[0]
 
 
 def _empty(spec: ConvSpec) -> bool:
@@ -83,11 +91,14 @@ def _empty(spec: ConvSpec) -> bool:
     return spec.batch == 0 or spec.in_channels == 0
 
 
-def _resolve(chosen: str | Kernel, spec: ConvSpec, op: str, *arrays: np.ndarray) -> Kernel:
-    finite = True
-    if chosen == "auto" and kernels.choose(spec, op=op).kernel.nonfinite != "exact":
-        finite = _all_finite(*arrays)  # ~0.1 ms per million values
-    return kernels.resolve(chosen, spec, finite, op)
+def weight_grad(the_plan: Plan, spec: ConvSpec, x4: np.ndarray,
+                go4: np.ndarray) -> np.ndarray:
+    """d loss / d weight of the convolution ``spec``, from the input as its kernel saw it
+    (``x4``: batched, padded for a non-zero padding mode) and batched ``go4``."""
+    if _empty(spec):
+        return np.zeros(spec.weight_shape, dtype=x4.dtype)
+    kernel = the_plan.kernel_for("grad_weight", x4, go4)
+    return kernel.grad(x4, go4, the_plan.spec)
 
 
 def conv2d_input(
@@ -115,23 +126,15 @@ def conv2d_input(
     Returns:
         A new array of shape ``input_size``, of the weight's dtype.
     """
-    chosen = _kernel(algo, "grad_input")
-    size = _shape_arg(input_size, "input_size")
-    wa, go = _as_array(weight, "weight"), _as_array(grad_output, "grad_output")
-    _same_dtype(("weight", "grad_output"), (wa, go))
-    spec = ConvSpec.from_shapes(size, wa.shape, stride, padding, dilation, groups, padding_mode)
+    algo = _backward_algo(algo, "grad_input")
+    size = shape_arg(input_size, "input_size")
+    wa, go = as_array(weight, "weight"), as_array(grad_output, "grad_output")
+    same_dtype(("weight", "grad_output"), (wa, go))
+    spec = conv_spec(size, wa.shape, stride, padding, dilation, groups, padding_mode)
     _check_grad_output(go, spec)
-    kspec = kernel_spec(spec)
-    go4 = np.ascontiguousarray(go.reshape(spec.batched_output_shape))
-    wa = np.ascontiguousarray(wa)
-    kernel = _resolve(chosen, kspec, "grad_input", go4, wa)
-    if _empty(spec):
-        grad = np.zeros((spec.batch, spec.in_channels, spec.height, spec.width), dtype=wa.dtype)
-    else:
-        grad = kernel.run(go4, wa, kspec)
-        if spec.padding_mode != "zeros":
-            grad = pad_adjoint(grad, spec)  # kernel gave d/d(padded input): fold back
-    return grad.reshape(spec.input_shape)
+    go4 = contiguous(go.reshape(spec.batched_output_shape))
+    the_plan = plan(kernel_spec(spec), wa.dtype, backward_algo=algo)
+    return input_grad(the_plan, spec, go4, contiguous(wa))
 
 
 def conv2d_weight(
@@ -158,19 +161,16 @@ def conv2d_weight(
     Returns:
         A new array of shape ``weight_size``, of the input's dtype (summed over the batch).
     """
-    chosen = _kernel(algo, "grad_weight")
-    size = _shape_arg(weight_size, "weight_size")
-    xa, go = _as_array(input, "input"), _as_array(grad_output, "grad_output")
-    _same_dtype(("input", "grad_output"), (xa, go))
-    spec = ConvSpec.from_shapes(xa.shape, size, stride, padding, dilation, groups, padding_mode)
+    algo = _backward_algo(algo, "grad_weight")
+    size = shape_arg(weight_size, "weight_size")
+    xa, go = as_array(input, "input"), as_array(grad_output, "grad_output")
+    same_dtype(("input", "grad_output"), (xa, go))
+    spec = conv_spec(xa.shape, size, stride, padding, dilation, groups, padding_mode)
     _check_grad_output(go, spec)
     x4 = kernel_input(xa, spec)  # the kernel sees what the forward's kernel saw
-    kspec = kernel_spec(spec)
-    go4 = np.ascontiguousarray(go.reshape(spec.batched_output_shape))
-    kernel = _resolve(chosen, kspec, "grad_weight", x4, go4)
-    if _empty(spec):
-        return np.zeros(spec.weight_shape, dtype=xa.dtype)
-    return kernel.run(x4, go4, kspec)
+    go4 = contiguous(go.reshape(spec.batched_output_shape))
+    the_plan = plan(kernel_spec(spec), xa.dtype, backward_algo=algo)
+    return weight_grad(the_plan, spec, x4, go4)
 
 
 def conv2d_bias(grad_output: Any, out_channels: int | None = None) -> np.ndarray:
@@ -181,7 +181,7 @@ def conv2d_bias(grad_output: Any, out_channels: int | None = None) -> np.ndarray
     channels gives an output with zero channels (torch's, ``ConvSpec.output_shape``),
     which the bias never reached, so its gradient is K zeros, as torch's is.  An empty
     batch gives K zeros by itself (a sum over nothing)."""
-    go = _as_array(grad_output, "grad_output")
+    go = as_array(grad_output, "grad_output")
     if go.ndim not in (3, 4):
         raise ValueError("Expected 3D (unbatched) or 4D (batched) grad_output, but got "
                          f"grad_output of size: {_shape_str(go.shape)}")
@@ -221,11 +221,11 @@ def conv_transpose2d(
         A new (N, C_out, H_out, W_out) array, H_out = (H-1)*stride - 2*padding +
         dilation*(kh-1) + output_padding + 1 (``convlab.shapes``).
     """
-    chosen = _kernel(algo, "grad_input")
-    xa, wa = _as_array(x, "input"), _as_array(weight, "weight")
-    ba = None if bias is None else _as_array(bias, "bias")
-    _same_dtype(("input", "weight") + (("bias",) if ba is not None else ()),
-                (xa, wa) + ((ba,) if ba is not None else ()))
+    algo = _backward_algo(algo, "grad_input")
+    xa, wa = as_array(x, "input"), as_array(weight, "weight")
+    ba = None if bias is None else as_array(bias, "bias")
+    same_dtype(("input", "weight") + (("bias",) if ba is not None else ()),
+               (xa, wa) + ((ba,) if ba is not None else ()))
     tspec = TransposedSpec.from_shapes(xa.shape, wa.shape, stride, padding, output_padding,
                                        groups, dilation)
     if ba is not None and ba.shape != tspec.bias_shape:
@@ -241,13 +241,8 @@ def conv_transpose2d(
         grown = np.zeros(fspec.batched_output_shape, dtype=xa.dtype)
         grown[:, :, :tspec.height, :tspec.width] = x4
         x4 = grown
-    go4 = np.ascontiguousarray(x4)
-    wa = np.ascontiguousarray(wa)
-    kernel = _resolve(chosen, fspec, "grad_input", go4, wa)
-    if tspec.batch == 0:
-        out = np.zeros(tspec.batched_output_shape, dtype=xa.dtype)
-    else:
-        out = kernel.run(go4, wa, fspec)
+    out = input_grad(plan(fspec, xa.dtype, backward_algo=algo), fspec, contiguous(x4),
+                     contiguous(wa))
     if ba is not None:
         out += ba[None, :, None, None]  # the kernel's result is a new array: add in place
     return out.reshape(tspec.output_shape)

@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import UsageError, usage
 from .shapes import ConvSpec, TransposedSpec
 
 
@@ -59,9 +61,11 @@ def _padding(text: str) -> int | str | tuple[int, ...]:
 
 def _cmd_shape_transposed(args: argparse.Namespace) -> int:
     if args.padding_mode != "zeros":
-        raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
-    spec = TransposedSpec.create(args.input, args.out_channels, args.kernel_size, args.stride,
-                                 args.padding, args.output_padding, args.groups, args.dilation)
+        raise UsageError('Only "zeros" padding mode is supported for ConvTranspose2d')
+    with usage():  # torch's words for a bad convolution: one line, exit 2
+        spec = TransposedSpec.create(args.input, args.out_channels, args.kernel_size,
+                                     args.stride, args.padding, args.output_padding,
+                                     args.groups, args.dilation)
     bias = not args.no_bias
     (kh, kw), (sh, sw), (ph, pw) = spec.kernel_size, spec.stride, spec.padding
     (dh, dw), (oh, ow) = spec.dilation, spec.output_padding
@@ -89,9 +93,10 @@ def _cmd_shape(args: argparse.Namespace) -> int:
     if args.transposed:
         return _cmd_shape_transposed(args)
     if args.output_padding != 0:
-        raise ValueError("--output-padding is for transposed convolutions: add --transposed")
-    spec = ConvSpec.create(args.input, args.out_channels, args.kernel_size, args.stride,
-                           args.padding, args.dilation, args.groups, args.padding_mode)
+        raise UsageError("--output-padding is for transposed convolutions: add --transposed")
+    with usage():  # torch's words for a bad convolution: one line, exit 2
+        spec = ConvSpec.create(args.input, args.out_channels, args.kernel_size, args.stride,
+                               args.padding, args.dilation, args.groups, args.padding_mode)
     top, bottom, left, right = spec.padding
     bias = not args.no_bias
     print(f"input            {spec.input_shape}")
@@ -221,14 +226,14 @@ def _plot_path(text: str) -> Path:
     run, so a typo does not cost a whole benchmark)."""
     path = Path(text)
     if path.is_dir():
-        raise ValueError(f"--plot {text!r} is a directory; give a file name such as "
+        raise UsageError(f"--plot {text!r} is a directory; give a file name such as "
                          f"{str(path / 'bench.png')!r}")
     supported = ("png", "svg", "pdf", "jpg", "jpeg")
     if path.suffix.lower().lstrip(".") not in supported:
-        raise ValueError(f"--plot {text!r}: the name must end in one of "
+        raise UsageError(f"--plot {text!r}: the name must end in one of "
                          f"{', '.join('.' + e for e in supported)} (it decides the format)")
     if not path.resolve().parent.is_dir():
-        raise ValueError(f"cannot write --plot {text!r}: its folder does not exist")
+        raise UsageError(f"cannot write --plot {text!r}: its folder does not exist")
     return path
 
 
@@ -239,19 +244,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _cmd_bench_model(args)
     for flag in ("train", "import_order", "passes", "quick"):
         if getattr(args, flag):
-            raise ValueError(f"--{flag.replace('_', '-')} only goes with --model")
+            raise UsageError(f"--{flag.replace('_', '-')} only goes with --model")
     # everything that can fail is checked now, not after a long run: where the results
     # go, the kernel names, the suite, a GPU when one is asked for
     if args.out:
         try:
             bench.check_writable(args.out)
         except ValueError as exc:
-            raise ValueError(f"--out: {exc}") from None
+            raise UsageError(f"--out: {exc}") from None
     plot = _plot_path(args.plot) if args.plot else None
     ops = ("forward", "backward", "transpose") if args.backward else ("forward",)
     if args.backward and args.device != "cpu":
-        raise ValueError("--backward runs on the CPU only (there are no CUDA backward kernels)")
-    names = bench.resolve_kernels(args.kernels, args.device, not args.no_torch, ops)
+        raise UsageError("--backward runs on the CPU only (there are no CUDA backward kernels)")
+    with usage():  # an unknown kernel name
+        names = bench.resolve_kernels(args.kernels, args.device, not args.no_torch, ops)
     bench.check_device(args.device, names)
     if args.suite is None:  # the CUDA simulator takes ~1 s per toy layer: only toys fit it
         from .kernels.cuda import is_simulator
@@ -303,17 +309,19 @@ def _cmd_bench_model(args: argparse.Namespace) -> int:
     """``convlab bench --model``: the network benchmark (convlab/bench/network.py), run in
     a fresh process that imports NumPy and torch in the order asked for."""
     from .bench import models, network, torch_available
+    from .bench.records import output_paths
 
-    names = models.model_names(args.model)
+    with usage("--model: "):
+        names = models.model_names(args.model)
     clash = [f"--{flag.replace('_', '-')}" for flag in
              ("suite", "layers", "kernels", "repeats", "backward", "split", "weight_cache",
               "cold_cache", "no_torch", "drop_busy", "settle")
              if getattr(args, flag) not in (None, False)]
     if clash or args.device != "cpu" or args.dtype != "float32":
-        raise ValueError(f"--model runs whole networks on the CPU in float32 against torch; "
+        raise UsageError(f"--model runs whole networks on the CPU in float32 against torch; "
                          f"it does not take {', '.join(clash) or '--device/--dtype'}")
     if not torch_available():
-        raise ValueError("--model compares with torch, which is not installed; "
+        raise UsageError("--model compares with torch, which is not installed; "
                          "pip install 'convlab[torch]'")
     if args.out:
         from .bench import check_writable
@@ -321,13 +329,25 @@ def _cmd_bench_model(args: argparse.Namespace) -> int:
         try:
             check_writable(args.out)
         except ValueError as exc:
-            raise ValueError(f"--out: {exc}") from None
+            raise UsageError(f"--out: {exc}") from None
     plot = _plot_path(args.plot) if args.plot else None
+    out = args.out
+    if plot is not None and not out:  # the plot is drawn from the saved record
+        out = str(Path(tempfile.mkdtemp(prefix="convlab-network-")) / "network.json")
     options = {"models": names, "quick": args.quick, "batch": args.batch,
                "passes": args.passes or network.DEFAULT_PASSES, "train": args.train,
-               "progress": not args.no_progress, "out": args.out,
-               "plot": None if plot is None else str(plot)}
-    return network.run_in_child(options, args.import_order or "numpy-first")
+               "progress": not args.no_progress, "out": out}
+    status = network.run_in_child(options, args.import_order or "numpy-first")
+    saved = output_paths(out)[0] if out else None
+    if plot is not None and saved is not None and saved.exists():
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .plots import network_plot
+
+        network_plot(saved, path=plot)
+        print(f"plot written to {plot}")
+    return status
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -387,7 +407,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     from . import figures
 
     if args.source is not None and not Path(args.source).is_file():
-        raise ValueError(f"--from {args.source!r}: no such file")
+        raise UsageError(f"--from {args.source!r}: no such file")
     try:
         written = figures.build(args.out, quick=args.quick, source=args.source,
                                 viz=not args.no_viz)
@@ -430,9 +450,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
-        raise ValueError(f"--out {args.out!r}: the grades file must end in .csv")
+        raise UsageError(f"--out {args.out!r}: the grades file must end in .csv")
     if not out.resolve().parent.is_dir():
-        raise ValueError(f"cannot write --out {args.out!r}: its folder does not exist")
+        raise UsageError(f"cannot write --out {args.out!r}: its folder does not exist")
     stem = out.with_suffix("")
     feedback = Path(args.feedback) if args.feedback else Path(f"{stem}_feedback")
     summary = Path(f"{stem}_summary.md")
@@ -473,7 +493,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
     size = args.size if len(args.size) == 2 else args.size * 2
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"--size: expected H,W (at least 1), got {args.size}")
+        raise UsageError(f"--size: expected H,W (at least 1), got {args.size}")
     try:
         return serve(size, port=args.port, open_browser=args.browser)
     except RuntimeError as exc:
@@ -702,8 +722,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # to re-run the command
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:
-        # convlab's own validation errors: one line, the usage-error status
+    except UsageError as exc:
+        # a bad argument: one line, the usage-error status (anything else is a bug in
+        # convlab and shows its traceback: convlab.errors)
         print(f"convlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

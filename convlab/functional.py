@@ -8,8 +8,11 @@ This is the layer between people and kernels.  It
    wording and knows every size;
 3. materialises non-zero padding modes ('reflect', 'replicate', 'circular')
    with :func:`convlab.padding.pad`, so kernels only ever handle zero padding;
-4. picks the kernel (``algo=``) and runs it on C-contiguous copies when needed:
-   the caller's arrays are never written to.
+4. asks :func:`convlab.plan.plan` for the kernel (``algo=``; decided once per spec,
+   dtype and algorithm, then remembered) and runs it on C-contiguous copies when
+   needed: the caller's arrays are never written to.
+
+Steps 1-3 live in :mod:`convlab.validate` (shared with the backward and the layers).
 
 Unbatched (C, H, W) input is run as a batch of one and squeezed back, as
 PyTorch does.  A batch of zero gives an empty output without calling a kernel.
@@ -26,84 +29,24 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from .kernels import registry
 from .kernels.registry import Choice, Kernel
-from .padding import pad
+from .plan import SELECTORS, Plan, plan
 from .shapes import ConvSpec, IntOrPair, PaddingArg
+from .validate import (
+    SUPPORTED_DTYPES,
+    check_algo,
+    check_arrays,
+    check_bias,
+    contiguous,
+    conv_spec,
+    kernel_input,
+    kernel_spec,
+    prepare,
+)
 
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _as_array(value: Any, name: str) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    arr = np.asarray(value)
-    if arr.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"conv2d supports float32 and float64 arrays; got {name} of dtype "
-                        f"{arr.dtype} (convert it with .astype(np.float32))")
-    return arr
-
-
-def _check_arrays(x: Any, weight: Any, bias: Any) -> tuple[np.ndarray, np.ndarray,
-                                                             np.ndarray | None]:
-    x = _as_array(x, "input")
-    weight = _as_array(weight, "weight")
-    bias = None if bias is None else _as_array(bias, "bias")
-    dtypes = {x.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
-    if len(dtypes) > 1:
-        got = f"input {x.dtype}, weight {weight.dtype}" + (
-            f", bias {bias.dtype}" if bias is not None else "")
-        raise TypeError(f"input, weight and bias must have the same dtype; got {got}")
-    return x, weight, bias
-
-
-def _check_bias(bias: np.ndarray | None, weight: np.ndarray) -> None:
-    if bias is not None and bias.shape != (weight.shape[0],):
-        wshape = "[" + ", ".join(map(str, weight.shape)) + "]"
-        bshape = "[" + ", ".join(map(str, bias.shape)) + "]"
-        raise ValueError(f"Given weight of size {wshape}, expected bias to be 1-dimensional "
-                         f"with {weight.shape[0]} elements, but got bias of size {bshape} "
-                         "instead")
-
-
-def kernel_spec(spec: ConvSpec) -> ConvSpec:
-    """The spec a kernel sees for ``spec``: the same, or, for a non-zero padding mode,
-    the explicitly padded one (the input arrives padded, kernels pad with zeros only)."""
-    return spec if spec.padding_mode == "zeros" else spec.explicitly_padded()
-
-
-def kernel_input(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """``x`` as a kernel sees it: batched, padded for a non-zero padding mode (kernels pad
-    with zeros only), C-contiguous; ``x`` itself when nothing had to change."""
-    x4 = x.reshape(spec.batch, spec.in_channels, spec.height, spec.width)
-    if spec.padding_mode != "zeros":
-        x4 = pad(x4, spec)
-    return np.ascontiguousarray(x4)
-
-
-def prepare(
-    x: Any,
-    weight: Any,
-    bias: Any = None,
-    stride: IntOrPair = 1,
-    padding: PaddingArg = 0,
-    dilation: IntOrPair = 1,
-    groups: int = 1,
-    padding_mode: str = "zeros",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ConvSpec]:
-    """Validate and normalise arguments: returns the arrays and spec a kernel takes.
-
-    The arrays are C-contiguous, batched, and new copies wherever a change was
-    needed; the spec is the one the kernel must see (:func:`kernel_spec`: padding
-    materialised for non-zero modes).  Exposed for the benchmark harness, which
-    times kernels without this step.
-    """
-    x, weight, bias = _check_arrays(x, weight, bias)
-    spec = ConvSpec.from_shapes(x.shape, weight.shape, stride, padding, dilation, groups,
-                                padding_mode)
-    _check_bias(bias, weight)
-    return (kernel_input(x, spec), np.ascontiguousarray(weight),
-            None if bias is None else np.ascontiguousarray(bias), kernel_spec(spec))
+__all__ = ["SELECTORS", "SUPPORTED_DTYPES", "WeightCache", "conv2d", "explain",
+           "forward_with_plan", "kernel_input", "kernel_spec", "prepare"]
 
 
 class WeightCache:
@@ -175,37 +118,6 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a.view(as_uint), b.view(as_uint)))
 
 
-SELECTORS = ("auto", "tune")
-
-
-def _lookup(algo: Any) -> Kernel | None:
-    """The kernel ``algo`` names, or None for "auto"/"tune" (chosen per spec)."""
-    if not isinstance(algo, str):
-        raise TypeError(f"algo must be a kernel name (str), got {algo!r}")
-    return None if algo in SELECTORS else kernels.get(algo)
-
-
-def _pick(algo: str, spec: ConvSpec, x: np.ndarray, w: np.ndarray,
-          b: np.ndarray | None, cached: bool = False) -> Kernel:
-    """The kernel "auto" or "tune" runs for these (prepared) arrays; ``cached``: a
-    WeightCache keeps the weight's transform between calls (the tuner measured both)."""
-    from . import tuning
-
-    if algo == "tune" and spec.output_elements() > 0:
-        tuned = tuning.tune(spec, x.dtype, cached=cached)
-        kernel = kernels.get(tuned.winner)
-        if kernel.nonfinite == "exact" or _all_finite(x, w, b):
-            return kernel
-    choice = tuning.choose(spec, x.dtype, cached=cached)
-    if choice.kernel.nonfinite != "exact" and not _all_finite(x, w, b):  # ~0.1 ms / 1e6
-        choice = tuning.choose(spec, x.dtype, finite=False, cached=cached)
-    return choice.kernel
-
-
-def _all_finite(*arrays: np.ndarray | None) -> bool:
-    return all(a is None or bool(np.isfinite(a).all()) for a in arrays)
-
-
 def explain(
     x: Any,
     weight: Any,
@@ -218,6 +130,8 @@ def explain(
     *,
     dtype: Any = None,
     op: str = "forward",
+    algo: str = "auto",
+    cached: bool = False,
 ) -> Choice:
     """What ``conv2d(..., algo="auto")`` would run for these arguments, and why: a
     kernel measured fastest on this machine (:mod:`convlab.tuning`), or the rule.
@@ -227,20 +141,24 @@ def explain(
     lists the kernels passed over too.  Given arrays holding NaN or Inf, the choice is
     the one ``conv2d`` makes for them.  ``op="grad_input"`` / ``"grad_weight"``: what
     ``convlab.conv2d_input`` / ``conv2d_weight`` would run for the backward of this
-    convolution (by the rule: the autotuner measures forwards only).
-    """
-    from . import tuning
+    convolution (by the rule: the autotuner measures forwards only).  ``algo``: as
+    ``conv2d``'s (or, for a backward op, the kernels' name); ``cached=True``: as a
+    ``Conv2d`` layer runs it, its weight transform kept (``Conv2d.explain`` says so).
 
+    The answer is :meth:`convlab.plan.Plan.choice_for`, the call ``conv2d`` makes to pick
+    its kernel, so it names the kernel that runs.
+    """
+    check_algo(algo)
     xs = x if isinstance(x, tuple) else np.shape(x)
     ws = weight if isinstance(weight, tuple) else np.shape(weight)
-    spec = kernel_spec(ConvSpec.from_shapes(xs, ws, stride, padding, dilation, groups,
-                                            padding_mode))
+    spec = kernel_spec(conv_spec(tuple(xs), tuple(ws), stride, padding, dilation, groups,
+                                 padding_mode))
     arrays = [a for a in (x, weight, bias) if isinstance(a, np.ndarray)]
-    if op != "forward":
-        return kernels.choose(spec, finite=_all_finite(*arrays), op=op)
     if dtype is None:
         dtype = arrays[0].dtype if arrays else np.float32
-    return tuning.choose(spec, dtype, finite=_all_finite(*arrays))
+    forward_algo, backward_algo = (algo, "auto") if op == "forward" else ("auto", algo)
+    the_plan = plan(spec, dtype, forward_algo, cached=cached, backward_algo=backward_algo)
+    return the_plan.choice_for(op, *arrays)
 
 
 def conv2d(
@@ -277,16 +195,31 @@ def conv2d(
     Returns:
         A new (N, K, Hout, Wout) array ((K, Hout, Wout) for unbatched input) of x's dtype.
     """
-    kernel = _lookup(algo)  # an unknown name fails before anything else is checked
-    xa, wa, ba, spec = prepare(x, weight, bias, stride, padding, dilation, groups,
-                               padding_mode)
-    if kernel is None:
-        kernel = _pick(algo, spec, xa, wa, ba, cached=cache is not None)
+    return forward_with_plan(x, weight, bias, stride, padding, dilation, groups,
+                             padding_mode, algo, cache)[0]
+
+
+def forward_with_plan(
+    x: Any, weight: Any, bias: Any, stride: IntOrPair, padding: PaddingArg,
+    dilation: IntOrPair, groups: int, padding_mode: str, algo: str,
+    cache: WeightCache | None, backward_algo: str = "auto",
+) -> tuple[np.ndarray, Plan, np.ndarray, ConvSpec]:
+    """``conv2d``, also returning what a layer's backward needs: the plan, the input as
+    the kernel saw it (batched, padded for a non-zero padding mode) and the spec."""
+    if check_algo(algo) not in SELECTORS:
+        registry.get(algo)  # an unknown name fails before anything else is checked
+    xa, wa, ba = check_arrays(x, weight, bias)
+    spec = conv_spec(xa.shape, wa.shape, stride, padding, dilation, groups, padding_mode)
+    check_bias(ba, wa)
+    x4, wa = kernel_input(xa, spec), contiguous(wa)
+    ba = None if ba is None else contiguous(ba)
+    the_plan = plan(kernel_spec(spec), xa.dtype, algo, True, cache is not None,
+                    backward_algo)
+    kernel = the_plan.kernel_for("forward", x4, wa, ba)
+    if the_plan.empty:  # a batch or channels of 0: torch's empty output
+        out = np.empty(the_plan.spec.batched_output_shape, dtype=xa.dtype)
     else:
-        kernel.check(spec)
-    if spec.output_elements() == 0:  # a batch or channels of 0: torch's empty output
-        out = np.empty(spec.batched_output_shape, dtype=xa.dtype)
-    else:
-        transformed = None if cache is None else cache.get(kernel, wa, spec)
-        out = kernel.execute(xa, wa, ba, spec, transformed)
-    return out.reshape(spec.output_shape)  # unbatched input: drop the batch axis
+        transformed = None if cache is None else cache.get(kernel, wa, the_plan.spec)
+        out = kernel.execute(x4, wa, ba, the_plan.spec, transformed)
+    # unbatched input: drop the batch axis
+    return (out if spec.batched else out[0]), the_plan, x4, spec

@@ -50,9 +50,10 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .backward import conv2d_bias, conv2d_input, conv2d_weight, conv_transpose2d
-from .functional import SELECTORS, SUPPORTED_DTYPES, WeightCache, _as_array, conv2d
-from .kernels.registry import UnsupportedSpecError
+from .backward import conv2d_bias, conv2d_weight, conv_transpose2d, input_grad, weight_grad
+from .functional import WeightCache, conv2d, forward_with_plan
+from .kernels.registry import Choice, UnsupportedSpecError
+from .plan import SELECTORS, Plan, plan
 from .shapes import (
     ConvArgs,
     ConvSpec,
@@ -64,6 +65,7 @@ from .shapes import (
     check_channels,
     check_transposed_padding,
 )
+from .validate import SUPPORTED_DTYPES, as_array, check_arrays, contiguous, conv_spec, kernel_spec
 
 _GRAD_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("convlab_grad_enabled",
                                                                     default=True)
@@ -166,25 +168,50 @@ class Conv2d:
     def forward(self, x: Any) -> np.ndarray:
         """Convolve ``x`` ((N, C, H, W) or (C, H, W)) with this layer's parameters
         (and keep a copy of ``x`` and the weight for :meth:`backward`)."""
-        out = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                     self.groups, self.padding_mode, algo=self.algo, cache=self._weight_cache)
-        self._saved = (_Saved(np.array(_as_array(x, "input")), self.weight.copy(), out.shape)
-                       if grad_enabled() else None)
+        out, forward_plan, x4, spec = forward_with_plan(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+            self.padding_mode, self.algo, self._weight_cache, self.backward_algo)
+        if grad_enabled():
+            # the input as the kernel saw it (a padded copy already for a non-zero
+            # padding mode; otherwise copied here, so later writes cannot reach it)
+            saved_x = x4 if spec.padding_mode != "zeros" else x4.copy()
+            self._saved = _Saved(saved_x, self.weight.copy(), out.shape, forward_plan, spec)
+        else:
+            self._saved = None
         return out
 
     def __call__(self, x: Any) -> np.ndarray:
         return self.forward(x)
 
+    def plan(self, x: Any) -> Plan:
+        """The plan a forward of ``x`` (an array or a shape) runs by, and its backward
+        (:mod:`convlab.plan`): ``print(layer.plan(x))`` names all three kernels."""
+        shape = tuple(x) if isinstance(x, tuple) else np.shape(x)
+        spec = conv_spec(shape, self.weight.shape, self.stride, self.padding, self.dilation,
+                         self.groups, self.padding_mode)
+        return plan(kernel_spec(spec), self.dtype, self.algo, True, True, self.backward_algo)
+
+    def explain(self, x: Any, op: str = "forward") -> Choice:
+        """What this layer runs for ``op`` on input ``x`` (arrays are checked for NaN/Inf
+        as a forward does), and why: its :meth:`plan`'s choice for this call."""
+        if isinstance(x, tuple):
+            return self.plan(x).choice_for(op)
+        xa, wa, ba = check_arrays(x, self.weight, self.bias)
+        return self.plan(xa.shape).choice_for(op, *((xa, wa, ba) if op == "forward"
+                                                     else (wa,)))
+
     # ------------------------------------------------------------ learning
     def backward(self, grad_output: Any) -> np.ndarray:
         """Gradient w.r.t. the last forward's input; adds the weight's and bias's
-        gradients into ``self.grad`` (module docstring: the contract)."""
+        gradients into ``self.grad`` (module docstring: the contract).  Runs on the
+        forward's plan and its padded input: nothing is validated or padded again."""
         saved, go = self._take_saved(grad_output)
-        args = (self.stride, self.padding, self.dilation, self.groups, self.padding_mode)
-        grad_x = conv2d_input(saved.input.shape, saved.weight, go, *args,
-                              algo=self.backward_algo)
-        self.grad["weight"] += conv2d_weight(saved.input, saved.weight.shape, go, *args,
-                                             algo=self.backward_algo)
+        assert saved.plan is not None and saved.spec is not None  # set by Conv2d.forward
+        spec = saved.spec
+        backward_plan = saved.plan.with_backward(self.backward_algo)
+        go4 = contiguous(go.reshape(spec.batched_output_shape))
+        grad_x = input_grad(backward_plan, spec, go4, saved.weight)
+        self.grad["weight"] += weight_grad(backward_plan, spec, saved.input, go4)
         if self.bias is not None:
             self.grad["bias"] += conv2d_bias(go, self.out_channels)
         return grad_x
@@ -204,7 +231,7 @@ class Conv2d:
                 "second backward without a new forward is an error, like PyTorch's 'Trying "
                 "to backward through the graph a second time'), and a forward under "
                 "convlab.no_grad() saves nothing")
-        go = _as_array(grad_output, "grad_output")
+        go = as_array(grad_output, "grad_output")
         if go.shape != self._saved.output_shape:
             raise ValueError(f"Mismatch in shape: grad_output has a shape of {go.shape} and "
                              f"output has a shape of {self._saved.output_shape}")
@@ -345,9 +372,11 @@ class _Saved:
     differentiate yet), as a pickled PyTorch module carries no autograd graph: a layer
     stays as small as its parameters."""
 
-    input: np.ndarray
+    input: np.ndarray  # Conv2d: as its kernel saw it (batched, padded); else as given
     weight: np.ndarray
     output_shape: tuple[int, ...]
+    plan: Plan | None = None  # Conv2d: the forward's plan, handed to backward
+    spec: ConvSpec | None = None  # Conv2d: the forward's spec (caller's padding mode)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_nothing, ())
@@ -439,8 +468,9 @@ class ConvTranspose2d(Conv2d):
         if len(size) != 2:
             raise ValueError(f"ConvTranspose2D: for {len(input_shape)}D input, output_size must "
                              f"have 2 or {len(input_shape)} elements (got {len(size)})")
-        low = [_transposed_out_size(spatial[d], self.padding[d],  # type: ignore[index]
-                                    self.kernel_size[d], self.stride[d], self.dilation[d], 0)
+        padding = self._pair_padding()
+        low = [_transposed_out_size(spatial[d], padding[d], self.kernel_size[d],
+                                    self.stride[d], self.dilation[d], 0)
                for d in range(2)]  # no output_padding: the smallest size
         high = [low[d] + self.stride[d] - 1 for d in range(2)]
         if any(not low[d] <= size[d] <= high[d] for d in range(2)):
@@ -448,19 +478,25 @@ class ConvTranspose2d(Conv2d):
                              f"{low} to {high} (for an input of {tuple(spatial)})")
         return size[0] - low[0], size[1] - low[1]
 
-    def forward(self, x: Any, output_size: Any = None) -> np.ndarray:  # type: ignore[override]
+    def _pair_padding(self) -> tuple[int, int]:
+        """The padding, a pair of ints (a transposed convolution takes no strings)."""
+        assert not isinstance(self.padding, str)  # refused by check_transposed_padding
+        return self.padding
+
+    def forward(self, x: Any, output_size: Any = None) -> np.ndarray:
         """Transposed convolution of ``x`` ((N, C_in, H, W) or (C_in, H, W)); keeps a
         copy of ``x`` and the weight for :meth:`backward`."""
-        xa = _as_array(x, "input")
+        xa = as_array(x, "input")
         out_pad = self._output_padding(xa.shape, output_size)
-        out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self.padding, out_pad,
+        out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self._pair_padding(),
+                               out_pad,
                                self.groups, self.dilation, algo=self.algo)
         self._saved = (_Saved(np.array(xa), self.weight.copy(), out.shape)
                        if grad_enabled() else None)
         self._saved_output_padding = out_pad
         return out
 
-    def __call__(self, x: Any, output_size: Any = None) -> np.ndarray:  # type: ignore[override]
+    def __call__(self, x: Any, output_size: Any = None) -> np.ndarray:
         return self.forward(x, output_size)
 
     def backward(self, grad_output: Any) -> np.ndarray:
@@ -468,7 +504,7 @@ class ConvTranspose2d(Conv2d):
         with the weight); adds the weight's and bias's gradients into ``self.grad``."""
         saved, go = self._take_saved(grad_output)
         tspec = TransposedSpec.from_shapes(saved.input.shape, saved.weight.shape, self.stride,
-                                           self.padding, self._saved_output_padding,
+                                           self._pair_padding(), self._saved_output_padding,
                                            self.groups, self.dilation)  # fmt: skip
         fspec = tspec.forward_spec()
         conv = (self.stride, self.padding, self.dilation, self.groups)

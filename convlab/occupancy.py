@@ -68,13 +68,6 @@ GPUS: dict[str, GpuModel] = {
 DEFAULT_GPU = GPUS["H100"]
 
 
-def gpu_for_arch(arch: tuple[int, int]) -> GpuModel:
-    """The named model for a compute capability (the nearest older one we know)."""
-    known = sorted(GPUS.values(), key=lambda g: g.arch)
-    older = [g for g in known if g.arch <= tuple(arch)]
-    return older[-1] if older else known[0]
-
-
 def _regs_per_warp(gpu: GpuModel, regs: int) -> int:
     return math.ceil(regs * WARP / gpu.reg_granularity) * gpu.reg_granularity
 

@@ -422,18 +422,13 @@ def algorithm_multiplies(spec: ConvSpec, algo: str) -> int | None:
     """Real multiplies ``algo`` does for ``spec`` (None where it cannot run it): direct
     convolution's N K (C/g) kh kw Ho Wo; Winograd F(m x m, 3 x 3)'s (m+2)^2 per output
     tile and (c, k) pair; FFT's products plus transforms (:func:`convlab.kernels.fft.
-    multiplies`)."""
-    from .kernels import fft, get
+    multiplies`); each kernel's own ``Kernel.multiplies``."""
+    from .kernels import get
 
-    if get(algo).supports(spec) is not None:
+    kern = get(algo)
+    if kern.supports(spec) is not None:
         return None
-    if algo.startswith("winograd_f"):
-        m = int(algo.removeprefix("winograd_f"))
-        tiles = spec.batch * -(-spec.out_height // m) * -(-spec.out_width // m)
-        return tiles * (m + 2) ** 2 * spec.in_channels // spec.groups * spec.out_channels
-    if algo == "fft":
-        return sum(fft.multiplies(spec).values())
-    return spec.macs()
+    return spec.macs() if kern.multiplies is None else kern.multiplies(spec)
 
 
 def crossover(result: ResultLike, challenger: str = "fft") -> int | None:

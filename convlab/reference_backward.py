@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .padding import pad
-from .shapes import ConvSpec, TransposedSpec
+from .shapes import ConvSpec
 
 
 def _source_index(coords: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -112,19 +112,3 @@ def conv2d_weight_reference(x: np.ndarray, grad_output: np.ndarray,
                 gw[grp * kg:(grp + 1) * kg, :, p, q] = np.tensordot(
                     go_g, patch, axes=([0, 2, 3], [0, 2, 3]))
     return gw
-
-
-def conv_transpose2d_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                               spec: TransposedSpec) -> np.ndarray:
-    """float64 transposed convolution of batched ``x``: the input gradient of
-    ``spec.forward_spec()`` for ``x`` as its output gradient (``x`` padded with zero
-    rows/columns when ``output_padding >= stride`` makes that output bigger), plus
-    the bias.  (N, out_channels, Hout, Wout)."""
-    fwd = spec.forward_spec()
-    go = np.zeros(fwd.batched_output_shape)
-    go[:, :, :spec.height, :spec.width] = np.asarray(x, dtype=np.float64).reshape(
-        spec.batch, spec.in_channels, spec.height, spec.width)
-    out = conv2d_input_reference(go, weight, fwd)
-    if bias is not None:
-        out += np.asarray(bias, dtype=np.float64)[None, :, None, None]
-    return out

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .exercises.cells import CODE_STUB, TEXT_STUB
 
 
@@ -164,9 +165,9 @@ def teacher_notebooks(paths: Sequence[str | Path]) -> list[Path]:
         elif item.suffix == ".ipynb" and item.is_file():
             found.append(item)
         else:
-            raise ValueError(f"{str(item)!r} is neither a notebook (.ipynb) nor a folder")
+            raise UsageError(f"{str(item)!r} is neither a notebook (.ipynb) nor a folder")
     if not found:
-        raise ValueError(f"no notebooks in {', '.join(map(str, paths))}")
+        raise UsageError(f"no notebooks in {', '.join(map(str, paths))}")
     return found
 
 
@@ -182,7 +183,7 @@ def release(sources: Sequence[str | Path], out: str | Path,
     for src in teacher_notebooks(sources):
         target = out / src.name
         if target.resolve() == src.resolve():
-            raise ValueError(f"--out {str(out)!r} would overwrite the teacher notebook {src}")
+            raise UsageError(f"--out {str(out)!r} would overwrite the teacher notebook {src}")
         nb = nbformat.read(src, as_version=4)
         student = nbformat.from_dict(student_version(nb, str(src)))
         nbformat.validate(student)

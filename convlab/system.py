@@ -59,8 +59,36 @@ def cuda_compiler_missing() -> str | None:
     return None
 
 
-def cuda_status() -> str:
-    """'gpu: NAME', 'simulator', or 'missing: how to get it'.
+class CudaStatus(str):
+    """Where CUDA kernels can run: ``kind`` is "gpu" (``detail``: its name), "simulator"
+    (``detail``: how it runs) or "missing" (``detail``: why, and how to get CUDA).
+
+    It is also the one line people read ('gpu: NAME', 'simulator (...)', 'missing: ...'),
+    a ``str``, so it prints, compares and goes into JSON as before; code asks ``kind``
+    instead of matching the text's prefix."""
+
+    kind: str
+    detail: str
+
+    def __new__(cls, kind: str, detail: str) -> CudaStatus:
+        if kind not in ("gpu", "simulator", "missing"):
+            raise ValueError(f"unknown CUDA status {kind!r}")
+        text = f"simulator ({detail})" if kind == "simulator" else f"{kind}: {detail}"
+        status = super().__new__(cls, text)
+        status.kind, status.detail = kind, detail
+        return status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CudaStatus, (self.kind, self.detail))
+
+    @property
+    def usable(self) -> bool:
+        """CUDA kernels can run here (a GPU or the simulator)."""
+        return self.kind != "missing"
+
+
+def cuda_status() -> CudaStatus:
+    """A GPU (``kind == "gpu"``), the simulator, or missing (with how to get it).
 
     The simulator is recognised by the ``numba.cuda`` module actually imported
     (numba reads NUMBA_ENABLE_CUDASIM when it is first imported, not later).  A GPU
@@ -70,26 +98,29 @@ def cuda_status() -> str:
     try:
         from numba import cuda
     except ImportError as exc:  # pragma: no cover - numba always ships cuda or numba-cuda
-        return f"missing: numba.cuda cannot be imported ({exc}); pip install 'convlab[cuda]'"
+        return CudaStatus("missing", f"numba.cuda cannot be imported ({exc}); pip install "
+                          "'convlab[cuda]'")
     if ".simulator" in getattr(cuda.jit, "__module__", ""):
-        return "simulator (NUMBA_ENABLE_CUDASIM=1: kernels run on the CPU, one thread at a time)"
+        return CudaStatus("simulator", "NUMBA_ENABLE_CUDASIM=1: kernels run on the CPU, one "
+                          "thread at a time")
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return ("missing: NUMBA_ENABLE_CUDASIM=1 was set after numba was imported; set it "
-                "before importing convlab (or numba), e.g. in the shell")
+        return CudaStatus("missing", "NUMBA_ENABLE_CUDASIM=1 was set after numba was imported; "
+                          "set it before importing convlab (or numba), e.g. in the shell")
     try:
         if cuda.is_available():
             name = cuda.get_current_device().name
             name = name.decode() if isinstance(name, bytes) else name
             why = cuda_compiler_missing()
             if why is not None:
-                return (f"missing: a CUDA GPU ({name}) and its driver are here, but numba.cuda "
-                        f"cannot compile kernels for it: {why}; {COMPILER_HINT}")
-            return f"gpu: {name}"
+                return CudaStatus("missing", f"a CUDA GPU ({name}) and its driver are here, but "
+                                  f"numba.cuda cannot compile kernels for it: {why}; "
+                                  f"{COMPILER_HINT}")
+            return CudaStatus("gpu", name)
     except Exception as exc:  # driver present but broken
-        return f"missing: CUDA driver error ({exc})"
-    return ("missing: no CUDA GPU found; install 'convlab[cuda]' on a machine with an NVIDIA "
-            "GPU, or set NUMBA_ENABLE_CUDASIM=1 before importing convlab to use the CPU "
-            "simulator")
+        return CudaStatus("missing", f"CUDA driver error ({exc})")
+    return CudaStatus("missing", "no CUDA GPU found; install 'convlab[cuda]' on a machine with "
+                      "an NVIDIA GPU, or set NUMBA_ENABLE_CUDASIM=1 before importing convlab "
+                      "to use the CPU simulator")
 
 
 def describe() -> dict[str, Any]:

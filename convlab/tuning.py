@@ -36,10 +36,12 @@ import datetime as _dt
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +57,12 @@ CACHE_ENV = "CONVLAB_TUNE_CACHE"
 # tuning happens inside a user's first call: one, so each candidate costs two calls.
 # `convlab tune`, run ahead of time, takes more (--repeats).
 TUNE_REPEATS = 1
-# The name suffix of a kernel timed with its weight transformed once (see tune()).
+# The label suffix of a kernel timed with its weight transformed once (see tune(); the
+# label is only shown, never parsed: tune() keeps which label is which run).
 CACHED = "+cached"
 SEED = 1234
+# How often (seconds) a process looks at the tuning file for another process's changes.
+REFRESH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class Tuned:
 
     def describe(self) -> str:
         """One line for people: 'measured on this machine on DATE: 1.9 ms vs ...'."""
-        from .bench import format_time
+        from .bench.timing import format_time
 
         others = sorted((t, n) for n, t in self.times.items() if n != self.winner)
         rest = ", ".join(f"{n} {format_time(t)}" for t, n in others)
@@ -105,12 +110,17 @@ class TuningCache:
     Thread-safe; the file is re-read when another process has changed it."""
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
+        self.path = (default_path() if path is None
+                     else path if isinstance(path, Path) else Path(path))
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, Any]] = {}
         self._memory_only: dict[str, dict[str, Any]] = {}  # what could not be saved
         self._stamp: tuple[int, int] | None = None
         self._warned: set[str] = set()
+        # The file is stat()ed at most every REFRESH_S seconds (and always after this
+        # object wrote it): an `auto` call asks for its generation, which must be cheap.
+        self._checked = -math.inf
+        self._generation = 0
 
     # ------------------------------------------------------------------ reading
     def _warn_once(self, what: str, message: str) -> None:
@@ -138,15 +148,32 @@ class TuningCache:
             return {}
         return {k: v for k, v in entries.items() if isinstance(v, dict)}
 
-    def _refresh(self) -> None:
+    def _file_stamp(self) -> tuple[int, int] | None:
         try:
             st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
         except OSError:
-            stamp = None
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < REFRESH_S:
+            return
+        self._checked = now
+        stamp = self._file_stamp()
         if stamp != self._stamp:
             self._entries = self._read_file()
             self._stamp = stamp
+            self._generation += 1
+
+    def generation(self) -> int:
+        """A number that changes whenever what this cache remembers may have changed
+        (this process wrote or cleared it, or the file changed on disk: checked at most
+        every REFRESH_S seconds).  :mod:`convlab.plan` keeps its plans while it holds."""
+        if time.monotonic() - self._checked >= REFRESH_S:
+            with self._lock:
+                self._refresh()
+        return self._generation
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -155,7 +182,7 @@ class TuningCache:
 
     def entries(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            self._refresh()
+            self._refresh(force=True)  # `convlab tune --show`: what the file holds now
             return {**self._entries, **self._memory_only}
 
     # ------------------------------------------------------------------ writing
@@ -166,6 +193,7 @@ class TuningCache:
                 self._save({key: entry})
             except OSError as exc:
                 self._memory_only[key] = entry
+                self._generation += 1
                 self._warn_once("write", f"cannot save convlab's tuning cache to {self.path} "
                                 f"({exc}); measurements are kept for this process only "
                                 f"(set {CACHE_ENV} to a writable file to keep them)")
@@ -184,12 +212,14 @@ class TuningCache:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        self._entries, self._stamp = merged, None
+        self._entries, self._stamp = merged, self._file_stamp()
+        self._checked = time.monotonic()
+        self._generation += 1
 
     def clear(self) -> int:
         """Forget everything (the file is removed); returns how many entries there were."""
         with self._lock:
-            self._refresh()
+            self._refresh(force=True)
             count = len(self._entries) + len(self._memory_only)
             self._memory_only.clear()
             self._entries = {}
@@ -199,6 +229,8 @@ class TuningCache:
                 except FileNotFoundError:
                     pass
             self._stamp = None
+            self._checked = time.monotonic()
+            self._generation += 1
             return count
 
 
@@ -210,9 +242,13 @@ def default_cache() -> TuningCache:
     """The process's cache of :func:`default_path` (made on first use; a new one if
     $CONVLAB_TUNE_CACHE changed since)."""
     global _default
+    path = default_path()
+    found = _default
+    if found is not None and found.path is path:  # the common case, without the lock
+        return found
     with _default_lock:
-        if _default is None or _default.path != default_path():
-            _default = TuningCache()
+        if _default is None or _default.path != path:
+            _default = TuningCache(path)
         return _default
 
 
@@ -223,7 +259,7 @@ def kernel_set() -> str:
 
 @functools.lru_cache(maxsize=8)
 def _kernel_set(names: tuple[str, ...]) -> str:
-    from . import __version__
+    from ._version import __version__
 
     return hashlib.sha1(f"{__version__}:{','.join(names)}".encode()).hexdigest()[:12]
 
@@ -289,9 +325,9 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     as functional ``conv2d`` runs it, and with the weight transformed once, as ``Conv2d``
     runs it (``cached``, the one returned); the others are the same either way.  The
     winners differ: FFT's filter spectrum costs more than some whole convolutions."""
-    import time
 
-    from . import bench
+    from .bench import measure as harness  # "gate and time one spec", below the tuner
+    from .bench.contenders import kernel_contender
 
     cache = cache or default_cache()
     if not force:
@@ -307,16 +343,23 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     x = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(dt)
     w = rng.standard_normal(spec.weight_shape).astype(dt)
     b = rng.standard_normal(spec.bias_shape).astype(dt)
-    contenders = {k.name: bench.kernel_contender(k) for k in kernels}
-    contenders.update({k.name + CACHED: dataclasses.replace(
-        bench.kernel_contender(k, weight_cache=True), name=k.name + CACHED)
-        for k in kernels if k.transform_weight is not None})
+    # every kernel as conv2d runs it, and each weight-transforming kernel once more as
+    # Conv2d runs it (weight transformed once), under a label of its own; `ways` says
+    # which label is which, so nothing is parsed back out of a name
+    contenders = {k.name: kernel_contender(k) for k in kernels}
+    ways: dict[str, tuple[str, bool]] = {k.name: (k.name, False) for k in kernels}
+    for k in kernels:
+        if k.transform_weight is not None:
+            label = k.name + CACHED
+            contenders[label] = dataclasses.replace(kernel_contender(k, weight_cache=True),
+                                                    name=label)
+            ways[label] = (k.name, True)
     # the harness's default settle: an untimed call of each kernel before its timed sample,
     # so a kernel timed right after im2col's or torch's still-spinning threads is not
     # blamed for them (the candidates' order once decided the winner; bench.timing)
-    options = bench.Sampling(repeats=repeats, warmup=False, sampled_check=True,
+    options = harness.Sampling(repeats=repeats, warmup=False, sampled_check=True,
                              max_call_s=float("inf"))
-    records = bench.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
+    records = harness.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
                                  options)
     measured = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
     failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
@@ -327,16 +370,14 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     cost = time.perf_counter() - start
     compile_s = sum(r.compile_s or 0.0 for r in records if r.status == "ok")
     found = {}
+    run_both_ways = {name for name, cached_run in ways.values() if cached_run}
     for way in (False, True):
         times = {}
-        for name, t in measured.items():
-            if name.endswith(CACHED):
-                continue
-            if way and name + CACHED in contenders:
-                if name + CACHED not in measured:  # its run with a cached weight failed
-                    continue
-                t = measured[name + CACHED]
-            times[name] = t
+        for label, t in measured.items():
+            name, cached_run = ways.get(label, (label, False))
+            # this way's run of the kernel: its own, or the one run if both ways are alike
+            if cached_run == way or (way and name not in run_both_ways):
+                times[name] = t
         if not times:  # only cached runs passed: nothing to say about this way
             continue
         found[way] = Tuned(min(times, key=times.__getitem__), times, date, cost, compile_s,

@@ -18,6 +18,7 @@ import pytest
 
 from convlab import bench
 from convlab.cli import main
+from convlab.errors import UsageError
 from convlab.kernels import cuda as ck
 from convlab.kernels.registry import Placed
 from convlab.reference import conv2d_reference
@@ -118,7 +119,7 @@ def test_default_suite_is_tiny_on_the_simulator(monkeypatch, capsys):
 
     def fake_run(suite, *args, **kwargs):
         seen["suite"], seen["device"] = suite, kwargs["device"]
-        raise ValueError("stop here")
+        raise UsageError("stop here")  # main's one-line exit 2
 
     monkeypatch.setattr(bench, "check_device", lambda *a: None)
     monkeypatch.setattr(ck, "is_simulator", lambda: True)

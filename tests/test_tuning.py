@@ -258,7 +258,7 @@ def test_tuning_compares_fastest_samples_not_medians(cache_file, monkeypatch):
                                 median_s=median_s, min_s=min_s)
         return [rec("naive", 0.9, 0.1), rec("im2col", 0.5, 0.4)]
 
-    monkeypatch.setattr(bench, "measure_spec", busy_measurement)
+    monkeypatch.setattr(bench.measure, "measure_spec", busy_measurement)
     tuned = tuning.tune(SPEC, np.float32, repeats=3)
     assert tuned.winner == "naive" and tuned.times == {"naive": 0.1, "im2col": 0.4}
 

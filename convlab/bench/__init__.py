@@ -6,6 +6,7 @@ through ``convlab bench``.  One idea per module:
 ========================  ==========================================================
 ``suites``                the layers (ResNet, VGG, MobileNet, ...) and their suites
 ``contenders``            what is timed: registry kernels through their hooks, PyTorch
+``roster``                which contenders a run times (``auto`` among them)
 ``ops``                   what a layer offers to time: forward, backward, transpose
 ``backward``              the backward ops' contenders, convlab's and torch's
 ``gpu``                   CUDA-event timing, the cuDNN rivals, the simulator's limits
@@ -33,7 +34,6 @@ from .contenders import (
     Contender,
     kernel_contender,
     known_kernels,
-    resolve_kernels,
     torch_available,
     torch_contender,
 )
@@ -48,6 +48,7 @@ from .records import (
     load,
     output_paths,
 )
+from .roster import auto_contender, make_contenders, resolve_kernels
 from .run import COLD_CACHE_ENV, BenchmarkInterrupted, run_benchmark, run_in_fresh_process
 from .suites import (
     DEFAULT_BATCH,
@@ -71,7 +72,8 @@ __all__ = [
     "GPU_RIVALS",
     "LADDER", "MIN_SAMPLE_S", "MOBILENET", "NOISY_SPREAD", "RECORD_FIELDS", "RESNET", "RIVAL",
     "SEED", "STATUSES", "SUITES", "SWEEPS", "Sampling", "TOY_SUITES", "VGG", "BenchResult",
-    "BenchmarkInterrupted", "Contender", "Layer", "Record", "Timer", "calibrate",
+    "BenchmarkInterrupted", "Contender", "Layer", "Record", "Timer", "auto_contender",
+    "calibrate", "make_contenders",
     "check_device", "check_writable", "disturbance", "format_table", "format_time",
     "gate_batch", "geomean", "kernel_contender", "known_kernels", "load", "measure_bandwidth",
     "measure_peak", "no_calibration", "output_paths", "resolve_kernels", "run_benchmark",

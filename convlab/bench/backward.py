@@ -38,7 +38,7 @@ def backward_contender(gi: Kernel, gw: Kernel) -> Contender:
     def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, go: np.ndarray,
               spec: ConvSpec) -> Placed:
         def call() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            return gi.run(go, w, spec), gw.run(x, go, spec), go.sum(axis=(0, 2, 3))
+            return gi.grad(go, w, spec), gw.grad(x, go, spec), go.sum(axis=(0, 2, 3))
 
         return Placed(call, lambda out: out)
 
@@ -65,7 +65,7 @@ def transpose_contender(gi: Kernel) -> Contender:
 
     def setup(y: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec) -> Placed:
         def call() -> np.ndarray:
-            out = gi.run(y, w, spec)
+            out = gi.grad(y, w, spec)
             if b is not None:
                 out += b[None, :, None, None]
             return out

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
+from ..errors import UsageError
 from ..kernels.registry import Placed
 from ..shapes import ConvSpec
 from .contenders import Contender, rival_tolerance, torch_args, unavailable
@@ -179,6 +180,6 @@ def check_device(device: str, names: Sequence[Any]) -> None:
         return
     why = _cuda_status().cuda_unavailable()
     if why is not None:
-        raise ValueError(f"CUDA kernels are unavailable here: {why} (tiny layers only: "
+        raise UsageError(f"CUDA kernels are unavailable here: {why} (tiny layers only: "
                          f"--suite tiny)" if "NUMBA_ENABLE_CUDASIM" in why else
                          f"CUDA kernels are unavailable here: {why}")

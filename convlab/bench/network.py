@@ -187,10 +187,10 @@ def _modules(net: Network, seed: int) -> _Modules:
     ours, theirs = [], []
     for node in net.nodes:
         la = node.layer
-        m = Conv2d(la.in_channels, la.out_channels, la.kernel_size, la.stride, la.padding,
-                   la.dilation, la.groups, seed=rng)
-        t = torch.nn.Conv2d(la.in_channels, la.out_channels, la.kernel_size, la.stride,
-                            la.padding, la.dilation, la.groups)
+        hyper: tuple[Any, ...] = (la.kernel_size, la.stride, la.padding, la.dilation, la.groups)
+        m = Conv2d(la.in_channels, la.out_channels, *hyper, seed=rng)
+        t = torch.nn.Conv2d(la.in_channels, la.out_channels, *hyper)
+        assert t.bias is not None and m.bias is not None  # both built with a bias
         with torch.no_grad():  # the same weights: torch's a copy of convlab's
             t.weight.copy_(torch.from_numpy(m.weight))
             t.bias.copy_(torch.from_numpy(m.bias))
@@ -311,7 +311,7 @@ def _check(net: Network, mods: _Modules, x: np.ndarray, seeds: dict[int, np.ndar
     for i, node in enumerate(net.nodes):
         la, m = node.layer, mods.convlab[i]
         inp, out = fwd[i]
-        args = (la.stride, la.padding, la.dilation, la.groups)
+        args: tuple[Any, ...] = (la.stride, la.padding, la.dilation, la.groups)
         spec = la.spec(inp.shape[0])
         choice = explain(inp, m.weight, m.bias, *args)
         x64 = torch.from_numpy(inp).double().requires_grad_(train)
@@ -319,7 +319,7 @@ def _check(net: Network, mods: _Modules, x: np.ndarray, seeds: dict[int, np.ndar
         b64 = torch.from_numpy(m.bias).double().requires_grad_(train)
         y64 = F.conv2d(x64, w64, b64, *args)
         checks = [("forward", choice.kernel, out, y64.detach().numpy())]
-        entry = {"forward": choice.kernel.name}
+        entry: dict[str, Any] = {"forward": choice.kernel.name}
         if train:
             g, gin = bwd[i]
             gx, gw, gb = torch.autograd.grad(y64, (x64, w64, b64), torch.from_numpy(g).double())
@@ -439,7 +439,7 @@ def _rows(net: Network, batch: int, ops: Sequence[str], info: list[dict[str, Any
                 c = [s[1][i] for s in ours]
                 t = [s[1][i] for s in theirs]
                 _fill(row, _median(c), _median(t), min(c), min(t), len(c))
-                row.share = row.convlab_s / c_tot if c_tot else None
+                row.share = (row.convlab_s or 0.0) / c_tot if c_tot else None
         rows.append(net_row)
         rows += layer_rows
     if len(ops) == 2:  # the training step: forward + backward
@@ -493,8 +493,9 @@ def format_network_table(result: NetworkResult, layers: bool = True) -> str:
 # --------------------------------------------------------------------------- the command
 def child_main(options: dict[str, Any]) -> int:
     """Run in the fresh process ``convlab bench --model`` starts (see :func:`run_in_child`):
-    run, save after each network, print the table, draw the plot."""
-    out, plot = options.pop("out", None), options.pop("plot", None)
+    run, save after each network, print the table.  (The plot is drawn by the command,
+    from the saved JSON: :mod:`convlab.plots` sits above the harness.)"""
+    out = options.pop("out", None)
 
     def save(result: NetworkResult) -> None:
         if out:
@@ -510,14 +511,6 @@ def child_main(options: dict[str, Any]) -> int:
     if out:
         json_path, csv_path = result.save(out)
         print(f"\nsaved {json_path} and {csv_path}")
-    if plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from ..plots import network_plot
-
-        network_plot(result, path=plot)
-        print(f"plot written to {plot}")
     return 0
 
 

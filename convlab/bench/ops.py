@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from ..functional import prepare
 from ..reference import conv2d_reference, conv2d_reference_at, sample_positions
 from ..reference_backward import conv2d_input_reference, conv2d_weight_reference
 from ..shapes import ConvSpec, TransposedSpec
+from ..validate import prepare
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
+
 STATUSES = ("ok", "wrong", "n/a", "skip", "error")
 
 
@@ -167,19 +169,19 @@ def check_writable(path: str | os.PathLike) -> None:
     (and its CSV twin): checked before a run, so no result is lost at the end."""
     for target in output_paths(path):
         if target.is_dir():
-            raise ValueError(f"cannot write {str(target)!r}: it is a directory")
+            raise UsageError(f"cannot write {str(target)!r}: it is a directory")
         folder = target.resolve().parent
         if not folder.is_dir():
-            raise ValueError(f"cannot write {str(target)!r}: its folder {str(folder)!r} "
+            raise UsageError(f"cannot write {str(target)!r}: its folder {str(folder)!r} "
                              "does not exist")
         try:  # the only sure test: create a file there (then remove it)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
             os.close(fd)
             os.unlink(tmp)
         except OSError as exc:
-            raise ValueError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
         if target.exists() and not os.access(target, os.W_OK):
-            raise ValueError(f"cannot write {str(target)!r}: the file is read-only")
+            raise UsageError(f"cannot write {str(target)!r}: the file is read-only")
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -32,12 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from . import ceilings as cal
-from .contenders import RIVAL, Contender, known_kernels, make_contenders, resolve_kernels
+from .contenders import RIVAL, Contender, known_kernels
 from .gpu import CUDNN, GPU_RIVALS, check_device
 from .measure import Sampling, gate_batch, measure
 from .ops import FORWARD, Op, op_named, op_of, problem
 from .records import BenchResult, Record
+from .roster import make_contenders, resolve_kernels
 from .suites import DEFAULT_BATCH, Layer, suite_layers
 from .timing import DEFAULT_SETTLE
 
@@ -93,13 +94,13 @@ def run_benchmark(
     from tqdm.auto import tqdm
 
     if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        raise UsageError(f"dtype must be float32 or float64, got {dtype!r}")
     for name, value in (("batch", batch), ("repeats", repeats)):
         if value is not None and (isinstance(value, bool) or int(value) < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise UsageError(f"{name} must be a positive integer, got {value!r}")
     run_ops = [op_named(o) for o in dict.fromkeys(ops)]
     if device != "cpu" and any(o is not FORWARD for o in run_ops):
-        raise ValueError("the backward ops run on the CPU only (no CUDA backward kernels); "
+        raise UsageError("the backward ops run on the CPU only (no CUDA backward kernels); "
                          f"got device={device!r}")
     chosen_layers = tuple(layers) if layers is not None else suite_layers(suite, only_layers)
     names = resolve_kernels(kernel_names, device, rival, [o.name for o in run_ops])
@@ -234,11 +235,7 @@ def run_in_fresh_process(argv: Sequence[str], cold_cache: bool = True) -> int:
     with tempfile.TemporaryDirectory(prefix="convlab-numba-cache-") as tmp:
         if cold_cache:
             env["NUMBA_CACHE_DIR"], env[COLD_CACHE_ENV] = tmp, "1"
-        code = ("import sys; from convlab.cli import main; "
-                "sys.exit(main(['bench', *sys.argv[1:]]))")
-        return subprocess.run([sys.executable, "-c", code, *argv], env=env).returncode
-
-
-def geomean(values: Sequence[float]) -> float:
-    """The geometric mean (the right average of speed ratios)."""
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+        # `python -m convlab` runs convlab.cli.main (convlab/__main__.py): the harness
+        # starts the command without importing the CLI, which sits above it
+        command = [sys.executable, "-m", "convlab", "bench", *argv]
+        return subprocess.run(command, env=env).returncode

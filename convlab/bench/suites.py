@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UsageError
 from ..shapes import ConvSpec, IntOrPair, PaddingArg
 
 DEFAULT_BATCH = 8
@@ -159,13 +160,13 @@ def suite_layers(suite: str, only: Sequence[str] | None = None) -> tuple[Layer, 
     """The layers of ``suite`` (optionally only those named in ``only``)."""
     known = {**SUITES, **SWEEPS, **TOY_SUITES}
     if suite not in known:
-        raise ValueError(f"unknown suite {suite!r}; suites: {', '.join(suite_names())}")
+        raise UsageError(f"unknown suite {suite!r}; suites: {', '.join(suite_names())}")
     layers = known[suite]
     if only:
         by_name = {layer.name: layer for group in (SUITES, SWEEPS, TOY_SUITES)
                    for suite_ in group.values() for layer in suite_}
         unknown = [n for n in only if n not in by_name]
         if unknown:
-            raise ValueError(f"unknown layer {unknown[0]!r}; layers: {', '.join(by_name)}")
+            raise UsageError(f"unknown layer {unknown[0]!r}; layers: {', '.join(by_name)}")
         layers = tuple(by_name[n] for n in only)
     return layers

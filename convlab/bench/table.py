@@ -17,23 +17,12 @@ from .ceilings import disturbance
 from .contenders import RIVAL
 from .gpu import CUDNN
 from .records import BenchResult, Record
-from .timing import NOISY_SPREAD
+from .timing import NOISY_SPREAD, format_time
 
 
 def geomean(values: Sequence[float]) -> float:
     """The geometric mean (the right average of speed ratios)."""
     return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
-def format_time(s: float | None, *, missing: str = "-", micro: str = "us") -> str:
-    """Seconds for people: '1.23 s', '4.5 ms', '67 us' (the table and the plots)."""
-    if s is None:
-        return missing
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s * 1e6:.3g} {micro}"
 
 
 def _fmt(v: float | None, spec: str) -> str:

@@ -170,3 +170,14 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
     q1, med, q3 = np.percentile(arr, [25, 50, 75])
     return {"median_s": float(med), "q1_s": float(q1), "q3_s": float(q3),
             "min_s": float(arr.min()), "max_s": float(arr.max())}
+
+
+def format_time(s: float | None, *, missing: str = "-", micro: str = "us") -> str:
+    """Seconds for people: '1.23 s', '4.5 ms', '67 us' (the table and the plots)."""
+    if s is None:
+        return missing
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} {micro}"

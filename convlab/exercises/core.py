@@ -75,15 +75,6 @@ class Incorrect(Exception):
     """The answer is wrong; the message says where and, if it can, why."""
 
 
-def fmt_args(args: dict[str, Any]) -> str:
-    """``name=value`` pairs, arrays shown by shape."""
-    parts = []
-    for name, value in args.items():
-        shown = f"array of shape {value.shape}" if isinstance(value, np.ndarray) else repr(value)
-        parts.append(f"{name}={shown}")
-    return ", ".join(parts)
-
-
 def call(fn: Any, args: dict[str, Any], where: str, first: bool) -> Any:
     """Call the student's ``fn(**args)`` positionally, turning each way of not
     answering into :class:`NotAttempted` and a crash into :class:`Incorrect`."""

@@ -50,7 +50,7 @@ def _spec(x_shape: tuple[int, ...], w_shape: tuple[int, ...], s: Any, p: Any, d:
 
 
 def _draw_output_size(rng: np.random.Generator) -> list[tuple]:
-    cases = []
+    cases: list[tuple] = []
     while len(cases) < 3 * N_CASES:
         size, k, s, p, d = (int(v) for v in (rng.integers(2, 60), rng.integers(1, 8),
                                              rng.integers(1, 5), rng.integers(0, 5),
@@ -322,7 +322,7 @@ def judge(name: str, cases: list[tuple], probe: dict[str, Any] | None) -> tuple[
             got = wire.decode(answers[n])
         except wire.WireError as err:
             return "incorrect", f"Incorrect ({name}): {where}: a malformed answer ({err})"
-        why = _mismatch(spec, got, spec.reference(*case))
-        if why:
-            return "incorrect", f"Incorrect ({name}): {where}: {why}"
+        wrong = _mismatch(spec, got, spec.reference(*case))
+        if wrong:
+            return "incorrect", f"Incorrect ({name}): {where}: {wrong}"
     return "correct", f"Correct ({name}): right on {len(cases)} cases drawn at grading time"

@@ -73,7 +73,7 @@ def run(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
         return {"status": "not attempted", "answers": []}
     if name in ("cuda_kernel", "cuda_tiled"):
         return _run_cuda(name, fn, cases)
-    answers = []
+    answers: list[Any] = []
     for n, case in enumerate(cases):
         args = [a.copy() if isinstance(a, np.ndarray) else a for a in case]
         try:

@@ -31,13 +31,6 @@ def write_csv(rows: Sequence[Row], path: str | Path) -> Path:
     return path
 
 
-def read_csv(path: str | Path) -> list[Row]:
-    """The rows of a grades CSV (for scripts and tests)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [Row(d["student"], "" if d["exercise"] == "(notebook)" else d["exercise"],
-                    d["result"], d["message"], d["notebook"]) for d in csv.DictReader(f)]
-
-
 def exercises_of(rows: Sequence[Row]) -> list[str]:
     """Exercise names in the order they first appear."""
     return list(dict.fromkeys(r.exercise for r in rows if r.exercise))

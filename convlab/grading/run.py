@@ -316,7 +316,8 @@ def run_task(task: Task) -> list[Row]:
                     if first and type(first.get("pid")) is int and first["pid"] > 1:
                         _kill_group(first["pid"])
                 reader.join(timeout=10)
-                proc.stdout.close()
+                if proc.stdout is not None:
+                    proc.stdout.close()
         if failure and not failure.startswith("timed out"):
             tail = (jobdir / "worker.log").read_bytes()[-LOG_BYTES:].decode("utf-8", "replace")
             last = [line for line in tail.splitlines() if line.strip()][-1:]

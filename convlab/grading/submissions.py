@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
+
 SKIP = {".ipynb_checkpoints", "__pycache__", ".git"}
 MAX_BYTES = 64 << 20
 
@@ -39,7 +41,7 @@ class Submission:
         """The files' contents, by path inside the submission."""
         total = sum((self.root / f).stat().st_size for f in self.files)
         if total > MAX_BYTES:
-            raise ValueError(f"submission {self.student!r} holds {total / 2**20:.0f} MiB "
+            raise UsageError(f"submission {self.student!r} holds {total / 2**20:.0f} MiB "
                              f"({self.root}); at most {MAX_BYTES >> 20} MiB is copied for "
                              "grading")
         return {f: (self.root / f).read_bytes() for f in self.files}
@@ -66,7 +68,7 @@ def find_submissions(paths: Sequence[str | Path]) -> list[Submission]:
     for item in map(Path, paths):
         if item.is_file():
             if item.suffix != ".ipynb":
-                raise ValueError(f"{str(item)!r} is not a notebook (.ipynb)")
+                raise UsageError(f"{str(item)!r} is not a notebook (.ipynb)")
             found.append(_loose(item))
         elif item.is_dir():
             inside = []
@@ -85,17 +87,17 @@ def find_submissions(paths: Sequence[str | Path]) -> list[Submission]:
                             tuple(n.relative_to(child).as_posix() for n in notebooks),
                             tuple(rel)))
             if not inside:
-                raise ValueError(f"no notebooks in {str(item)!r}: give a folder with one "
+                raise UsageError(f"no notebooks in {str(item)!r}: give a folder with one "
                                  "notebook per student or one folder per student")
             found += inside
         else:
-            raise ValueError(f"{str(item)!r}: no such file or folder")
+            raise UsageError(f"{str(item)!r}: no such file or folder")
     names: dict[str, list[str]] = {}
     for sub in found:
         names.setdefault(sub.student, []).append(str(sub.root / sub.notebooks[0]))
     twice = {n: where for n, where in names.items() if len(where) > 1}
     if twice:
-        raise ValueError("two submissions have the same student name: " + "; ".join(
+        raise UsageError("two submissions have the same student name: " + "; ".join(
             f"{n!r} ({', '.join(w)})" for n, w in twice.items()))
     return sorted(found, key=lambda s: s.student)
 

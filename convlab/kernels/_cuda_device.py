@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from .cuda import TileConfig
+from ._cuda_config import MIN_WARPS_PER_SM, TileConfig
 
 
 @functools.cache
@@ -66,7 +66,6 @@ def jit_options(threads: int) -> dict[str, Any]:
     if ".simulator" in getattr(cuda.jit, "__module__", ""):
         return {}
     from ..occupancy import min_blocks, register_cap
-    from .cuda import MIN_WARPS_PER_SM
 
     if "launch_bounds" in inspect.signature(cuda.jit).parameters:
         return {"launch_bounds": (threads, min_blocks(threads, MIN_WARPS_PER_SM))}

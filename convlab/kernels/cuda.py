@@ -82,23 +82,26 @@ import math
 import time
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from ..shapes import ConvSpec
+from ..system import CudaStatus, cuda_status
+
+# the tile configuration and CUDA's limits live in _cuda_config (shared with the device
+# code without an import loop); still importable from here, where they are explained
+from ._cuda_config import MAX_GRID_YZ as MAX_GRID_YZ
+from ._cuda_config import MIN_WARPS_PER_SM as MIN_WARPS_PER_SM
+from ._cuda_config import SHARED_LIMIT as SHARED_LIMIT
+from ._cuda_config import TileConfig as TileConfig
 from .registry import SKIPS_PADDING, Placed, UnsupportedSpecError, register
 
 THREADS_NAIVE = 256  # threads per block of cuda_naive on a GPU (32 on the simulator)
-SHARED_LIMIT = 48 * 1024  # bytes of static shared memory one block may declare
-MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
-# Warps a multiprocessor should hold of cuda_tiled (of 32 on sm_75, 64 on sm_80/sm_90): the
-# tiles are chosen so the grid has that many per SM, and the registers capped so they fit
-# (convlab/occupancy.py says why; `convlab info --cuda-static` shows what the toolchain made).
-MIN_WARPS_PER_SM = 16
 # What the grid must give every SM for choose_config to take a blocking (most accumulators
 # first): measured on an H200, register blocking beats occupancy down to ~7 warps per SM,
 # but a grid with blocks for under ~3/4 of the SMs leaves the rest idle (256@14, 512@7).
+# (MIN_WARPS_PER_SM, in _cuda_config, is what the launch bounds size the registers for.)
 FILL_WARPS_PER_SM = 6
 FILL_BLOCKS_PER_SM = 0.75
 SMEM_RESERVED = 1024  # bytes of shared memory the system keeps per block (sm_80 on)
@@ -126,23 +129,20 @@ restore_row_stack()  # before any kernel, convlab's or the user's, is compiled
 
 # ----------------------------------------------------------------- availability
 @functools.lru_cache(maxsize=1)
-def status() -> str:
-    """'gpu: NAME', 'simulator (...)' or 'missing: how to get it' (cached)."""
-    from ..system import cuda_status
-
+def status() -> CudaStatus:
+    """'gpu: NAME', 'simulator (...)' or 'missing: how to get it' (cached; ``.kind``
+    says which: :class:`convlab.system.CudaStatus`)."""
     return cuda_status()
 
 
 def is_simulator() -> bool:
-    return status().startswith("simulator")
+    return status().kind == "simulator"
 
 
 def cuda_unavailable() -> str | None:
     """None when CUDA kernels can run here (a GPU or the simulator), else how to get them."""
     state = status()
-    if state.startswith(("gpu", "simulator")):
-        return None
-    return state.removeprefix("missing: ")
+    return None if state.usable else state.detail
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,57 +165,6 @@ def _shared_per_sm() -> int | None:
     try:
         return int(cuda.get_current_device().MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)
     except Exception:  # an attribute this driver does not report: no shared-memory rule
-        return None
-
-
-# ----------------------------------------------------------------- tile configuration
-class TileConfig(NamedTuple):
-    """How ``cuda_tiled`` cuts the work: the block and per-thread tiles."""
-
-    tk: int = 64  # output channels per block
-    rk: int = 8  # output channels per thread (register blocking)
-    th: int = 8  # output rows per block
-    tw: int = 16  # output columns per block
-    rp: int = 4  # output pixels per thread (register blocking)
-    ck: int = 8  # input channels staged in shared memory per step
-
-    @property
-    def threads(self) -> int:
-        return (self.tk // self.rk) * (self.th * self.tw // self.rp)
-
-    def patch(self, spec: ConvSpec) -> tuple[int, int]:
-        """Rows and columns of the input patch one block stages: tile + halo."""
-        (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
-        return (self.th - 1) * sh + (kh - 1) * dh + 1, (self.tw - 1) * sw + (kw - 1) * dw + 1
-
-    def shared_bytes(self, spec: ConvSpec, itemsize: int) -> int:
-        ph, pw = self.patch(spec)
-        kh, kw = spec.kernel_size
-        # weights stored (ck*kh*kw, tk + 1): the +1 keeps a column's elements in
-        # different banks, so the transposing store is free of bank conflicts
-        return itemsize * (self.ck * ph * pw + self.ck * kh * kw * (self.tk + 1))
-
-    def grid(self, spec: ConvSpec) -> tuple[int, int, int]:
-        kg = spec.out_channels // spec.groups
-        tiles = math.ceil(spec.out_height / self.th) * math.ceil(spec.out_width / self.tw)
-        return tiles, math.ceil(kg / self.tk) * spec.groups, spec.batch
-
-    def problem(self, spec: ConvSpec, itemsize: int) -> str | None:
-        """Why this config cannot run ``spec`` (None = it can)."""
-        if min(self) < 1:
-            return f"needs positive tile sizes, got {self}"
-        if self.tk % self.rk or (self.th * self.tw) % self.rp:
-            return f"needs tk % rk == 0 and th*tw % rp == 0, got {self}"
-        if not 1 <= self.threads <= 1024:
-            return f"needs 1..1024 threads per block, got {self.threads} for {self}"
-        need = self.shared_bytes(spec, itemsize)
-        if need > SHARED_LIMIT:
-            return (f"needs {need:,} bytes of shared memory for {self} (limit "
-                    f"{SHARED_LIMIT:,}): the kernel window or stride is too large")
-        _, gy, gz = self.grid(spec)
-        if gy > MAX_GRID_YZ or gz > MAX_GRID_YZ:
-            return (f"needs batch <= {MAX_GRID_YZ} and ceil(out_channels/groups/{self.tk})"
-                    f"*groups <= {MAX_GRID_YZ}")
         return None
 
 

@@ -40,7 +40,10 @@ Everything else a kernel may provide is a typed, optional field of :class:`Kerne
   the kernel for non-finite input: :func:`choose`);
 * ``auto_rank`` / ``auto_when(spec)``: whether and where ``algo="auto"`` picks it;
 * ``macs_per_s``: a rough speed for slow kernels, so the benchmark can skip layers
-  that would take minutes.
+  that would take minutes;
+* ``multiplies(spec)``: the real multiplies it does, where that is not the direct
+  convolution's ``spec.macs()`` (Winograd, FFT): what the plots count, instead of reading
+  it out of the kernel's name.
 
 **Ops.**  A kernel computes one of three things, its ``op`` (docs/design.md, "The
 kernel contract"); kernels are keyed by (op, name), so the same algorithm name
@@ -59,7 +62,7 @@ padding modes and handles unbatched arrays around the kernel):
   ``grad_output`` (N, K, Hout, Wout), C-contiguous, same dtype; returns a new
   (K, C/groups, kh, kw) array (``torch.nn.grad.conv2d_weight``).
 
-A grad kernel is called as ``kernel.run(a, b, spec)`` after :meth:`Kernel.check`;
+A grad kernel is called as ``kernel.grad(a, b, spec)`` after :meth:`Kernel.check`;
 ``transform_weight``, ``stages`` and ``place`` are forward-only (``register`` refuses
 them elsewhere).  Its ``rtol`` holds at REFERENCE_REDUCTION products per output
 element, like a forward kernel's, and is scaled by that op's reduction length
@@ -72,7 +75,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from enum import Enum
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -87,7 +91,36 @@ class KernelUnavailableError(RuntimeError):
     """A kernel cannot run on this machine (e.g. no GPU and no CUDA simulator)."""
 
 
-OPS = ("forward", "grad_input", "grad_weight")
+class KernelOp(str, Enum):
+    """What a kernel computes (module docstring, "Ops").  A ``str``: ``op == "forward"``,
+    printing and JSON behave as the plain names did, and a name is accepted wherever an
+    op is (``register(..., op="grad_input")``)."""
+
+    FORWARD = "forward"
+    GRAD_INPUT = "grad_input"
+    GRAD_WEIGHT = "grad_weight"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Device(str, Enum):
+    """Where a kernel runs (a ``str``, like :class:`KernelOp`)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+OPS = tuple(KernelOp)  # forward, grad_input, grad_weight
 
 
 class RunFn(Protocol):
@@ -166,10 +199,12 @@ class Kernel:
     """One registered convolution algorithm (see the module docstring for each field)."""
 
     name: str
-    run: RunFn | GradRunFn
+    # called through execute() (forward: RunFn's signature) or grad() (gradient ops:
+    # GradRunFn's): one field, two typed calls, so no caller handles a union
+    run: Callable[..., np.ndarray]
     description: str
     supports: SpecCheck = _always
-    device: str = "cpu"  # "cpu" | "cuda"
+    device: Device = Device.CPU
     rtol: float = 1e-5
     available: Callable[[], str | None] = _here
     workspace: Callable[[ConvSpec, int], int] = _no_workspace
@@ -180,7 +215,10 @@ class Kernel:
     place: Callable[..., Placed] | None = None
     nonfinite: str = "exact"
     macs_per_s: float | None = None
-    op: str = "forward"  # "forward" | "grad_input" | "grad_weight" (module docstring)
+    op: KernelOp = KernelOp.FORWARD  # (module docstring, "Ops")
+    # real multiplies it does for a spec, where that is not the direct convolution's
+    # spec.macs() (Winograd's fewer, FFT's products plus transforms): the plots' count
+    multiplies: Callable[[ConvSpec], int] | None = None
 
     def __call__(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                  spec: ConvSpec, transformed_weight: Any = None) -> np.ndarray:
@@ -198,6 +236,15 @@ class Kernel:
         if transformed_weight is None:
             return self.run(x, weight, bias, spec)
         return self.run(x, weight, bias, spec, transformed_weight=transformed_weight)
+
+    def grad(self, a: np.ndarray, b: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """Run a gradient kernel on arrays and a spec already checked:
+        ``grad(grad_output, weight, spec)`` for grad_input, ``grad(x, grad_output, spec)``
+        for grad_weight (module docstring)."""
+        if self.op == "forward":
+            raise TypeError(f"forward kernel {self.name!r} is called as "
+                            "execute(x, weight, bias, spec), not as a gradient")
+        return self.run(a, b, spec)
 
     def why_not(self, spec: ConvSpec) -> str | None:
         """None if this kernel can run ``spec`` here, else the full reason."""
@@ -238,10 +285,11 @@ _GRAD_KERNELS: dict[str, dict[str, Kernel]] = {"grad_input": {}, "grad_weight": 
 _FORWARD_ONLY = ("transform_weight", "stages", "place")
 
 
-def _check_op(op: str) -> str:
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
-    return op
+def _check_op(op: str) -> KernelOp:
+    try:
+        return KernelOp(op)
+    except ValueError:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}") from None
 
 
 def kernels_for(op: str = "forward") -> dict[str, Kernel]:
@@ -249,7 +297,11 @@ def kernels_for(op: str = "forward") -> dict[str, Kernel]:
     return KERNELS if _check_op(op) == "forward" else _GRAD_KERNELS[op]
 
 
-def register(name: str, *, description: str, **fields: Any) -> Callable[[RunFn], RunFn]:
+KernelFn = TypeVar("KernelFn", bound=Callable[..., np.ndarray])
+
+
+def register(name: str, *, description: str,
+             **fields: Any) -> Callable[[KernelFn], KernelFn]:
     """Decorator: ``@register("naive", description=..., rtol=...)`` adds a kernel;
     ``op="grad_input"`` or ``op="grad_weight"`` registers a backward kernel.
 
@@ -259,21 +311,38 @@ def register(name: str, *, description: str, **fields: Any) -> Callable[[RunFn],
     if unknown:
         raise TypeError(f"register({name!r}): unknown field(s) {', '.join(unknown)}; "
                         f"a kernel may set {', '.join(sorted(known))}")
-    op = _check_op(fields.get("op", "forward"))
+    op = fields["op"] = _check_op(fields.get("op", "forward"))
+    try:
+        fields["device"] = Device(fields.get("device", "cpu"))
+    except ValueError:
+        raise ValueError(f"register({name!r}): unknown device {fields['device']!r}; "
+                         f"devices: {', '.join(Device)}") from None
     forward_only = sorted(f for f in _FORWARD_ONLY if fields.get(f) is not None)
     if op != "forward" and forward_only:
         raise TypeError(f"register({name!r}, op={op!r}): {', '.join(forward_only)} "
                         "only exist for forward kernels")
 
-    def decorate(run: RunFn) -> RunFn:
+    def decorate(run: KernelFn) -> KernelFn:
+        global _registered
         table = kernels_for(op)
         if name in table:
             what = "a kernel" if op == "forward" else f"a {op} kernel"
             raise ValueError(f"{what} named {name!r} is already registered")
         table[name] = Kernel(name, run, description, **fields)
+        _registered += 1
         return run
 
     return decorate
+
+
+_registered = 0  # register() calls so far: part of version()
+
+
+def version() -> tuple[int, ...]:
+    """A stamp that changes when the kernel tables do (a kernel registered, one removed
+    from a table, a table replaced): :mod:`convlab.plan` drops its plans then."""
+    gi, gw = _GRAD_KERNELS["grad_input"], _GRAD_KERNELS["grad_weight"]
+    return (_registered, id(KERNELS), len(KERNELS), id(gi), len(gi), id(gw), len(gw))
 
 
 def get(name: str, op: str = "forward") -> Kernel:
@@ -291,7 +360,8 @@ def get(name: str, op: str = "forward") -> Kernel:
 class Choice:
     """What ``algo="auto"`` picked for a spec, and why: by the rule (``source="rule"``,
     the reason is the kernel's description) or by a measurement on this machine
-    (``source="measured"``, see :mod:`convlab.tuning`)."""
+    (``source="measured"``, see :mod:`convlab.tuning`); or named by the caller
+    (``source="named"``, ``algo="im2col"``: :mod:`convlab.plan`)."""
 
     kernel: Kernel
     reason: str
@@ -299,8 +369,11 @@ class Choice:
     source: str = "rule"
 
     def __str__(self) -> str:
-        how = "by the rule" if self.source == "rule" else "as measured"
-        lines = [f"auto picks {self.kernel.name!r} {how}: {self.reason}"]
+        if self.source == "named":
+            lines = [f"runs {self.kernel.name!r}, as named: {self.reason}"]
+        else:
+            how = "by the rule" if self.source == "rule" else "as measured"
+            lines = [f"auto picks {self.kernel.name!r} {how}: {self.reason}"]
         lines += [f"  not {name!r}: {why}" for name, why in self.passed_over]
         return "\n".join(lines)
 

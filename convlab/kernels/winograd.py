@@ -265,6 +265,14 @@ def _items_per_thread(spec: ConvSpec, m: int, tb: int, kb: int) -> int:
     return alpha * alpha * (cg + kb + max(cg, kb)) * tb + alpha * (tiles_w * m + 2)
 
 
+def _multiplies(m: int) -> Callable[[ConvSpec], int]:
+    """F(m x m, 3 x 3)'s real multiplies: (m+2)^2 per output tile and (c, k) pair."""
+    def multiplies(spec: ConvSpec) -> int:
+        tiles = spec.batch * -(-spec.out_height // m) * -(-spec.out_width // m)
+        return tiles * (m + 2) ** 2 * spec.in_channels // spec.groups * spec.out_channels
+    return multiplies
+
+
 def _workspace(m: int):
     def workspace(spec: ConvSpec, itemsize: int) -> int:
         tb, kb, _ = plan(spec, m, itemsize)
@@ -311,14 +319,16 @@ NONFINITE = ("its input transform mixes the pixels of a tile, so a NaN or Inf re
 
 @register("winograd_f2", description="Winograd F(2x2,3x3): 2.25x fewer multiplies",
           supports=_supports, rtol=5e-6, workspace=_workspace(2), transform_weight=_transform(2),
-          stages=_stages(2), nonfinite=NONFINITE, auto_rank=11, auto_when=_few_channels)
+          stages=_stages(2), multiplies=_multiplies(2), nonfinite=NONFINITE,
+          auto_rank=11, auto_when=_few_channels)
 def conv2d_winograd_f2(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 2, transformed_weight)
 
 
 @register("winograd_f4", description="Winograd F(4x4,3x3): 4x fewer multiplies",
           supports=_supports, rtol=5e-5, workspace=_workspace(4), transform_weight=_transform(4),
-          stages=_stages(4), nonfinite=NONFINITE, auto_rank=10, auto_when=_auto_when_f4)
+          stages=_stages(4), multiplies=_multiplies(4), nonfinite=NONFINITE,
+          auto_rank=10, auto_when=_auto_when_f4)
 def conv2d_winograd_f4(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 4, transformed_weight)
 
@@ -327,7 +337,7 @@ def conv2d_winograd_f4(x, weight, bias, spec, transformed_weight=None):
 # (its 8x8 tiles waste work on small images, and U is 64/9 times the weight).
 @register("winograd_f6", description="Winograd F(6x6,3x3): 5.1x fewer multiplies",
           supports=_supports, rtol=2e-4, workspace=_workspace(6), transform_weight=_transform(6),
-          stages=_stages(6), nonfinite=NONFINITE)
+          stages=_stages(6), multiplies=_multiplies(6), nonfinite=NONFINITE)
 def conv2d_winograd_f6(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 6, transformed_weight)
 
