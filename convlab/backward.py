@@ -66,7 +66,9 @@ def _check_grad_output(grad_output: np.ndarray, spec: ConvSpec) -> None:
 
 
 def _backward_algo(algo: Any, op: str) -> str:
-    if check_algo(algo) != "auto":
+    """A kernel name, "auto" or "tune" (measure this op's kernels here, remember the
+    fastest: :func:`convlab.tuning.tune` with ``op``)."""
+    if check_algo(algo) not in ("auto", "tune"):
         registry.get(algo, op)  # an unknown name fails before anything else is checked
     return algo
 

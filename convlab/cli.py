@@ -366,7 +366,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             k = json.loads(key)
             times = entry.get("times", {})
             best = times.get(entry.get("winner"))
-            how = "Conv2d" if k.get("weight_cache") else "conv2d"
+            how = k.get("op") or ("Conv2d" if k.get("weight_cache") else "conv2d")
             print(f"  {entry.get('date', '?')[:16]}  spec {k['spec']} {k['dtype']}, "
                   f"{k['threads']} threads, {how}: {entry.get('winner')} {format_time(best)}"
                   + ("" if k["kernels"] == tuning.kernel_set() else
@@ -376,6 +376,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     layers = bench.suite_layers(args.suite, args.layers)
     rows = []
+    grads: list[tuple[str, list[tuple[str, tuning.Tuned, str]]]] = []
     for layer in tqdm(layers, desc="tuning", unit="layer", disable=None if args.progress
                       else True, leave=False):
         spec = kernel_spec(layer.spec(args.batch or layer.batch or bench.DEFAULT_BATCH))
@@ -385,6 +386,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                              repeats=args.repeats, cached=True)
         functional = tuning.lookup(spec, args.dtype, cache, cached=False)
         rows.append((layer.name, module, functional, rule))
+        if args.backward:  # each backward op's kernels, measured alone
+            grads.append((layer.name, [(op, tuning.tune(
+                spec, args.dtype, cache=cache, force=args.force, repeats=args.repeats, op=op),
+                kernels.choose(spec, op=op).kernel.name) for op in ("grad_input", "grad_weight")]))
     print(f"tuned {len(rows)} layers ({args.dtype}; {cache.path}); the fastest kernel "
           "as Conv2d runs a layer (a Winograd or FFT weight transformed once) and as "
           "conv2d does (on every call):")
@@ -397,6 +402,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print(f"  {name:<18}{module.winner:<13}{format_time(module.times[module.winner]):>9}   "
               f"{fun.winner:<13}{format_time(fun.times[fun.winner]):>9}   "
               f"{rule:<13}{format_time(fun.times.get(rule)):>9}   {cost}")
+    if grads:
+        print("and the backward kernels (each gradient timed alone; Conv2d(backward_algo="
+              "'tune') and conv2d_input/conv2d_weight(algo='tune') use them):")
+        print(f"  {'layer':<18}{'op':<13}{'fastest':<13}{'time':>9}   {'rule picks':<13}"
+              f"{'its time':>9}")
+        for name, per_op in grads:
+            for op, found, rule in per_op:
+                print(f"  {name:<18}{op:<13}{found.winner:<13}"
+                      f"{format_time(found.times[found.winner]):>9}   {rule:<13}"
+                      f"{format_time(found.times.get(rule)):>9}")
     return 0
 
 
@@ -621,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="timed calls per kernel after its checked first call (default 5; "
                            "algo='tune' inside a program takes 1)")
     tune.add_argument("--force", action="store_true", help="measure again what is remembered")
+    tune.add_argument("--backward", action="store_true",
+                      help="also the backward kernels (grad_input, grad_weight) of each layer")
     tune.add_argument("--show", action="store_true", help="list what is remembered")
     tune.add_argument("--clear", action="store_true", help="forget everything remembered")
     tune.add_argument("--no-progress", dest="progress", action="store_false",

@@ -141,8 +141,9 @@ def explain(
     lists the kernels passed over too.  Given arrays holding NaN or Inf, the choice is
     the one ``conv2d`` makes for them.  ``op="grad_input"`` / ``"grad_weight"``: what
     ``convlab.conv2d_input`` / ``conv2d_weight`` would run for the backward of this
-    convolution (by the rule: the autotuner measures forwards only).  ``algo``: as
-    ``conv2d``'s (or, for a backward op, the kernels' name); ``cached=True``: as a
+    convolution (the kernel measured fastest here when ``convlab tune --backward`` or
+    ``algo="tune"`` measured it, else the rule).  ``algo``: as ``conv2d``'s (or, for a
+    backward op, the kernels' name or "tune"); ``cached=True``: as a
     ``Conv2d`` layer runs it, its weight transform kept (``Conv2d.explain`` says so).
 
     The answer is :meth:`convlab.plan.Plan.choice_for`, the call ``conv2d`` makes to pick

@@ -35,7 +35,9 @@ The contract, as in PyTorch:
 * a pickled or deep-copied layer carries neither the saved forward nor the gradients
   (it starts with zero gradients and needs a new forward), so it stays as small as
   its parameters.  ``backward_algo`` (an attribute, "auto" by default)
-  names the backward kernels (``kernels.kernels_for("grad_input")``).
+  names the backward kernels (``kernels.kernels_for("grad_input")``), or is "tune":
+  each gradient's kernels measured here on first use and the fastest remembered
+  (``convlab tune --backward`` measures a whole suite ahead of time).
 """
 
 from __future__ import annotations

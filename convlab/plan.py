@@ -132,14 +132,14 @@ class Plan:
             kernel = registry.get(algo, op)
             kernel.check(spec)
             return Choice(kernel, kernel.description, (), source="named")
-        if op != "forward":  # the tuner measures forwards only: the rule decides
-            return registry.choose(spec, self.finite, op)
+        # a backward kernel keeps no transform between calls: one winner per op
+        cached = self.cached and op == "forward"
         if algo == "tune" and not self.empty:
-            tuned = tuning.tune(spec, self.dtype, cached=self.cached)
-            kernel = registry.KERNELS[tuned.winner]
-            if self.finite or kernel.nonfinite == "exact":
+            tuned = tuning.tune(spec, self.dtype, cached=cached, op=op)
+            kernel = registry.kernels_for(op)[tuned.winner]
+            if self.finite or kernel.keeps_nonfinite(spec):
                 return Choice(kernel, tuned.describe(), (), source="measured")
-        return tuning.choose(spec, self.dtype, self.finite, self.cached)
+        return tuning.choose(spec, self.dtype, self.finite, cached, op)
 
     # ------------------------------------------------------------ for one call
     def choice_for(self, op: str, *arrays: np.ndarray | None) -> Choice:
@@ -147,7 +147,7 @@ class Plan:
         spreads NaN/Inf unlike PyTorch, was picked (not named), and an array holds one;
         then the ``finite=False`` plan's.  The arrays are scanned at most once."""
         found = self.choice(op)
-        if (found.kernel.nonfinite == "exact" or found.source == "named"
+        if (found.kernel.keeps_nonfinite(self.spec) or found.source == "named"
                 or not self.finite or all_finite(*arrays)):
             return found
         return self.nonfinite().choice(op)

@@ -271,13 +271,14 @@ def _cpu() -> str:
     return f"{cpu_name()} ({platform.machine()})"
 
 
-def key_for(spec: ConvSpec, dtype: Any, cached: bool = False) -> str:
+def key_for(spec: ConvSpec, dtype: Any, cached: bool = False, op: str = "forward") -> str:
     """The memory's key for ``spec`` (as kernels see it) in ``dtype`` on this machine;
     ``cached``: for a weight transformed once and reused (``Conv2d``'s WeightCache), not
-    on every call (functional ``conv2d``)."""
+    on every call (functional ``conv2d``); ``op``: a backward kernel's op ("grad_input",
+    "grad_weight"; a forward's key has no op, as before backward kernels were tuned)."""
     import numba
 
-    parts = {
+    parts: dict[str, Any] = {
         "weight_cache": bool(cached),
         "kernels": kernel_set(),
         "spec": [spec.batch, spec.in_channels, spec.height, spec.width, spec.out_channels,
@@ -286,24 +287,28 @@ def key_for(spec: ConvSpec, dtype: Any, cached: bool = False) -> str:
         "threads": numba.get_num_threads(),
         "cpu": _cpu(),
     }
+    if op != "forward":
+        parts["op"] = str(registry.KernelOp(op).value)
+        parts["weight_cache"] = False  # no backward kernel keeps a transform between calls
     return json.dumps(parts, sort_keys=True)
 
 
-def candidates(spec: ConvSpec) -> list[registry.Kernel]:
-    """The kernels tuning times: CPU, runnable here, supporting ``spec``, not the slow
-    baselines (a kernel with a ``macs_per_s`` estimate)."""
-    return [k for k in registry.KERNELS.values()
+def candidates(spec: ConvSpec, op: str = "forward") -> list[registry.Kernel]:
+    """The ``op`` kernels tuning times: CPU, runnable here, supporting ``spec``, not the
+    slow baselines (a kernel with a ``macs_per_s`` estimate)."""
+    return [k for k in registry.kernels_for(op).values()
             if k.device == "cpu" and k.macs_per_s is None and k.why_not(spec) is None]
 
 
 def lookup(spec: ConvSpec, dtype: Any, cache: TuningCache | None = None,
-           cached: bool = False) -> Tuned | None:
-    """The remembered winner for ``spec`` here (``cached``: see :func:`key_for`), or None
-    (none, or one naming a kernel that no longer exists or no longer supports the spec)."""
-    entry = (cache or default_cache()).get(key_for(spec, dtype, cached))
+           cached: bool = False, op: str = "forward") -> Tuned | None:
+    """The remembered ``op`` winner for ``spec`` here (``cached``: see :func:`key_for`),
+    or None (none, or one naming a kernel that no longer exists or no longer supports
+    the spec)."""
+    entry = (cache or default_cache()).get(key_for(spec, dtype, cached, op))
     if entry is None:
         return None
-    kern = registry.KERNELS.get(entry.get("winner", ""))
+    kern = registry.kernels_for(op).get(entry.get("winner", ""))
     if kern is None or kern.why_not(spec) is not None:
         return None
     try:
@@ -315,7 +320,8 @@ def lookup(spec: ConvSpec, dtype: Any, cache: TuningCache | None = None,
 
 
 def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None = None,
-         force: bool = False, repeats: int = TUNE_REPEATS, cached: bool = False) -> Tuned:
+         force: bool = False, repeats: int = TUNE_REPEATS, cached: bool = False,
+         op: str = "forward") -> Tuned:
     """The fastest kernel for ``spec`` in ``dtype`` here: remembered, or measured now
     (``repeats`` timed calls per candidate after its checked first call) and then
     remembered.  ``force`` measures again.
@@ -324,16 +330,24 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     that transforms its weight (Winograd, FFT) is timed with the transform on every call,
     as functional ``conv2d`` runs it, and with the weight transformed once, as ``Conv2d``
     runs it (``cached``, the one returned); the others are the same either way.  The
-    winners differ: FFT's filter spectrum costs more than some whole convolutions."""
+    winners differ: FFT's filter spectrum costs more than some whole convolutions.
+
+    ``op="grad_input"`` or ``"grad_weight"`` measures that op's backward kernels instead
+    (each gated against the float64 backward oracle first, then timed alone on the same
+    random input, weight and grad_output) and remembers their winner: what
+    ``conv2d_input(..., algo="tune")``, ``Conv2d(backward_algo="tune")`` and
+    ``convlab tune`` use (:func:`_tune_grad`)."""
 
     from .bench import measure as harness  # "gate and time one spec", below the tuner
     from .bench.contenders import kernel_contender
 
     cache = cache or default_cache()
     if not force:
-        known = lookup(spec, dtype, cache, cached)
+        known = lookup(spec, dtype, cache, cached, op)
         if known is not None:
             return known
+    if op != "forward":
+        return _tune_grad(spec, dtype, cache, repeats, str(registry.KernelOp(op).value))
     kernels = candidates(spec)
     if not kernels:
         raise registry.UnsupportedSpecError(f"no kernel to tune for {spec.describe()}")
@@ -391,14 +405,53 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
     return found[cached]
 
 
+def _tune_grad(spec: ConvSpec, dtype: Any, cache: TuningCache, repeats: int,
+               op: str) -> Tuned:
+    """:func:`tune` for a backward op: its kernels gated and timed one by one, round-robin
+    (:func:`convlab.bench.measure.measure` on a :func:`~convlab.bench.ops.grad_problem`)."""
+    from .bench import measure as harness
+    from .bench.backward import grad_contender
+    from .bench.ops import GRAD_OPS, grad_problem
+
+    kernels = candidates(spec, op)
+    if not kernels:
+        raise registry.UnsupportedSpecError(f"no {op} kernel to tune for {spec.describe()}")
+    start = time.perf_counter()
+    rng = np.random.default_rng(SEED)
+    dt = np.dtype(dtype)
+    arrays = (rng.standard_normal((spec.batch, spec.in_channels, spec.height,
+                                   spec.width)).astype(dt),
+              rng.standard_normal(spec.weight_shape).astype(dt),
+              rng.standard_normal(spec.bias_shape).astype(dt),
+              rng.standard_normal(spec.batched_output_shape).astype(dt))
+    prob = grad_problem(GRAD_OPS[op], arrays, spec, harness.gate_batch)
+    options = harness.Sampling(repeats=repeats, warmup=False, max_call_s=float("inf"))
+    records = harness.measure([(prob, {k.name: grad_contender(k) for k in kernels})], "tune",
+                              f"{op} of {spec.describe()}", set(), options)
+    times = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
+    failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
+    if not times:
+        raise RuntimeError(f"every {op} kernel failed while tuning {spec.describe()}: "
+                           + "; ".join(failed))
+    date = _dt.datetime.now().isoformat(timespec="seconds")
+    cost = time.perf_counter() - start
+    compile_s = sum(r.compile_s or 0.0 for r in records if r.status == "ok")
+    found = Tuned(min(times, key=times.__getitem__), times, date, cost, compile_s, failed)
+    cache.put(key_for(spec, dtype, False, op), {
+        "winner": found.winner, "times": times, "date": date, "cost_s": cost,
+        "compile_s": compile_s, "failed": list(failed)})
+    return found
+
+
 def choose(spec: ConvSpec, dtype: Any, finite: bool = True,
-           cached: bool = False) -> registry.Choice:
+           cached: bool = False, op: str = "forward") -> registry.Choice:
     """``algo="auto"``: a remembered winner when there is one (and the input is finite
     or the winner keeps the oracle's NaN/Inf pattern), else the registry's rule.
-    ``cached``: the weight is transformed once and reused (``Conv2d``), see :func:`tune`."""
-    known = lookup(spec, dtype, cached=cached)
+    ``cached``: the weight is transformed once and reused (``Conv2d``), see :func:`tune`;
+    ``op``: the forward's or a backward op's kernel."""
+    known = lookup(spec, dtype, cached=cached, op=op)
     if known is not None:
-        kern = registry.KERNELS[known.winner]
-        if finite or kern.nonfinite == "exact":
+        kern = registry.kernels_for(op)[known.winner]
+        if finite or kern.keeps_nonfinite(spec):
             return registry.Choice(kern, known.describe(), (), source="measured")
-    return registry.choose(spec, finite)
+    return registry.choose(spec, finite, op)

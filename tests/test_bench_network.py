@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from convlab import plan as planmod
 from convlab.bench import models, network
 from convlab.kernels import KERNELS
 
@@ -92,7 +93,12 @@ def test_a_wrong_kernel_is_reported_and_never_timed(monkeypatch):
         return out
 
     monkeypatch.setitem(KERNELS, "parallel", dataclasses.replace(good, run=off_by_a_bit))
-    result = network.run_networks(["vgg16"], quick=True, passes=1, progress=False)
+    planmod.forget()  # the entry was replaced behind the registry's back: plan afresh
+    try:
+        result = network.run_networks(["vgg16"], quick=True, passes=1, progress=False)
+    finally:
+        monkeypatch.undo()
+        planmod.forget()
     (net,) = result.networks()
     assert net.status == "wrong" and "'parallel'" in net.reason
     assert net.convlab_s is None and net.torch_s is None

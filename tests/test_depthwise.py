@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import zlib
 
@@ -13,10 +14,24 @@ from hypothesis import strategies as st
 
 import convlab
 from convlab import kernels
+from convlab.kernels import depthwise as dw_module
 
 from helpers import assert_matches_oracle, random_case
 
 ALGO = "depthwise"
+# the two loop structures (small planes: one flattened loop per tap; wide ones: row by
+# row), each forced in turn, so every test covers both whatever the plane's width
+PATHS = {"flat": 10**9, "rows": -1}
+
+
+@contextlib.contextmanager
+def path(name):
+    saved = dw_module.FLAT_MAX_WIDTH
+    dw_module.FLAT_MAX_WIDTH = PATHS[name]
+    try:
+        yield
+    finally:
+        dw_module.FLAT_MAX_WIDTH = saved
 
 GRID = list(itertools.product([(3, 3), (1, 1), (2, 5)], [1, (2, 1), 3], [0, (1, 2), "same"],
                               [1, (1, 2)], [1, 3]))
@@ -30,8 +45,10 @@ def test_grid_matches_oracle(kernel, stride, padding, dilation, multiplier, dtyp
                                                   multiplier)).encode()))
     c = 5
     x, w, b = random_case(rng, (2, c, 9, 11), (c * multiplier, 1) + kernel, dtype)
-    assert_matches_oracle(ALGO, x, w, b, stride=stride, padding=padding, dilation=dilation,
-                          groups=c)
+    for name in PATHS:
+        with path(name):
+            assert_matches_oracle(ALGO, x, w, b, stride=stride, padding=padding,
+                                  dilation=dilation, groups=c)
 
 
 @st.composite
@@ -60,7 +77,9 @@ def test_hypothesis_specs_match_oracle(case):
     rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
     x, w, b = random_case(rng, input_shape, weight_shape, dtype, bias)
     x0 = x.copy()
-    assert_matches_oracle(ALGO, x, w, b, **args)
+    for name in PATHS:
+        with path(name):
+            assert_matches_oracle(ALGO, x, w, b, **args)
     np.testing.assert_array_equal(x, x0)
 
 

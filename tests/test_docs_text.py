@@ -47,7 +47,10 @@ def test_readme_opening_names_every_kernel_family():
     families = {"python": "pure-Python", "naive": "@njit", "im2col": "im2col",
                 "winograd_f2": "F(2x2", "winograd_f4": "F(4x4", "winograd_f6": "F(6x6",
                 "parallel": "prange", "depthwise": "depthwise", "fft": "FFT",
-                "cuda_naive": "CUDA", "cuda_tiled": "CUDA"}
+                "cuda_naive": "CUDA", "cuda_tiled": "CUDA", "pointwise": "1x1 convolutions",
+                "banded": "strided layers"}
+    for word in set(families.values()):
+        assert word in opening, word
     assert set(kernels.KERNELS) <= set(families), set(kernels.KERNELS) - set(families)
 
 

@@ -131,7 +131,10 @@ def test_explain_names_the_backward_kernels_that_run(ran, backward_algo):
     go = rng.standard_normal(out.shape).astype(np.float32)
     ran.clear()
     grad_x = layer.backward(go)
-    assert ran == [("grad_input", said["grad_input"]), ("grad_weight", said["grad_weight"])]
+    grads = [r for r in ran if r[0] != "forward"]
+    assert grads == [("grad_input", said["grad_input"]), ("grad_weight", said["grad_weight"])]
+    # forward kernels run inside a backward only as polyphase's stride-1 sub-problems
+    assert said["grad_input"] == "polyphase" or len(grads) == len(ran)
     if backward_algo == "naive":
         assert said == {"grad_input": "naive", "grad_weight": "naive"}
     # the plan and padded input handed over from the forward give the oracle's gradients

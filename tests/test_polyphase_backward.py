@@ -98,7 +98,7 @@ def test_each_phase_runs_on_the_kernel_the_docstring_says():
     spec = kernel_spec(convlab.ConvSpec.from_shapes((1, 34, 9, 12), w.shape, stride=2,
                                                     padding=1))
     got = {(p.a, p.b): (p.kernel.name, p.spec.kernel_size) for p in pb.phases(w, spec)}
-    assert got == {(0, 0): ("im2col", (1, 1)), (0, 1): ("im2col", (1, 2)),
+    assert got == {(0, 0): ("pointwise", (1, 1)), (0, 1): ("im2col", (1, 2)),
                    (1, 0): ("im2col", (2, 1)), (1, 1): ("im2col", (2, 2))}
     w = np.zeros((6, 5, 3, 3), np.float32)  # 5 output channels: a GEMM too thin for BLAS
     spec = kernel_spec(convlab.ConvSpec.from_shapes((2, 5, 13, 10), w.shape, stride=2,

@@ -28,7 +28,7 @@ from .contenders import (
     torch_or_reason,
     unavailable,
 )
-from .ops import BACKWARD, KERNEL_OPS, TRANSPOSE, Op
+from .ops import BACKWARD, GRAD_OPS, KERNEL_OPS, TRANSPOSE, Op
 
 
 def backward_contender(gi: Kernel, gw: Kernel) -> Contender:
@@ -58,6 +58,21 @@ def backward_contender(gi: Kernel, gw: Kernel) -> Contender:
                      f"{gi.name}'s grad_input + grad_weight kernels, grad_output.sum for the bias",
                      lambda spec: gi.why_not(spec) or gw.why_not(spec), tolerance, setup,
                      estimate=estimate, op=BACKWARD.name)
+
+
+def grad_contender(kern: Kernel) -> Contender:
+    """One gradient kernel alone (its op, grad_input or grad_weight), on the arrays of a
+    :func:`~convlab.bench.ops.grad_problem`: how the tuner times backward kernels."""
+    op = GRAD_OPS[kern.op.value]
+
+    def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, go: np.ndarray,
+              spec: ConvSpec) -> Placed:
+        if op.name == "grad_input":
+            return Placed(lambda: kern.grad(go, w, spec), lambda out: out)
+        return Placed(lambda: kern.grad(x, go, spec), lambda out: out)
+
+    return Contender(kern.name, kern.device, kern.description, kern.why_not, kern.tolerance,
+                     setup, op=op.name)
 
 
 def transpose_contender(gi: Kernel) -> Contender:

@@ -58,6 +58,10 @@ BACKWARD = Op("backward", "-bwd", "backward: grad_input + grad_weight + grad_bia
 TRANSPOSE = Op("transpose", "-tr", "conv_transpose2d back to the input's shape",
                ("output",))
 OPS: dict[str, Op] = {op.name: op for op in (FORWARD, BACKWARD, TRANSPOSE)}
+# one gradient alone, as the tuner measures each backward kernel (not a `convlab bench` op)
+GRAD_INPUT = Op("grad_input", "-gi", "grad_input alone", ("grad_input",))
+GRAD_WEIGHT = Op("grad_weight", "-gw", "grad_weight alone", ("grad_weight",))
+GRAD_OPS: dict[str, Op] = {op.name: op for op in (GRAD_INPUT, GRAD_WEIGHT)}
 # the registry ops a contender of each bench op needs
 KERNEL_OPS: dict[str, tuple[str, ...]] = {"forward": ("forward",),
                                           "backward": ("grad_input", "grad_weight"),
@@ -102,6 +106,8 @@ class Problem:
         if self.op is BACKWARD:
             gi, gw, gbias = parts
             return (np.asarray(gi)[:gb], np.asarray(gw), np.asarray(gbias))
+        if self.op is GRAD_WEIGHT:  # a sum over the whole batch: checked in full
+            return (np.asarray(parts[0]),)
         out = np.asarray(parts[0])
         if self.positions is not None:
             p = self.positions
@@ -112,7 +118,8 @@ class Problem:
         """The spec tolerances are computed for: the gated batch for the forward (as
         the harness always did), the full batch for the backward (grad_weight sums over
         it)."""
-        return self.spec.with_batch(self.gate_batch) if self.op is not BACKWARD else self.spec
+        whole = self.op is BACKWARD or self.op is GRAD_WEIGHT
+        return self.spec if whole else self.spec.with_batch(self.gate_batch)
 
 
 def forward_problem(arrays: tuple[Any, ...], spec: ConvSpec,
@@ -130,6 +137,25 @@ def forward_problem(arrays: tuple[Any, ...], spec: ConvSpec,
     gb = gate_batch(spec)
     oracle = functools.cache(lambda: (conv2d_reference(x[:gb], w, b, spec.with_batch(gb)),))
     return Problem(FORWARD, arrays, spec, oracle, gb, spec.flops(),
+                   spec.bytes_moved(x.dtype.itemsize))
+
+
+def grad_problem(op: Op, arrays: tuple[Any, ...], spec: ConvSpec,
+                 gate_batch: Callable[[ConvSpec], int]) -> Problem:
+    """One gradient of a convolution alone (``GRAD_INPUT`` or ``GRAD_WEIGHT``) on prepared
+    ``arrays`` (x, weight, bias, grad_output) and their kernel ``spec``: what the tuner
+    gates and times a backward kernel on.  grad_input is gated on the first
+    ``gate_batch`` images, grad_weight (a sum over the batch) in full."""
+    x, w, _, go = arrays
+    gb = gate_batch(spec)
+    if op is GRAD_INPUT:
+        oracle = functools.cache(lambda: (conv2d_input_reference(go[:gb], w,
+                                                                 spec.with_batch(gb)),))
+    elif op is GRAD_WEIGHT:
+        oracle = functools.cache(lambda: (conv2d_weight_reference(x, go, spec),))
+    else:
+        raise ValueError(f"not a single gradient: {op.name!r}")
+    return Problem(op, arrays, spec, oracle, gb, spec.flops(),
                    spec.bytes_moved(x.dtype.itemsize))
 
 

@@ -22,7 +22,7 @@ sub-kernel read as (C, K/groups, ., .) maps K channels to C, group by group.
 
 * stride 1: one phase, the whole layer; a 3x3 layer is a 3x3 forward convolution,
   which the forward's ``algo="auto"`` rule gives to Winograd F(4x4, 3x3) (4x fewer
-  multiplies), a 1x1 layer one GEMM per image (``im2col``'s 1x1 path);
+  multiplies), a 1x1 layer ``pointwise`` (one GEMM per image, no lowering copy);
 * stride 2, 3x3: four sub-problems with 2x2, 2x1, 1x2, 1x1 kernels; the 7x7 stem:
   4x4, 4x3, 3x4, 3x3 (that one Winograd again);
 * 1x1 stride 2: one phase has the single tap, the other three get no gradient

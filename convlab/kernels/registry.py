@@ -246,6 +246,14 @@ class Kernel:
                             "execute(x, weight, bias, spec), not as a gradient")
         return self.run(a, b, spec)
 
+    def keeps_nonfinite(self, spec: ConvSpec) -> bool:
+        """True when NaN or Inf in the input or weight give PyTorch's (the oracle's)
+        pattern on ``spec``: always for an "exact" kernel; for one that skips the taps in
+        the zero padding (:data:`SKIPS_PADDING`), whenever ``spec`` has no padding, since
+        then there is no tap to skip.  ``auto`` scans the arrays only when this is False."""
+        return self.nonfinite == "exact" or (self.nonfinite == SKIPS_PADDING
+                                             and not any(spec.padding))
+
     def why_not(self, spec: ConvSpec) -> str | None:
         """None if this kernel can run ``spec`` here, else the full reason."""
         why = self.available()
@@ -389,7 +397,7 @@ def choose(spec: ConvSpec, finite: bool = True, op: str = "forward") -> Choice:
                     key=lambda k: k.auto_rank)  # type: ignore[arg-type,return-value]
     for kern in ranked:
         why = kern.available() or kern.supports(spec) or kern.auto_when(spec)
-        if why is None and not finite and kern.nonfinite != "exact":
+        if why is None and not finite and not kern.keeps_nonfinite(spec):
             why = f"the input holds NaN or Inf, and {kern.nonfinite}"
         if why is None:
             return Choice(kern, kern.description, tuple(passed))
