@@ -361,7 +361,12 @@ def _convlab(argv: list[str], env: dict[str, str], ctx: Context, shown: Shown) -
         run = _without(_without(run, "--layers"), "--repeats")
         run = _without(_without(run, "--cold-cache", takes_value=False), "--no-progress",
                        takes_value=False)
-        run += ["--layers", "tiny_3x3" if cuda else "seed", "--repeats", "1", "--no-progress"]
+        if args.model is not None:  # whole networks: their tiny versions, one pass
+            run = _without(_without(run, "--passes"), "--quick", takes_value=False)
+            run += ["--quick", "--passes", "1", "--no-progress"]
+        else:
+            run += ["--layers", "tiny_3x3" if cuda else "seed", "--repeats", "1",
+                    "--no-progress"]
         if cuda and not _has_gpu():
             env = dict(env, NUMBA_ENABLE_CUDASIM="1")
         for name in ("--out", "--plot"):
