@@ -16,6 +16,7 @@ import pytest
 
 import convlab
 from convlab import kernels
+from convlab.kernels import depthwise as depthwise_module
 from convlab.functional import prepare
 from convlab.kernels.registry import SKIPS_PADDING
 from convlab.reference import conv2d_reference
@@ -69,9 +70,18 @@ def _same_pattern(out: np.ndarray, expected: np.ndarray) -> bool:
 
 @pytest.mark.parametrize("poison", list(POISONS))
 @pytest.mark.parametrize("algo", [n for n in cpu_kernel_names() if n != "python"])
-def test_each_kernel_does_what_its_entry_says(algo, poison):
+def test_each_kernel_does_what_its_entry_says(algo, poison, monkeypatch):
     groups, size, padding = _layer_for(algo)
     x, w, b, expected = _case(poison, groups, size, padding)
+    if algo == "depthwise":
+        # its small-plane path (one flattened loop per tap over a zero-bordered copy)
+        # multiplies the padding's zeros like PyTorch: the pattern is exact there ...
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            flat = convlab.conv2d(x, w, b, padding=padding, groups=groups, algo=algo)
+        assert _same_pattern(flat, expected), "depthwise's small-plane path changed it"
+        # ... and the entry's sentence is about the row-by-row path of wider planes
+        monkeypatch.setattr(depthwise_module, "FLAT_MAX_WIDTH", -1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # and no RuntimeWarning about the NaN/Inf either
         out = convlab.conv2d(x, w, b, padding=padding, groups=groups, algo=algo)

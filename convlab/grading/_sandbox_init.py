@@ -119,14 +119,6 @@ def build_root(cfg: dict) -> None:
     root = cfg["root"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     tmpfs(root, 1 << 20)
-    for path in sorted(cfg["read_only"]):
-        if os.path.lexists(path) and not any(
-                path.startswith(p.rstrip("/") + "/") for p in cfg["read_only"] if p != path):
-            bind(root, path)
-    for path in cfg["hide"]:  # an installed convlab: its solutions stay out of sight
-        if os.path.isdir(root + path):
-            tmpfs(root + path, 4096)
-            read_only(root + path)
     os.makedirs(root + "/proc")
     mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     tmpfs(root + "/dev", 1 << 16)
@@ -139,6 +131,16 @@ def build_root(cfg: dict) -> None:
     tmpfs(root + "/dev/shm", cfg["shm_bytes"], "1777", owner)
     tmpfs(root + "/tmp", cfg["tmp_bytes"], "1777", owner)
     tmpfs(root + cfg["home"], cfg["home_bytes"], "0700", owner)
+    # the Python that runs the notebook, read-only, bound AFTER the private /tmp and home:
+    # a virtual environment under /tmp (a CI's fresh clone) or in a home stays visible
+    for path in sorted(cfg["read_only"]):
+        if os.path.lexists(path) and not any(
+                path.startswith(p.rstrip("/") + "/") for p in cfg["read_only"] if p != path):
+            bind(root, path)
+    for path in cfg["hide"]:  # an installed convlab: its solutions stay out of sight
+        if os.path.isdir(root + path):
+            tmpfs(root + path, 4096)
+            read_only(root + path)
     work = root + cfg["work"]
     tmpfs(work, cfg["work_bytes"], "0755", owner)
     shutil.copytree(cfg["work_src"], work, dirs_exist_ok=True, symlinks=True)

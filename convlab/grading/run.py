@@ -100,8 +100,22 @@ def decide(name: str, cases: list[tuple] | None, probe: dict[str, Any] | None,
     return result, message
 
 
+@dataclass(frozen=True)
+class RunFailure:
+    """Why a notebook's run ended without a ``finished``, ``timeout`` or ``died`` event
+    (the worker exited early, or the grader's own clock ran out): ``timed_out`` is that
+    clock, as a field, so no verdict is decided by matching a message's words."""
+
+    message: str
+    timed_out: bool = False
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def verdicts(task: Task, nb_cells: list[dict], events: list[dict[str, Any]],
-             failure: str | None, cases: dict[str, list[tuple]] | None = None) -> list[Row]:
+             failure: RunFailure | None,
+             cases: dict[str, list[tuple]] | None = None) -> list[Row]:
     """One row per check cell of the notebook, from the worker's events and the
     answers its probes sent (both untrusted: they can lower a grade, never raise one).
 
@@ -171,7 +185,7 @@ def verdicts(task: Task, nb_cells: list[dict], events: list[dict[str, Any]],
                        f"the check never ran: the kernel died in {_cell(nb_cells, at)}: "
                        f"{why}") + earlier
         elif kind == "failed":
-            result = "timed out" if failure and failure.startswith("timed out") else "error"
+            result = "timed out" if failure and failure.timed_out else "error"
             message = f"the check never ran: {failure or 'the run stopped'}{earlier}"
         else:
             result, message = "error", f"the check cell did not run{earlier}"
@@ -288,7 +302,7 @@ def run_task(task: Task) -> list[Row]:
         _unpack(task.files, jobdir / "work")
         folder, cases = _job(task, jobdir, [name for _, name, _ in checks])
         limits = task.limits
-        failure = None
+        failure: RunFailure | None = None
         lines: list[bytes] = []
         with open(jobdir / "worker.log", "wb") as log:
             proc = subprocess.Popen(_command(task, jobdir, folder), stdin=subprocess.DEVNULL,
@@ -300,9 +314,10 @@ def run_task(task: Task) -> list[Row]:
             try:
                 code = proc.wait(timeout=limits.timeout_s + GRACE_S)
                 if code != 0:
-                    failure = f"the grader's worker exited with status {code}"
+                    failure = RunFailure(f"the grader's worker exited with status {code}")
             except subprocess.TimeoutExpired:
-                failure = f"timed out: the run passed its {limits.timeout_s:g} s limit"
+                failure = RunFailure(f"timed out: the run passed its {limits.timeout_s:g} s "
+                                     "limit", timed_out=True)
             finally:
                 # in a sandbox, the launcher's death takes its PID namespace with it
                 _kill_group(proc.pid)
@@ -318,10 +333,11 @@ def run_task(task: Task) -> list[Row]:
                 reader.join(timeout=10)
                 if proc.stdout is not None:
                     proc.stdout.close()
-        if failure and not failure.startswith("timed out"):
+        if failure and not failure.timed_out:
             tail = (jobdir / "worker.log").read_bytes()[-LOG_BYTES:].decode("utf-8", "replace")
             last = [line for line in tail.splitlines() if line.strip()][-1:]
-            failure += f" ({last[0][:300]})" if last else ""
+            if last:
+                failure = RunFailure(f"{failure.message} ({last[0][:300]})")
         return verdicts(task, nb_cells, _parse(lines), failure, cases)
 
 

@@ -82,10 +82,17 @@ def _python_folders() -> tuple[list[str], list[str]]:
     inside them to cover with an empty tmpfs). A source checkout of convlab (a folder
     with the package beside ``pyproject.toml`` or ``notebooks``: the teacher's, with the
     solution notebooks and the tests) is not bound at all."""
-    found = {sys.prefix, sys.base_prefix, sys.exec_prefix,
-             os.path.dirname(os.path.realpath(sys.executable))}
-    found |= {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    found |= {p for p in sys.path if p and os.path.isdir(p)}
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix,
+                os.path.dirname(os.path.realpath(sys.executable))}
+    found = prefixes | {sysconfig.get_path(k)
+                        for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    # sys.path's other folders only where they hold installed packages: never the folder
+    # the grader was started from (``python -m`` puts the working directory first), which
+    # may be the teacher's course folder, beside the submissions and earlier grades
+    roots = [os.path.realpath(r) for r in prefixes]
+    found |= {p for p in sys.path if p and os.path.isdir(p) and (
+        os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages")
+        or any(os.path.realpath(p).startswith(r.rstrip("/") + "/") for r in roots))}
     keep, hide = [], []
     for p in sorted(os.path.realpath(f) for f in found if f):
         if p == "/":

@@ -99,7 +99,11 @@ def _supports(spec: ConvSpec) -> str | None:
 
 
 @register("depthwise", description="depthwise: one pass over the input, no padded copy",
-          supports=_supports, rtol=1e-5, auto_rank=12, nonfinite=SKIPS_PADDING)
+          supports=_supports, rtol=1e-5, auto_rank=12,
+          # the row-by-row path of planes wider than FLAT_MAX_WIDTH skips the padding's
+          # taps; the small-plane path multiplies its zeros as PyTorch does.  One entry
+          # for both: what may differ (auto then checks for NaN/Inf)
+          nonfinite=SKIPS_PADDING)
 def conv2d_depthwise(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                      spec: ConvSpec) -> np.ndarray:
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
