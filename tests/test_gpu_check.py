@@ -46,12 +46,13 @@ def _load_script():
     return module
 
 
-def test_sim_run_checks_30_specs_in_gpu_tiles_and_every_layer(tmp_path):
-    """The whole script on the simulator (~70 s): preflight with versions, 30 random specs
+def test_sim_run_checks_random_specs_in_gpu_tiles_and_every_layer(tmp_path):
+    """The whole script on the simulator (~35 s): preflight with versions, 12 random specs
     for both kernels with cuda_tiled in choose_config's tiles for a 132-SM GPU, then
-    the tiny layers through the harness with a tile sweep, all recorded."""
+    the tiny layers through the harness with a tile sweep, all recorded.  (On a real GPU
+    it checks 30: figures/gpu/h200_gpu_check.json.)"""
     out = tmp_path / "gpu_check.json"
-    proc = _run(["--sim", "--json", str(out), "--sweep", "1"])
+    proc = _run(["--sim", "--json", str(out), "--sweep", "1", "--cases", "12"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rec = json.loads(out.read_text())
     assert rec["complete"] and rec["all_right"] and rec["mode"] == "sim"
@@ -59,9 +60,9 @@ def test_sim_run_checks_30_specs_in_gpu_tiles_and_every_layer(tmp_path):
     assert pre["ok"] and pre["error"] is None and pre["cuda"].startswith("simulator")
     assert pre["versions"]["numba"] and pre["cuda_tiled_first_call_s"] > 0
     rows = rec["correctness"]
-    assert len(rows) == 60 and all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
+    assert len(rows) == 24 and all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
     configs = {tuple(r["config"]) for r in rows if r["algo"] == "cuda_tiled"}
-    assert tuple(ck.SIM_CONFIG) not in configs and len(configs) >= 10
+    assert tuple(ck.SIM_CONFIG) not in configs and len(configs) >= 5
     assert {r["dtype"] for r in rows} == {"float32", "float64"}
     assert [la["settings"]["layers"] for la in rec["layers"]] == [[n] for n in TINY]
     for layer in rec["layers"]:
@@ -70,7 +71,7 @@ def test_sim_run_checks_30_specs_in_gpu_tiles_and_every_layer(tmp_path):
         assert status["torch_fp32"] == status["torch_default"] == "n/a"
         swept = [k for k in status if k.startswith("tiled(")]
         assert len(swept) == 1 and status[swept[0]] == "ok"
-    assert "preflight: simulator" in proc.stdout and "60/60 right" in proc.stdout
+    assert "preflight: simulator" in proc.stdout and "24/24 right" in proc.stdout
     assert "tiled/cuDNN32" in proc.stdout  # the summary table
 
 
