@@ -47,7 +47,9 @@ This kernel reads the input once and writes the output once:
    plane is copied into a zero-bordered buffer and each tap is one loop over the whole
    plane, flattened with the buffer's row length (a few junk columns per row computed and
    dropped; a stride applied when storing).  Measured (2-core Zen 4, float32, batch 8,
-   best of 10, torch on 2 threads in the same process), row-by-row -> flat, vs torch:
+   each kernel function and torch's conv2d timed in one process, best of 10, torch on
+   2 threads; ``convlab bench --model mobilenet_v2`` shows the same layers inside the
+   network, each with its ratio), row-by-row -> flat, vs torch:
    960ch@7 0.17x -> 0.51x, 576ch@14 s2 0.32x -> 1.25x, 384ch@14 0.29x -> 0.85x,
    192ch@28 0.41x -> 0.81x, 144ch@56 s2 0.62x -> 0.94x; at 112 columns the row kernel
    stays ahead (32ch: 1.25x against flat's 0.90x).  Planes are grouped into prange tasks
