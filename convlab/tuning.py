@@ -375,14 +375,7 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
                              max_call_s=float("inf"))
     records = harness.measure_spec(spec, x, w, b, contenders, "tune", spec.describe(), set(),
                                  options)
-    measured = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
-    failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
-    if not measured:
-        raise RuntimeError(f"every kernel failed while tuning {spec.describe()}: "
-                           + "; ".join(failed))
-    date = _dt.datetime.now().isoformat(timespec="seconds")
-    cost = time.perf_counter() - start
-    compile_s = sum(r.compile_s or 0.0 for r in records if r.status == "ok")
+    measured, failed, date, cost, compile_s = _outcome(records, "kernel", spec, start)
     found = {}
     run_both_ways = {name for name, cached_run in ways.values() if cached_run}
     for way in (False, True):
@@ -403,6 +396,20 @@ def tune(spec: ConvSpec, dtype: Any = np.float32, *, cache: TuningCache | None =
         raise RuntimeError(f"every kernel failed while tuning {spec.describe()}: "
                            + "; ".join(failed))
     return found[cached]
+
+
+def _outcome(records: list[Any], what: str, spec: ConvSpec, start: float
+             ) -> tuple[dict[str, float], tuple[str, ...], str, float, float]:
+    """What a tuning measurement found: each passing kernel's fastest time, the failures
+    with their reasons, the date, the seconds it cost and those spent compiling."""
+    times = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
+    failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
+    if not times:
+        raise RuntimeError(f"every {what} failed while tuning {spec.describe()}: "
+                           + "; ".join(failed))
+    compile_s = sum(r.compile_s or 0.0 for r in records if r.status == "ok")
+    return (times, failed, _dt.datetime.now().isoformat(timespec="seconds"),
+            time.perf_counter() - start, compile_s)
 
 
 def _tune_grad(spec: ConvSpec, dtype: Any, cache: TuningCache, repeats: int,
@@ -428,14 +435,7 @@ def _tune_grad(spec: ConvSpec, dtype: Any, cache: TuningCache, repeats: int,
     options = harness.Sampling(repeats=repeats, warmup=False, max_call_s=float("inf"))
     records = harness.measure([(prob, {k.name: grad_contender(k) for k in kernels})], "tune",
                               f"{op} of {spec.describe()}", set(), options)
-    times = {r.kernel: r.min_s for r in records if r.status == "ok" and r.min_s}
-    failed = tuple(f"{r.kernel}: {r.reason}" for r in records if r.status != "ok")
-    if not times:
-        raise RuntimeError(f"every {op} kernel failed while tuning {spec.describe()}: "
-                           + "; ".join(failed))
-    date = _dt.datetime.now().isoformat(timespec="seconds")
-    cost = time.perf_counter() - start
-    compile_s = sum(r.compile_s or 0.0 for r in records if r.status == "ok")
+    times, failed, date, cost, compile_s = _outcome(records, f"{op} kernel", spec, start)
     found = Tuned(min(times, key=times.__getitem__), times, date, cost, compile_s, failed)
     cache.put(key_for(spec, dtype, False, op), {
         "winner": found.winner, "times": times, "date": date, "cost_s": cost,
