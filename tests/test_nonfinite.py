@@ -16,8 +16,8 @@ import pytest
 
 import convlab
 from convlab import kernels
-from convlab.kernels import depthwise as depthwise_module
 from convlab.functional import prepare
+from convlab.kernels import depthwise as depthwise_module
 from convlab.kernels.registry import SKIPS_PADDING
 from convlab.reference import conv2d_reference
 

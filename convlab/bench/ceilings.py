@@ -67,7 +67,11 @@ def measure_bandwidth(mib: int = 128, repeats: int = 5) -> dict[str, Any]:
 
 def calibrate(dtype: Any = np.float32) -> dict[str, Any]:
     """Measure the compute and memory ceilings (GFLOP/s, GB/s) now."""
-    peak, bw = measure_peak(dtype), measure_bandwidth()
+    # the copy first: measured right after the GEMM, it ran beside OpenBLAS's threads
+    # still spinning from it, and came out 20-30 % slow, so every quiet run was flagged
+    # as busy ("measured 31 then 39 GB/s")
+    bw = measure_bandwidth()
+    peak = measure_peak(dtype)
     return {"peak_gflops": peak["gflops"], "peak_what": peak["what"],
             "peak_gflops_median": peak["gflops_median"], "bandwidth_gbs": bw["gbs"],
             "bandwidth_what": bw["what"], "bandwidth_gbs_median": bw["gbs_median"]}

@@ -373,8 +373,10 @@ def _auto_when(spec: ConvSpec) -> str | None:
     if kg >= AUTO_MIN_OUT_CHANNELS and spec.reduction_length >= AUTO_MIN_REDUCTION:
         return None
     return (f"its GEMM would be {kg} x {spec.reduction_length} (K/groups x (C/groups)*kh*kw); "
-            f"im2col beats the direct kernel from {AUTO_MIN_OUT_CHANNELS} x "
-            f"{AUTO_MIN_REDUCTION} up (or for 1x1 stride-1 unpadded layers)")
+            f"the rule takes im2col from {AUTO_MIN_OUT_CHANNELS} x {AUTO_MIN_REDUCTION} "
+            "up, where it was measured as fast as the direct kernel or faster on the machine "
+            "the rule was set on (or for 1x1 stride-1 unpadded layers; `convlab tune` "
+            "measures this machine)")
 
 
 @register("im2col", description="lower to a column matrix, then one BLAS GEMM per group",
