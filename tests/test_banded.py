@@ -74,3 +74,20 @@ def test_auto_picks_it_for_strided_layers_only():
     assert convlab.explain((8, 64, 56, 56), (128, 64, 1, 1), stride=2).kernel.name != ALGO
     assert convlab.explain((8, 64, 56, 56), (128, 32, 3, 3), stride=2, padding=1,
                            groups=2).kernel.name != ALGO
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tasks_of_several_whole_images(monkeypatch, dtype):
+    """A weight larger than BAND_BYTES: tasks take whole images, several at once, and the
+    last block of the batch is ragged (5 images in blocks of 2)."""
+    shape, weight = (5, 8, 5, 4), (12, 8, 3, 3)
+    spec = convlab.ConvSpec.from_shapes(shape, weight, 2, 1)
+    itemsize = np.dtype(dtype).itemsize
+    monkeypatch.setattr(banded, "BAND_BYTES", 12 * 72 * itemsize - 1)
+    assert banded.task_shape(spec, itemsize, threads=3) == (2, spec.out_height)
+    assert banded.task_shape(spec, itemsize, threads=8) == (1, spec.out_height)
+    monkeypatch.setattr(banded.numba, "get_num_threads", lambda: 3)
+    rng = np.random.default_rng(5)
+    x, w, b = random_case(rng, shape, weight, dtype)
+    assert_matches_oracle(ALGO, x, w, b, stride=2, padding=1)
+    assert_matches_oracle(ALGO, x, w, None, stride=2, padding=1)
