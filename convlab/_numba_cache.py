@@ -39,8 +39,13 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
-from numba.core import config
+from numba.core import config as _numba_config
+
+# numba.core.config fills in its settings (CACHE_DIR, DISABLE_JIT, ...) from the environment
+# through globals() when it loads, so a type checker sees none of them: they are Any here.
+config: Any = _numba_config
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -57,7 +57,10 @@ def toolchain_missing() -> str | None:
         nvvm.NVVM()
     except Exception as exc:
         return f"libNVVM cannot be loaded ({type(exc).__name__}: {exc}); {TOOLCHAIN_HINT}"
-    if not driver._have_nvjitlink():
+    # numba-cuda's driver (checked above); a type checker reads the older numba.cuda
+    # built into numba, whose driver has no _have_nvjitlink
+    cuda_driver: Any = driver
+    if not cuda_driver._have_nvjitlink():
         return f"nvJitLink cannot be loaded; {TOOLCHAIN_HINT}"
     return None
 

@@ -71,7 +71,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -81,6 +81,9 @@ from .cuda_trace_result import KINDS as KINDS
 from .cuda_trace_result import ArrayInfo as ArrayInfo
 from .cuda_trace_result import Finding as Finding
 from .cuda_trace_result import Trace as Trace
+
+if TYPE_CHECKING:  # imported when a launch is traced (numba.cuda's simulator)
+    from numba.cuda.simulator.kernel import BlockThread
 
 MAX_THREADS = 4096  # ~1 ms per simulated thread: a few seconds per launch
 MAX_EVENTS = 2_000_000  # 24 bytes each while running
@@ -154,7 +157,8 @@ class _Recorder:
         st.sites.append((frame.f_code.co_filename, frame.f_lineno))
         if time.monotonic() > self.deadline:
             self._timeout()
-        threading.current_thread().syncthreads()
+        # barrier() runs on a kernel thread the simulator started: a BlockThread
+        cast("BlockThread", threading.current_thread()).syncthreads()
         st.phase += 1
 
 
@@ -277,7 +281,7 @@ def _simulator() -> Any:
 
 def _make_module(rec: _Recorder, grid: tuple[int, int, int], block: tuple[int, int, int],
                  dynshared: int) -> Any:
-    _, kernelapi = _simulator()
+    from numba.cuda.simulator import kernelapi
 
     class Shared:
         def array(self, shape: Any, dtype: Any) -> TracedArray:

@@ -378,7 +378,7 @@ class Trace:
     def _find_races(self) -> list[Finding]:
         """A group of accesses to one element that nothing orders (same block and phase;
         for global memory also: all blocks) races if it has a plain write and 2+ threads."""
-        found = []
+        found: list[Finding] = []
         shared_ids = [i for i, a in enumerate(self.arrays) if a.space == "shared"]
         is_shared = np.isin(self.array_id, shared_ids)
         gthread = self.block_id * self.threads_per_block + self.thread_id
@@ -470,7 +470,7 @@ class Trace:
             if not len(suspect):
                 continue
             # the reading thread's own earlier write in the same phase initialises it
-            own = {}
+            own: dict[tuple[int, int, int, int], int] = {}  # -> its first write's seq
             for r in rows[wr]:
                 k = (int(self.block_id[r]), int(self.thread_id[r]), int(self.phase[r]),
                      int(self.addr[r]))

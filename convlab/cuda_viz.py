@@ -195,8 +195,9 @@ def _draw_launch(ax: Any, t: Any, chosen: tuple[int, int] | None) -> None:
             r, c = where(b, th)
             face = cmap(0.1 + 0.7 * reads[b, th] / top)
             pick = chosen == (b, th)
+            style: dict[str, Any] = {"edgecolor": "red", "linewidth": 2.0} if pick else {}
             _square(ax, r, c, face, f"{'thread-chosen' if pick else 'thread'}:{b},{th}",
-                    **({"edgecolor": "red", "linewidth": 2.0} if pick else {}))
+                    **style)
     _frame(ax, rows, cols, f"launch: grid {t.grid} x block {t.block}\n(grey = global reads "
            f"per thread, 0..{top})")
 
@@ -216,13 +217,16 @@ def draw_thread_reads(t: Any, block: Any = (0, 0, 0), thread: Any = (0, 0, 0),
     info = t.info(array)
     leads = _slices(info.shape, mine or theirs, max_slices)
     out_leads = _slices(t.info(out).shape, written, 2) if out else []
-    panels = [("launch", None)] + [(array, ld) for ld in leads] + [(out, ld) for ld in out_leads]
+    # the launch map, then these 2-D slices: (array, leading indices)
+    panels: list[tuple[str, tuple[int, ...]]] = [(array, ld) for ld in leads]
+    if out:
+        panels += [(out, ld) for ld in out_leads]
     if fig is None:
-        fig = Figure(figsize=(2.6 * len(panels) + 1, 3.4), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        fig = Figure(figsize=(2.6 * (1 + len(panels)) + 1, 3.4), layout="constrained")
+    axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
     b_id, t_id = t._block_id(block), t._thread_id(thread)
     _draw_launch(axes[0], t, (b_id, t_id))
-    for ax, (name, lead) in zip(axes[1:], panels[1:]):
+    for ax, (name, lead) in zip(axes[1:], panels):
         shape = t.info(name).shape
         rows, cols = shape[-2:]
         for r in range(rows):

@@ -175,9 +175,15 @@ def _compare(run: Callable[[], tuple[np.ndarray, Callable[[np.ndarray], list]]],
             out, backward = run()  # a layer frees its saved input after a backward
     worst: Mismatch | None = None
     for i, arr in enumerate(arrays):
-        if not isinstance(arr, np.ndarray) or analytic[i][0] is None:
+        given = [g for g in analytic[i] if g is not None]
+        if not isinstance(arr, np.ndarray) or not given:
             continue
-        jac_a = np.stack([g.reshape(-1) for g in analytic[i]], axis=1)  # (inputs, outputs)
+        if len(given) < len(analytic[i]):  # None means "not differentiated": for every m
+            raise ValueError(f"backward returned None for {names[i]} for some grad_outputs "
+                             f"and a gradient for others ({len(given)} of "
+                             f"{len(analytic[i])}); return None for every grad_output, or "
+                             "a gradient for every one")
+        jac_a = np.stack([g.reshape(-1) for g in given], axis=1)  # (inputs, outputs)
         if jac_a.shape[0] != arr.size:
             raise ValueError(f"the gradient for {names[i]} has {jac_a.shape[0]} elements, the "
                              f"input {arr.size}")
@@ -193,7 +199,7 @@ def _compare(run: Callable[[], tuple[np.ndarray, Callable[[np.ndarray], list]]],
             jac_n[e] = (plus - minus) / (2 * eps)
         allowed = atol + rtol * np.abs(jac_n)
         excess = np.abs(jac_a - jac_n) / allowed
-        e, m = np.unravel_index(int(np.argmax(excess)), excess.shape)
+        e, m = (int(v) for v in np.unravel_index(int(np.argmax(excess)), excess.shape))
         cand = Mismatch(names[i], tuple(int(v) for v in np.unravel_index(e, arr.shape)),
                         tuple(int(v) for v in np.unravel_index(m, out.shape)),
                         float(jac_n[e, m]), float(jac_a[e, m]), float(allowed[e, m]))

@@ -161,7 +161,7 @@ def nan_footprint(algo: str, size: tuple[int, int] = (12, 12),
 # --------------------------------------------------------------------------- growth
 GROWTH_ALGOS = ("naive", "im2col", "winograd_f4", "fft")
 GROWTH_BASE = {"kernel": 3, "size": (16, 20), "channels": 16}
-GROWTH_AXES = {
+GROWTH_AXES: dict[str, Sequence[Any]] = {  # the values each axis takes in turn
     "kernel": (1, 3, 5, 7, 9, 11, 13, 15),
     "size": ((8, 10), (16, 20), (32, 40), (64, 80)),
     "channels": (1, 4, 16, 64, 256),

@@ -17,11 +17,14 @@ input folded back onto the cells each border cell copied.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from .shapes import ConvSpec
 
-_NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_NUMPY_MODE: dict[str, Literal["constant", "reflect", "edge", "wrap"]] = {
+    "zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def pad(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -53,7 +56,9 @@ def pad_adjoint(grad_padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
     border[top:top + h, left:left + w] = False
     n, c = grad_padded.shape[:2]
     out = np.ascontiguousarray(inner).reshape(n * c, h * w)
-    # unbuffered add: cells copied more than once (a corner) get every copy's share
-    np.add.at(out, (slice(None), index[border]),
+    # unbuffered add: cells copied more than once (a corner) get every copy's share.
+    # NumPy's stubs type ufunc.at's indices as integers only, though its documentation
+    # (and NumPy) take a tuple of slices and index arrays, as here.
+    np.add.at(out, (slice(None), index[border]),  # type: ignore[arg-type]
               grad_padded.reshape(n * c, -1)[:, border.reshape(-1)])
     return out.reshape(n, c, h, w)

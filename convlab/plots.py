@@ -99,6 +99,13 @@ def _ok(records: Sequence[Record]) -> list[Record]:
     return [r for r in records if r.status == "ok" and r.median_s]
 
 
+def _known(value: float | None, what: str) -> float:
+    """A measurement every record a plot draws has (its filter kept only those): typed."""
+    if value is None:
+        raise ValueError(f"a record drawn here has no {what}")
+    return value
+
+
 def _number(v: float) -> str:
     return f"{v:.3g}" if v < 1000 else f"{v:,.0f}"
 
@@ -217,7 +224,7 @@ def ladder_plot(result: ResultLike, layer: str | None = None,
         ax.annotate(_time_label(r.median_s), (i, ys[i]), xytext=(0, 3),
                     textcoords="offset points", ha="center", va="bottom", fontsize=8)
         if i:  # the step from the previous rung, in a row of boxes above the bars
-            factor = shown[i - 1].median_s / r.median_s
+            factor = _known(shown[i - 1].median_s, "time") / _known(r.median_s, "time")
             # a slower step reads "÷N", not "×0.0N"
             text = f"×{_number(factor)}" if factor >= 1 else f"÷{_number(1 / factor)}"
             ax.annotate(text, (i - 0.5, 0.93), xycoords=("data", "axes fraction"),
@@ -278,9 +285,12 @@ def roofline_plot(result: ResultLike, path: str | os.PathLike | None = None) -> 
     names = _order(list(dict.fromkeys(r.kernel for r in ok)))
     for name in names:
         pts = [r for r in ok if r.kernel == name]
-        ax.scatter([r.intensity for r in pts], [r.gflops for r in pts], s=42 if name == RIVAL
-                   else 30, marker="s" if name == RIVAL else "o", color=colour(name, names),
-                   edgecolor="white", lw=0.5, label=_label(name), zorder=3)
+        # a record without GFLOP/s is a NaN: not drawn (as matplotlib draws a None)
+        ax.scatter([r.intensity for r in pts],
+                   [math.nan if r.gflops is None else r.gflops for r in pts],
+                   s=42 if name == RIVAL else 30, marker="s" if name == RIVAL else "o",
+                   color=colour(name, names), edgecolor="white", lw=0.5, label=_label(name),
+                   zorder=3)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(_plain)
@@ -372,8 +382,8 @@ def error_plot(result: ResultLike, path: str | os.PathLike | None = None) -> Fig
     for i, name in enumerate(names):
         pts = [r for r in checked if r.kernel == name]
         jit = rng.uniform(-0.18, 0.18, len(pts))
-        errs = np.array([max(r.max_rel_err, ERROR_FLOOR) if math.isfinite(r.max_rel_err)
-                         else 1.0 for r in pts])
+        errs = np.array([max(e, ERROR_FLOOR) if math.isfinite(e) else 1.0
+                         for e in (_known(r.max_rel_err, "error") for r in pts)])
         good = np.array([r.status != "wrong" for r in pts])
         c = colour(name, names)
         ax.scatter(i + jit[good], errs[good], color=c, s=26, zorder=3, edgecolor="white", lw=0.4)
@@ -476,11 +486,12 @@ def crossover_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
         x = [k for k, _ in pts]
         c = colour(name, names)
         rival = name == RIVAL
-        ax.plot(x, [r.median_s * 1e3 for _, r in pts], marker="o", ms=5, color=c,
+        medians = [_known(r.median_s, "time") for _, r in pts]
+        ax.plot(x, [m * 1e3 for m in medians], marker="o", ms=5, color=c,
                 lw=2.4 if rival else 1.7, ls="--" if rival else "-", label=_label(name))
-        ax.fill_between(x, [(r.q1_s or r.median_s) * 1e3 for _, r in pts],
-                        [(r.q3_s or r.median_s) * 1e3 for _, r in pts], color=c, alpha=0.18,
-                        lw=0)
+        ax.fill_between(x, [(r.q1_s or m) * 1e3 for (_, r), m in zip(pts, medians)],
+                        [(r.q3_s or m) * 1e3 for (_, r), m in zip(pts, medians)], color=c,
+                        alpha=0.18, lw=0)
     start = crossover(res)
     if start is not None:
         ax.axvline(start, color="#666666", lw=1, ls=":")
@@ -498,7 +509,8 @@ def crossover_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
                  f"{res.settings.get('dtype')}", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="upper left")
-    counts = {
+    # per curve: multiplies per layer (None: the algorithm cannot run it), colour, line style
+    counts: dict[str, tuple[Sequence[int | None], str, str]] = {
         "direct (parallel, im2col)": ([specs[la].macs() for la in layers], "#1f77b4", "-"),
         "Winograd F(4,3)": ([algorithm_multiplies(specs[la], "winograd_f4")
                              for la in layers], colour("winograd_f4"), "-"),
@@ -508,9 +520,9 @@ def crossover_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
                                        for la in layers], colour("fft"), "-"),
     }
     for label, (values, c, ls) in counts.items():
-        pts = [(k, v / 1e9) for k, v in zip(ks, values, strict=True) if v is not None]
-        if pts:
-            bx.plot(*zip(*pts, strict=True), marker="s", ms=4, color=c, ls=ls, label=label)
+        curve = [(k, v / 1e9) for k, v in zip(ks, values, strict=True) if v is not None]
+        if curve:
+            bx.plot(*zip(*curve, strict=True), marker="s", ms=4, color=c, ls=ls, label=label)
     bx.set_yscale("log")
     bx.yaxis.set_major_formatter(_plain)
     bx.set_xticks(ks)

@@ -123,12 +123,13 @@ class ConvArgs:
         if self.padding == "valid":
             return (0, 0, 0, 0)
         if self.padding == "same":
-            sides = []
-            for k, d in zip(self.kernel_size, self.dilation):
-                total = d * (k - 1)
-                sides += [total // 2, total - total // 2]  # extra cell bottom/right
-            return tuple(sides)  # type: ignore[return-value]
-        ph, pw = self.padding  # type: ignore[misc]
+            (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+            th, tw = dh * (kh - 1), dw * (kw - 1)  # the window's extent past one cell
+            return (th // 2, th - th // 2, tw // 2, tw - tw // 2)  # extra cell bottom/right
+        if isinstance(self.padding, str):  # only a ConvArgs built without create() gets here
+            raise ValueError(f"Invalid padding string {self.padding!r}, should be one of "
+                             f"{_fmt_set(PADDING_STRINGS)}")
+        ph, pw = self.padding
         return (ph, ph, pw, pw)
 
 

@@ -127,12 +127,15 @@ def describe() -> dict[str, Any]:
     """The machine as plain data."""
     import numba
 
+    # numba.config sets NUMBA_NUM_THREADS (and its other settings) through globals() when it
+    # loads, so the type checker cannot see it
+    numba_config: Any = numba.config
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numba_threads": numba_config.NUMBA_NUM_THREADS,
         "threading_layer": threading_layer(),
         "versions": {pkg: _version(pkg) for pkg in
                      ("convlab", "numpy", "numba", "llvmlite", "scipy", "matplotlib", "torch",

@@ -9,6 +9,7 @@ Data first (:func:`circular_correlation`, :func:`wrapped_outputs`, :func:`fft_ti
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -105,9 +106,9 @@ def draw_circular_vs_linear(x: np.ndarray, w: np.ndarray) -> Figure:
     top.stem(range(n), x, basefmt=" ", linefmt="#3d85c6", markerfmt="o")
     last = [(n - 1 + p) % n for p in range(k)]
     for p, i in enumerate(last):
-        wrapped = n - 1 + p >= n
-        top.axvspan(i - 0.4, i + 0.4, color=WINDOW if wrapped else TAP, alpha=0.25, lw=0,
-                    gid=f"{'wrapped' if wrapped else 'window'}:{i},{p}")
+        wraps = n - 1 + p >= n
+        top.axvspan(i - 0.4, i + 0.4, color=WINDOW if wraps else TAP, alpha=0.25, lw=0,
+                    gid=f"{'wrapped' if wraps else 'window'}:{i},{p}")
     top.set_title(f"x ({n} samples); the window of circular output {n - 1} reads "
                   f"{last} (red: wrapped round)", fontsize=9)
     top.set_xticks(range(n))
@@ -171,8 +172,8 @@ def draw_fft_tiles(spec: ConvSpec, tile: IntOrPair, method: str = "save", *,
             _cell(ax_out, i, j, "output", (i, j), OUTPUT, text)
     for n, t in enumerate(tiles):
         colour, inset = TILE_COLOURS[n % len(TILE_COLOURS)], 0.08 + 0.06 * (n % 3)
-        style = {"linestyle": "--" if t.ragged else "-", "linewidth": 1.8, "fill": False,
-                 "edgecolor": colour}
+        style: dict[str, Any] = {"linestyle": "--" if t.ragged else "-", "linewidth": 1.8,
+                                 "fill": False, "edgecolor": colour}
         (y0, x0), (a, b) = t.input_origin, t.input_size
         ax_in.add_patch(Rectangle((x0 + left + inset, y0 + top + inset), b - 2 * inset,
                                   a - 2 * inset, gid=f"tile:{t.index[0]},{t.index[1]}", **style))

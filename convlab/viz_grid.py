@@ -242,10 +242,11 @@ class _InputGrid:
                 label = ax.text(x + left + 0.5, y + top + 0.5, "", ha="center", va="center",
                                 fontsize=7) if numbers else None
                 self.cells[(y, x)] = (rect, label, real)
-        self.boxes = [ax.add_patch(Rectangle((0, 0), 0, 0, fill=False, linewidth=2, visible=False,
-                                             **style))
-                      for style in ({"edgecolor": "#999999", "linestyle": "--"},
-                                    {"edgecolor": WINDOW, "linestyle": "-"})]
+        self.boxes = [Rectangle((0, 0), 0, 0, fill=False, linewidth=2, visible=False,
+                                edgecolor=edge, linestyle=line)
+                      for edge, line in (("#999999", "--"), (WINDOW, "-"))]
+        for box in self.boxes:
+            ax.add_patch(box)
         _frame_axes(ax, spec.padded_height, spec.padded_width,
                     f"input {spec.height}x{spec.width} + padding" if any(spec.padding)
                     else f"input {spec.height}x{spec.width}")
@@ -467,8 +468,8 @@ def draw_winograd_tiles(spec: ConvSpec, m: int = 2, *, fig: Figure | None = None
                   linestyle="-" if role == "input" else ":", alpha=0.6 + 0.1 * min(count[r, c], 4))
     for k, t in enumerate(tiles):
         colour, inset = TILE_COLOURS[k % len(TILE_COLOURS)], 0.08 + 0.06 * (k % 3)
-        style = {"linestyle": "--" if t.ragged else "-", "linewidth": 1.8, "fill": False,
-                 "edgecolor": colour}
+        style: dict[str, Any] = {"linestyle": "--" if t.ragged else "-", "linewidth": 1.8,
+                                 "fill": False, "edgecolor": colour}
         (y0, x0), (a, b) = t.input_origin, t.input_size
         ax_in.add_patch(Rectangle((x0 + left + inset, y0 + top + inset), b - 2 * inset,
                                   a - 2 * inset, gid=f"tile:{t.index[0]},{t.index[1]}", **style))

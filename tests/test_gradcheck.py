@@ -104,3 +104,21 @@ def test_a_function_returning_only_its_output_is_told_what_gradcheck_expects(rng
     assert "fn(*inputs) to return (output, backward)" in msg
     assert "no autograd" in msg and "layer" in msg
     assert "conv_only returned" in msg
+
+
+@pytest.mark.parametrize("where", [0, -1], ids=["first", "last"])
+def test_a_gradient_that_is_none_for_some_output_elements_only_is_a_clear_error(rng, where):
+    """None means "this input is not differentiated", so it must hold for every
+    grad_output: a backward that returns None for some one-hot grad_outputs and an array
+    for others gets a ValueError naming the input (neither the input silently left
+    unchecked, nor an AttributeError from inside gradcheck)."""
+    x = rng.standard_normal(4)
+
+    def fn(x):
+        def backward(g):  # the gradient of x * 2 w.r.t. x, but None for one output
+            return [None if g[where] else 2 * g]
+
+        return 2 * x, backward
+
+    with pytest.raises(ValueError, match="None for input 0 for some grad_outputs"):
+        convlab.gradcheck(fn, (x,))

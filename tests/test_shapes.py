@@ -265,3 +265,13 @@ def test_conv2d_zero_channels_gives_torchs_empty_output():
     assert proc.returncode == 0, proc.stderr[-2000:]
     for algo in ("auto", "tune", "naive", "parallel", "im2col", "winograd_f4", "python"):
         assert f"{algo} (1, 0, 4, 4) float32" in proc.stdout  # torch 2.13's answer
+
+
+def test_explicit_padding_of_a_directly_built_args_rejects_an_unknown_string():
+    """ConvArgs.create validates padding; a ConvArgs built directly does not, and a
+    two-letter string used to unpack into (top, bottom, left, right) = letters."""
+    from convlab.shapes import ConvArgs
+
+    assert ConvArgs((3, 2), padding="same", dilation=(2, 1)).explicit_padding() == (2, 2, 0, 1)
+    with pytest.raises(ValueError, match="Invalid padding string 'ok'"):
+        ConvArgs((3, 3), padding="ok").explicit_padding()

@@ -49,7 +49,9 @@ LADDER = ("python", "naive", "parallel", "im2col", "depthwise", "winograd_f2", "
 # error is F(6,3)-like: convlab's winograd_f6 allows 2e-4 at 576 products).
 RIVAL_RTOL = 2e-4
 
-Setup = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", ConvSpec], Placed]
+# setup(*arrays, spec): the op's arrays (convlab.bench.ops.Problem.arrays: x, w, b for the
+# forward; x, w, b, grad_output for the backward; ...), then the kernels' spec
+Setup = Callable[..., Placed[Any]]
 
 
 @dataclass
@@ -60,7 +62,8 @@ class Contender:
     device: str
     description: str
     why_not: Callable[[ConvSpec], str | None]
-    tolerance: Callable[[ConvSpec, Any], float]
+    # one tolerance, or one per part of the op's result (the backward's three gradients)
+    tolerance: Callable[[ConvSpec, Any], float | tuple[float, ...]]
     setup: Setup
     timer: Timer = wall_timer
     # a rough time per call, (seconds, how it was estimated): to skip hopeless layers

@@ -152,16 +152,16 @@ def _gate(rec: Record, who: Contender, prob: Problem, first_use: bool,
         start = time.perf_counter()
         placed.fetch(out)
         rec.d2h_s = time.perf_counter() - start
-    tols = who.tolerance(prob.gate_spec(), arrays[0].dtype)
+    tol = who.tolerance(prob.gate_spec(), arrays[0].dtype)
     parts = prob.op.parts
-    tols = tols if isinstance(tols, tuple) else (tols,) * len(parts)
+    tols = tol if isinstance(tol, tuple) else (tol,) * len(parts)
     got, want = prob.gated(host), prob.oracle()
     reports = [(part, compare(g, e, t)) for part, g, e, t in zip(parts, got, want, tols,
                                                                   strict=True)]
     part, report = _worst(reports)
     rec.max_abs_err, rec.max_rel_err, rec.tolerance = report.max_abs, report.max_rel, \
         report.tolerance
-    if not all(a is None or np.array_equal(a, c) for a, c in zip(arrays, copies, strict=True)):
+    if not all(c is None or np.array_equal(a, c) for a, c in zip(arrays, copies, strict=True)):
         rec.status, rec.reason = "wrong", "modified its input arrays"
         return None
     if not report.ok:

@@ -147,13 +147,13 @@ def format_table(result: BenchResult) -> str:
     for layer, recs in by_layer.items():
         cells = []
         for n in names:
-            r = next((x for x in recs if x.kernel == n), None)
-            if r is None:
+            found = next((x for x in recs if x.kernel == n), None)
+            if found is None:
                 cells.append("")
-            elif r.status == "ok":
-                cells.append(format(r.gflops, ".3g"))
+            elif found.status == "ok":
+                cells.append(format(found.gflops, ".3g"))
             else:
-                cells.append({"wrong": "WRONG", "error": "ERROR"}.get(r.status, r.status))
+                cells.append({"wrong": "WRONG", "error": "ERROR"}.get(found.status, found.status))
         lines.append(f"{layer:<{width}}" + "".join(f"{cell:>{col}}" for cell in cells))
     base, attr, what = (CUDNN, "vs_cudnn", "cuDNN (float32, TF32 off)") if gpu else (
         RIVAL, "vs_torch", "torch")

@@ -154,7 +154,8 @@ def _rounds(timings: Sequence[Timing], reps: int, settle: float,
         for t in timings:
             if r < t.reps:
                 t.take(settle)
-        if share is not None and extra < reps and share.others() > drop_busy:
+        if share is not None and drop_busy is not None and extra < reps \
+                and share.others() > drop_busy:
             extra += 1  # this round was disturbed: forget it and take it again
             for t, n in zip(timings, before):
                 if len(t.samples) > n:

@@ -28,6 +28,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SOURCE_NAME = "<your kernel>"
@@ -74,7 +75,7 @@ def main(workdir: Path) -> None:
                   "message": tail, "not_implemented": "NotImplementedError" in tail}
         (workdir / "result.json").write_text(json.dumps(result))
 
-    namespace = {"cuda": cuda, "np": np, "numpy": np, "math": math, "numba": numba,
+    namespace: dict[str, Any] = {"cuda": cuda, "np": np, "numpy": np, "math": math, "numba": numba,
                  "__name__": "student_kernel"}
     try:
         source = (workdir / "kernel.py").read_text()
@@ -105,7 +106,9 @@ def main(workdir: Path) -> None:
             fail("run", err, n)
             return
         outputs[f"out{n}"] = out
-    np.savez(workdir / "outputs.npz", **outputs)
+    # plain float arrays: nothing to pickle (naming the flag also keeps a type checker from
+    # matching the arrays against it)
+    np.savez(workdir / "outputs.npz", allow_pickle=False, **outputs)
     done: dict = {"ok": True, "traces": traces}
     if on_gpu:
         gpu = cuda.get_current_device().name

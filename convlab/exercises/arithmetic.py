@@ -38,7 +38,7 @@ def _spec(size: int, kernel: int, stride: int, padding: int, dilation: int) -> C
 
 def _random_output_cases(n: int, seed: int = 2024) -> list[tuple[int, ...]]:
     rng = np.random.default_rng(seed)
-    cases = []
+    cases: list[tuple[int, ...]] = []
     while len(cases) < n:
         size, k, s, p, d = (int(v) for v in (rng.integers(3, 40), rng.integers(1, 6),
                                              rng.integers(1, 5), rng.integers(0, 4),

@@ -86,7 +86,8 @@ def check_cells(cells: Iterable[Any]) -> list[tuple[int, str, str]]:
 
 def solution_regions(source: str) -> list[str]:
     """The text between each ``### BEGIN SOLUTION`` and ``### END SOLUTION`` line."""
-    regions, current = [], None
+    regions: list[str] = []
+    current: list[str] | None = None
     for line in source.split("\n"):
         if "BEGIN SOLUTION" in line:
             current = []

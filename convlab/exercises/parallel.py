@@ -35,7 +35,8 @@ import os
 import pickle
 import subprocess
 import sys
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import numba
 import numpy as np
@@ -142,11 +143,14 @@ class PrangeKernel(Exercise):
             got = results[0] if n == 0 else call(fn, {"x": x, "w": w}, where, first=False)
             compare_arrays(got, oracle(x, w, 1, 0, 1), where, [
                 ("you flipped the kernel (Conv2d is a cross-correlation)",
-                 lambda x=x, w=w: oracle(x, w[:, :, ::-1, ::-1], 1, 0, 1))])
+                 partial(oracle, x, w[:, :, ::-1, ::-1], 1, 0, 1))])
         x, w = (rng.standard_normal(shape) for shape in RUN_CASE)
         where = f"x {x.shape}, w {w.shape}"
+        # numba.config sets NUMBA_NUM_THREADS through globals() when it loads: the type
+        # checker cannot see it
+        most: int = cast(Any, numba.config).NUMBA_NUM_THREADS
         threads = numba.get_num_threads()
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # every thread Numba has
+        numba.set_num_threads(most)  # every thread Numba has
         try:
             runs = [np.asarray(call(fn, {"x": x, "w": w}, where, first=False))
                     for _ in range(RUNS)]
@@ -154,10 +158,10 @@ class PrangeKernel(Exercise):
             numba.set_num_threads(threads)
         if any(not np.array_equal(r, runs[0]) for r in runs[1:]):
             raise Incorrect(f"{RUNS} runs on the same input ({where}, "
-                            f"{numba.config.NUMBA_NUM_THREADS} threads) gave different "
+                            f"{most} threads) gave different "
                             "results: a race (several threads update the same element)")
         skipped = ""
-        if numba.config.NUMBA_NUM_THREADS < MANY_THREADS:
+        if most < MANY_THREADS:
             differ, why = many_thread_runs(fn, x, w)
             if differ:
                 raise Incorrect(f"{differ} of {RUNS} runs on the same input ({where}) on "

@@ -112,6 +112,7 @@ def _first_error(cell: Any) -> list[str] | None:
 
 def main(jobdir: Path) -> int:
     import nbformat
+    from jupyter_client.provisioning import LocalProvisioner
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -129,7 +130,7 @@ def main(jobdir: Path) -> int:
         nb.cells[int(index)].outputs = []
 
     class ErrorsOnly(NotebookClient):
-        def output(self, outs, msg, display_id, cell_index):  # type: ignore[override]
+        def output(self, outs, msg, display_id, cell_index):
             if msg["msg_type"] != "error":
                 return None  # dropped: only errors are read, and printing may be huge
             return super().output(outs, msg, display_id, cell_index)
@@ -144,7 +145,11 @@ def main(jobdir: Path) -> int:
                         shutdown_kernel="immediate", timeout=int(job["timeout_s"]),
                         resources={"metadata": {"path": str(work / Path(job["notebook"]).parent)}})
     with client.setup_kernel():
-        emit(event="kernel", pid=client.km.provisioner.pid)  # on the pipe, never a file
+        # our kernelspec starts a local process, whose pid the parent needs to kill it
+        provisioner = None if client.km is None else client.km.provisioner
+        if not isinstance(provisioner, LocalProvisioner):
+            raise RuntimeError(f"the notebook's kernel is not a local process ({provisioner!r})")
+        emit(event="kernel", pid=provisioner.pid)  # on the pipe, never a file
         deadline = time.monotonic() + float(job["timeout_s"])
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":

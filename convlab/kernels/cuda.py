@@ -347,8 +347,9 @@ def _tiled_kernel(dtype: str, kh: int, kw: int, sh: int, sw: int, dh: int, dw: i
 
 # ----------------------------------------------------------------- device-array entry points
 def _check_device_args(x: Any, weight: Any, bias: Any, spec: ConvSpec, out: Any) -> None:
-    expect = {"x": (x, (spec.batch, spec.in_channels, spec.height, spec.width)),
-              "weight": (weight, spec.weight_shape)}
+    expect: dict[str, tuple[Any, tuple[int, ...]]] = {
+        "x": (x, (spec.batch, spec.in_channels, spec.height, spec.width)),
+        "weight": (weight, spec.weight_shape)}
     if bias is not None:
         expect["bias"] = (bias, spec.bias_shape)
     if out is not None:

@@ -460,8 +460,8 @@ def _stages(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: Co
              ("inverse FFTs", 15)]
     if transformed_weight is not None:
         steps = steps[1:]
-    return [(name, lambda mask=mask: _run(x, weight, bias, spec, transformed_weight, None,
-                                          mask)) for name, mask in steps]
+    return [(name, functools.partial(_run, x, weight, bias, spec, transformed_weight, None, mask))
+            for name, mask in steps]
 
 
 def _workspace(spec: ConvSpec, itemsize: int) -> int:

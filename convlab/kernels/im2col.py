@@ -101,6 +101,7 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numba
@@ -300,13 +301,12 @@ def _tiling(spec: ConvSpec, itemsize: int, cap: int) -> tuple[Tile, ...]:
         return by_images
     tiles: list[Tile] = []
     for img in range(n):
-        by_rows = cut(ho, lambda a, b, img=img: Tile(img, img + 1, a, b, 0, wo))
+        by_rows = cut(ho, partial(Tile, img, img + 1, j0=0, j1=wo))
         if by_rows is not None:
             tiles += by_rows
             continue
         for row in range(ho):
-            by_cols = cut(wo, lambda a, b, img=img, row=row: Tile(img, img + 1, row, row + 1,
-                                                                   a, b))
+            by_cols = cut(wo, partial(Tile, img, img + 1, row, row + 1))
             tiles += by_cols or [Tile(img, img + 1, row, row + 1, j, j + 1) for j in range(wo)]
     return tuple(tiles)
 
@@ -525,8 +525,7 @@ def _stages(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: Co
         return [("lower + multiply, fused (Numba)",
                  lambda: _im2col(x, weight, bias, spec, _ALL))]
     steps = [("lower", _LOWER), ("GEMM", _LOWER | _GEMM), ("copy out", _ALL)]
-    return [(name, lambda mask=mask: _im2col(x, weight, bias, spec, mask))
-            for name, mask in steps]
+    return [(name, partial(_im2col, x, weight, bias, spec, mask)) for name, mask in steps]
 
 
 @njit(cache=True)

@@ -76,7 +76,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -139,16 +139,22 @@ StagesFn = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", ConvSpec, Any]
                     Sequence[tuple[str, Callable[[], Any]]]]
 
 
+# What ``Placed.fetch`` returns: a kernel's output array; the bench's backward contenders
+# (convlab.bench.backward) fetch a tuple of three gradients
+Fetched = TypeVar("Fetched")
+
+
 @dataclass(frozen=True)
-class Placed:
+class Placed(Generic[Fetched]):
     """A device kernel's inputs, copied to the device once (``Kernel.place``).
 
     ``call()`` launches the kernel on them and returns its device-resident output;
-    ``fetch(out)`` copies that output back as a NumPy array; ``copy_in_s`` is how long
-    the copies to the device took; ``note`` says how it will run (e.g. its tiles)."""
+    ``fetch(out)`` copies that output back as a NumPy array (as a tuple of them for an
+    op with several outputs); ``copy_in_s`` is how long the copies to the device took;
+    ``note`` says how it will run (e.g. its tiles)."""
 
     call: Callable[[], Any]
-    fetch: Callable[[Any], np.ndarray]
+    fetch: Callable[[Any], Fetched]
     copy_in_s: float | None = None  # None: nothing was copied (a CPU kernel)
     note: str = ""
 

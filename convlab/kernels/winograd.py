@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numba
@@ -253,7 +254,7 @@ def _stages(m: int) -> Callable[..., Sequence[tuple[str, Callable[[], Any]]]]:
         steps = [("input transform", 1), ("GEMMs", 3), ("output transform", 7)]
         if u is None:  # the filter transform is timed as part of the first stage
             steps[0] = ("filter + input transform", 1)
-        return [(name, lambda mask=mask: _run(x, weight, bias, spec, m, u, None, mask))
+        return [(name, partial(_run, x, weight, bias, spec, m, u, None, mask))
                 for name, mask in steps]
     return stages
 
