@@ -485,7 +485,7 @@ _place_naive, _place_tiled = _place(_naive_launch), _place(_tiled_launch)
 
 @register("cuda_naive", description="numba.cuda, one thread per output element",
           device="cuda", available=cuda_unavailable, rtol=1e-5, place=_place_naive,
-          nonfinite=NonFinite.SKIPS_PADDING)
+          nonfinite=NonFinite.SKIPS_PADDING, ladder=10)
 def conv2d_cuda_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                       spec: ConvSpec) -> np.ndarray:
     return _numpy_path(_place_naive, x, weight, bias, spec)
@@ -493,7 +493,7 @@ def conv2d_cuda_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
 
 @register("cuda_tiled", description="numba.cuda, shared-memory tiles + register blocking",
           device="cuda", available=cuda_unavailable, supports=_tiled_supports, rtol=1e-5,
-          place=_place_tiled)
+          place=_place_tiled, ladder=11)
 def conv2d_cuda_tiled(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                       spec: ConvSpec) -> np.ndarray:
     return _numpy_path(_place_tiled, x, weight, bias, spec)

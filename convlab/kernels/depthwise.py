@@ -101,7 +101,7 @@ def _supports(spec: ConvSpec) -> str | None:
 
 
 @register("depthwise", description="depthwise: one pass over the input, no padded copy",
-          supports=_supports, rtol=1e-5, auto_rank=12,
+          supports=_supports, rtol=1e-5, auto_rank=12, ladder=5,
           # the row-by-row path of planes wider than FLAT_MAX_WIDTH skips the padding's
           # taps; the small-plane path multiplies its zeros as PyTorch does.  One entry
           # for both: what may differ (auto then checks for NaN/Inf)

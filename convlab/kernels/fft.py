@@ -503,7 +503,7 @@ def _auto_when(spec: ConvSpec) -> str | None:
 @register("fft", description="FFT convolution: overlap-save tiles, per-frequency products",
           supports=_supports, available=_available, rtol=3e-6, workspace=_workspace,
           transform_weight=transform_weight, stages=_stages, nonfinite=NonFinite.FFT_TILES,
-          auto_rank=15, auto_when=_auto_when,
+          auto_rank=15, auto_when=_auto_when, ladder=9,
           multiplies=lambda spec: sum(multiplies(spec).values()))
 def conv2d_fft(x, weight, bias, spec, transformed_weight=None):
     return fft_conv(x, weight, bias, spec, transformed_weight)

@@ -30,7 +30,8 @@ from .registry import NonFinite, output_with_bias, register
 
 
 @register("naive", description="the seven nested loops under @njit (one core)",
-          rtol=1e-5, auto_rank=100, macs_per_s=3e8, nonfinite=NonFinite.SKIPS_PADDING)
+          rtol=1e-5, auto_rank=100, macs_per_s=3e8, nonfinite=NonFinite.SKIPS_PADDING,
+          ladder=2)
 def conv2d_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                  spec: ConvSpec) -> np.ndarray:
     out = output_with_bias(spec, x.dtype, bias)

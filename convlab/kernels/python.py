@@ -40,7 +40,7 @@ def _small_enough(spec: ConvSpec) -> str | None:
 
 @register("python", description="pure-Python loops (the slow baseline)",
           supports=_small_enough, rtol=1e-5, macs_per_s=MACS_PER_S,
-          nonfinite=NonFinite.SKIPS_PADDING)
+          nonfinite=NonFinite.SKIPS_PADDING, ladder=1)
 def conv2d_python(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                   spec: ConvSpec) -> np.ndarray:
     out = output_with_bias(spec, x.dtype, bias)

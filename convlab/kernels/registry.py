@@ -43,7 +43,10 @@ Everything else a kernel may provide is a typed, optional field of :class:`Kerne
   that would take minutes;
 * ``multiplies(spec)``: the real multiplies it does, where that is not the direct
   convolution's ``spec.macs()`` (Winograd, FFT): what the plots count, instead of reading
-  it out of the kernel's name.
+  it out of the kernel's name;
+* ``ladder``: its rung in the teaching ladder (python, naive, parallel, im2col, ...,
+  cuda_tiled: lower first), or None: the order of the ladder plot and of the benchmark's
+  default kernel list (:func:`ladder`), instead of a list of names kept elsewhere.
 
 **Ops.**  A kernel computes one of three things, its ``op`` (docs/design.md, "The
 kernel contract"); kernels are keyed by (op, name), so the same algorithm name
@@ -261,6 +264,8 @@ class Kernel:
     # real multiplies it does for a spec, where that is not the direct convolution's
     # spec.macs() (Winograd's fewer, FFT's products plus transforms): the plots' count
     multiplies: Callable[[ConvSpec], int] | None = None
+    # its rung in the teaching ladder, lower first (None: not a rung): ladder()
+    ladder: int | None = None
 
     def __call__(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                  spec: ConvSpec, transformed_weight: Any = None) -> np.ndarray:
@@ -396,6 +401,14 @@ def version() -> tuple[int, ...]:
     from a table, a table replaced): :mod:`convlab.plan` drops its plans then."""
     gi, gw = _GRAD_KERNELS["grad_input"], _GRAD_KERNELS["grad_weight"]
     return (_registered, id(KERNELS), len(KERNELS), id(gi), len(gi), id(gw), len(gw))
+
+
+def ladder() -> list[str]:
+    """The forward kernels that are rungs of the teaching ladder (``Kernel.ladder``), in
+    its order: python -> naive -> parallel -> ... -> cuda_tiled.  The ladder plot and the
+    benchmark's default kernel list use it."""
+    rungs = [k for k in KERNELS.values() if k.ladder is not None]
+    return [k.name for k in sorted(rungs, key=lambda k: (k.ladder, k.name))]
 
 
 def get(name: str, op: str = "forward") -> Kernel:

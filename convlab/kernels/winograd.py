@@ -314,7 +314,7 @@ def _auto_when_f4(spec: ConvSpec) -> str | None:
 @register("winograd_f2", description="Winograd F(2x2,3x3): 2.25x fewer multiplies",
           supports=_supports, rtol=5e-6, workspace=_workspace(2), transform_weight=_transform(2),
           stages=_stages(2), multiplies=_multiplies(2), nonfinite=NonFinite.WINOGRAD_TILES,
-          auto_rank=11, auto_when=_few_channels)
+          auto_rank=11, auto_when=_few_channels, ladder=6)
 def conv2d_winograd_f2(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 2, transformed_weight)
 
@@ -322,7 +322,7 @@ def conv2d_winograd_f2(x, weight, bias, spec, transformed_weight=None):
 @register("winograd_f4", description="Winograd F(4x4,3x3): 4x fewer multiplies",
           supports=_supports, rtol=5e-5, workspace=_workspace(4), transform_weight=_transform(4),
           stages=_stages(4), multiplies=_multiplies(4), nonfinite=NonFinite.WINOGRAD_TILES,
-          auto_rank=10, auto_when=_auto_when_f4)
+          auto_rank=10, auto_when=_auto_when_f4, ladder=7)
 def conv2d_winograd_f4(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 4, transformed_weight)
 
@@ -331,7 +331,8 @@ def conv2d_winograd_f4(x, weight, bias, spec, transformed_weight=None):
 # (its 8x8 tiles waste work on small images, and U is 64/9 times the weight).
 @register("winograd_f6", description="Winograd F(6x6,3x3): 5.1x fewer multiplies",
           supports=_supports, rtol=2e-4, workspace=_workspace(6), transform_weight=_transform(6),
-          stages=_stages(6), multiplies=_multiplies(6), nonfinite=NonFinite.WINOGRAD_TILES)
+          stages=_stages(6), multiplies=_multiplies(6), nonfinite=NonFinite.WINOGRAD_TILES,
+          ladder=8)
 def conv2d_winograd_f6(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 6, transformed_weight)
 
