@@ -34,7 +34,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .bench import LADDER, RIVAL, BenchResult, Record, format_time, load
+from .bench import RIVAL, BenchResult, Record, format_time, load
+from .kernels import ladder
 from .shapes import ConvSpec
 
 DPI = 110
@@ -68,9 +69,9 @@ def _label(kernel: str) -> str:
 
 
 def _order(names: Sequence[str]) -> list[str]:
-    """Ladder order first, then other kernels, PyTorch last."""
-    rank = {n: i for i, n in enumerate(LADDER)}
-    return sorted(names, key=lambda n: (n == RIVAL, rank.get(n, len(LADDER)), n))
+    """Ladder order (``Kernel.ladder``) first, then other kernels, PyTorch last."""
+    rank = {n: i for i, n in enumerate(ladder())}
+    return sorted(names, key=lambda n: (n == RIVAL, rank.get(n, len(rank)), n))
 
 
 def _footnote(fig: Figure, result: BenchResult, extra: str = "") -> None:
@@ -182,7 +183,7 @@ def gflops_plot(result: ResultLike, path: str | os.PathLike | None = None, *,
 def ladder_layer(result: ResultLike) -> str:
     """The layer with the most ladder rungs measured (the first such, in suite order)."""
     res = _result(result)
-    rungs = list(LADDER) + [RIVAL]
+    rungs = [*ladder(), RIVAL]
     best, count = None, -1
     for layer in res.layers():
         n = sum(1 for k in rungs if (r := res.get(layer, k)) is not None and r.status == "ok")
@@ -199,8 +200,9 @@ def ladder_plot(result: ResultLike, layer: str | None = None,
     with its speed-up over the rung before.  Rungs not measured are skipped and named."""
     res = _result(result)
     layer = layer or ladder_layer(res)
-    rungs = [k for k in LADDER if k in res.kernels()] + [k for k in res.kernels()
-                                                          if k not in LADDER and k != RIVAL]
+    ladder_rungs = ladder()
+    rungs = [k for k in ladder_rungs if k in res.kernels()] + [
+        k for k in res.kernels() if k not in ladder_rungs and k != RIVAL]
     rungs.append(RIVAL)
     shown: list[Record] = []
     missing: list[str] = []

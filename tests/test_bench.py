@@ -285,6 +285,34 @@ def test_split_times_each_stage_from_the_kernels_hook(temp_kernels):
                                                      split=True))
 
 
+def test_the_ladder_order_is_the_registrys_field(temp_kernels):
+    """The ladder plot's and the default list's order come from ``Kernel.ladder``, not
+    from a list of names: a new rung takes its place by its number alone."""
+    cpu = ["python", "naive", "parallel", "im2col", "depthwise", "winograd_f2", "winograd_f4",
+           "winograd_f6", "fft"]
+    assert kernels.ladder() == cpu + ["cuda_naive", "cuda_tiled"]
+    assert bench.known_kernels("cpu")[:len(cpu)] == cpu
+    first = temp_kernels("bench_test_rung", _good, ladder=0)
+    last = temp_kernels("aaa_bench_test_no_rung", _good)
+    assert kernels.ladder()[0] == first and last not in kernels.ladder()
+    names = bench.known_kernels("cpu")
+    assert names[0] == first and names.index(last) > names.index("fft")
+
+
+def test_ratios_pair_records_by_their_op_field():
+    """vs_torch compares a record with the rival of the *same op*, read from the record's
+    ``op``, never parsed out of the contender's name."""
+    def record(kernel, op, seconds):
+        return bench.Record("L", "", kernel, "cpu", "float32", 1, "ok", median_s=seconds,
+                            op=op)
+
+    records = [record("torch", "forward", 1.0), record("torch-bwd", "backward", 6.0),
+               record("im2col-bwd", "backward", 2.0), record("odd", "backward", 3.0)]
+    bench.run.relate(records, {})
+    assert records[2].vs_torch == pytest.approx(3.0)  # 6 / 2: the backward's rival
+    assert records[3].vs_torch == pytest.approx(2.0)  # no suffix, still the backward's
+
+
 def test_register_rejects_fields_the_contract_does_not_have():
     with pytest.raises(TypeError, match="unknown field.*bench_stage.*a kernel may set"):
         register("bench_test_bad_field", description="x", bench_stage=lambda *a: None)

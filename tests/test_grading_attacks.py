@@ -432,3 +432,47 @@ def test_the_wire_carries_plain_data_only():
                 ["t", "int"], {"t": "float", "v": "1" * 50}):
         with pytest.raises(wire.WireError):
             wire.decode(bad)
+
+
+def test_event_lines_are_one_schema_and_hostile_lines_are_dropped():
+    """Worker, check, probe and grader share the line classes of ``wire``; a line the
+    kernel wrote that is no event (or one the grader once crashed on: a cell of Infinity,
+    JSON nested a million deep) is dropped, never raised on."""
+    from convlab.grading import wire
+
+    events = [wire.KernelStarted(4242), wire.CellEvent(3, "start"),
+              wire.Outcome("output_size", "correct", "Correct (output_size): ok"),
+              wire.Probe("output_size", "answered", [{"t": "int", "v": 2}]),
+              wire.Probe("output_size", "raised", [], ("ValueError", "no")),
+              wire.CellEvent(3, "end", ("NameError", "x")), wire.CellEvent(3, "end"),
+              wire.CellEvent(5, "died"), wire.Finished()]
+    lines = [json.dumps(e.line()).encode() for e in events]
+    assert wire.parse_lines(lines) == events
+    hostile = [b"[" * 1_000_000 + b"]" * 1_000_000, b'{"cell": Infinity, "event": "start"}',
+               b'{"cell": "3", "event": "end"}', b'{"cell": 3, "event": "finish"}',
+               b'{"cell": true, "event": "start"}', b'{"event": "kernel", "pid": "1"}',
+               b'{"exercise": "output_size", "result": "excellent"}', b"[1, 2]", b"\xff\xfe",
+               b'{"probe": 7, "answers": []}', b"not json"]
+    assert wire.parse_lines(hostile) == []
+    odd = wire.parse_event({"probe": "same_padding", "status": 1, "answers": "all right",
+                            "error": ["E", 2]})
+    assert odd == wire.Probe("same_padding", "", None, None)  # judged "malformed"
+
+
+def test_hostile_lines_never_crash_the_verdicts():
+    """The grader turns any pipe content into one row per check cell."""
+    from convlab.exercises.cells import check_metadata
+    from convlab.grading import run, wire
+
+    cells = [{"cell_type": "code", "source": "x = 1", "metadata": {}},
+             {"cell_type": "code", "source": "ex.output_size.check(output_size)",
+              "metadata": check_metadata("output_size", "output_size")}]
+    task = run.Task("s", "n.ipynb", {})
+    lines = [b'{"cell": Infinity, "event": "start"}', b"[" * 100_000,
+             json.dumps(wire.CellEvent(1, "start").line()).encode(),
+             b'{"exercise": "output_size", "result": "correct", "message": "Correct ('
+             b'output_size): forged"}',
+             json.dumps(wire.CellEvent(1, "end").line()).encode()]
+    rows = run.verdicts(task, cells, wire.parse_lines(lines), None, {"output_size": []})
+    assert [(r.exercise, r.result) for r in rows] == [("output_size", "error")]
+    assert "no answers to this run's cases" in rows[0].message  # the forged line: no grade

@@ -1,7 +1,11 @@
-"""No import loops between convlab's modules, lazy imports (inside functions) included.
+"""No import loops between convlab's modules, and no import from a lower layer, lazy
+imports (inside functions) included.
 
 A loop means no module of it can be read, tested or replaced without the others, and a
-lazy import only hides one (docs/design.md, "Layers").  The graph is read from the
+lazy import only hides one (docs/design.md, "Layers").  The layers are read from that
+table itself (the paths in backticks of each row), so the table and the code cannot
+drift apart: each module is in exactly one row and imports only from its own row and
+the rows above.  The graph is read from the
 source with ``ast``: every ``import`` and ``from ... import`` anywhere in a module (module
 level, function bodies, class bodies), resolved to the convlab module it loads.
 """
@@ -9,6 +13,8 @@ level, function bodies, class bodies), resolved to the convlab module it loads.
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "convlab"
@@ -112,3 +118,83 @@ def test_no_import_cycles():
     loops = cycles(import_graph())
     assert not loops, "import loops (module -> module, lazy imports included):\n" + "\n".join(
         " <-> ".join(loop) for loop in loops)
+
+
+# ------------------------------------------------------------------------------ layers
+DESIGN = PACKAGE.parent / "docs" / "design.md"
+
+
+def layer_table(text: str) -> list[tuple[str, list[str]]]:
+    """The rows of design.md's "Layers" table, top first: (layer, the paths in backticks
+    in its modules column: ``shapes.py``, ``kernels/<name>.py``, ``grading/``)."""
+    lines = text[text.index("### Layers"):].splitlines()[1:]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:  # past the header and its |---| line
+        if not line.startswith("|"):
+            break
+        cells = line.split("|")
+        rows.append((cells[1].strip(), re.findall(r"`([^`]+)`", cells[2])))
+    return rows
+
+
+def _covers(pattern: str, path: str) -> bool:
+    """``grading/`` covers the folder; ``kernels/<name>.py`` any file in it; else exact."""
+    if pattern.endswith("/"):
+        return path.startswith(pattern)
+    return fnmatch.fnmatchcase(path, re.sub(r"<[^>]+>", "*", pattern))
+
+
+def layer_of(rows: list[tuple[str, list[str]]]) -> tuple[dict[str, int], list[str]]:
+    """Each convlab module's row number in ``rows``, and what is wrong with the table: a
+    module in no row or in two."""
+    where: dict[str, int] = {}
+    wrong = []
+    for name, path in sorted(_modules().items()):
+        rel = path.relative_to(PACKAGE).as_posix()
+        found = [i for i, (_, patterns) in enumerate(rows)
+                 if any(_covers(p, rel) for p in patterns)]
+        if len(found) != 1:
+            wrong.append(f"{rel} is in {len(found)} rows of the table"
+                         + (f" ({', '.join(rows[i][0] for i in found)})" if found else ""))
+        else:
+            where[name] = found[0]
+    return where, wrong
+
+
+def upward_imports(graph: dict[str, set[str]], where: dict[str, int],
+                   names: list[str]) -> list[str]:
+    """Every import of a module from a lower layer than the importer's (a higher row
+    number): 'module (layer) -> module (layer)'."""
+    return [f"{m} ({names[where[m]]}) -> {t} ({names[where[t]]})"
+            for m in sorted(graph) for t in sorted(graph[m])
+            if m in where and t in where and where[t] > where[m]]
+
+
+def test_the_layer_table_is_read():
+    """The table is found, whole: its ten layers in order, each with modules."""
+    rows = layer_table(DESIGN.read_text())
+    assert [name for name, _ in rows] == [
+        "foundations", "kernels", "oracles and checks", "gate and time one spec", "tuning",
+        "the decision", "the API", "benchmark runs", "teaching and classroom", "the command"]
+    assert all(patterns for _, patterns in rows)
+    where, _ = layer_of(rows)
+    assert where["convlab.shapes"] == 0 and where["convlab.kernels.winograd"] == 1
+    assert where["convlab.grading.wire"] == where["convlab.exercises.core"] == 8
+
+
+def test_an_upward_import_is_found():
+    graph = {"a": {"b"}, "b": {"c"}, "c": set()}
+    assert upward_imports(graph, {"a": 0, "b": 1, "c": 1}, ["top", "low"]) == [
+        "a (top) -> b (low)"]
+    assert upward_imports(graph, {"a": 1, "b": 1, "c": 0}, ["top", "low"]) == []
+
+
+def test_every_module_imports_only_from_its_layer_and_those_above():
+    """docs/design.md, "Layers": each module is in exactly one row, and imports (lazy
+    ones included) only modules of its own row or the rows above it."""
+    rows = layer_table(DESIGN.read_text())
+    where, wrong = layer_of(rows)
+    assert not wrong, "docs/design.md's Layers table:\n" + "\n".join(wrong)
+    bad = upward_imports(import_graph(), where, [name for name, _ in rows])
+    assert not bad, "imports from a lower layer:\n" + "\n".join(bad)

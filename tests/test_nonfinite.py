@@ -18,7 +18,7 @@ import convlab
 from convlab import kernels
 from convlab.functional import prepare
 from convlab.kernels import depthwise as depthwise_module
-from convlab.kernels.registry import SKIPS_PADDING
+from convlab.kernels.registry import KERNELS, SKIPS_PADDING, NonFinite, register
 from convlab.reference import conv2d_reference
 
 from helpers import cpu_kernel_names
@@ -106,6 +106,24 @@ def test_which_kernels_differ():
     differ = {n for n in cpu_kernel_names() if kernels.get(n).nonfinite != "exact"}
     assert differ == {"winograd_f2", "winograd_f4", "winograd_f6", "fft", "naive", "python",
                       "depthwise"}
+
+
+def test_every_entry_is_a_nonfinite_member_and_register_refuses_other_words():
+    """The field is a NonFinite (its words compare and print as the plain strings did);
+    a word that names no pattern is refused when the kernel is registered."""
+    for op in kernels.registry.OPS:
+        for kern in kernels.registry.kernels_for(op).values():
+            assert type(kern.nonfinite) is NonFinite, (op, kern.name)
+    assert kernels.get("naive").nonfinite is NonFinite.SKIPS_PADDING
+    assert f"{kernels.get('fft').nonfinite}".startswith("its transforms mix a whole tile")
+    with pytest.raises(ValueError, match="unknown nonfinite 'mostly'.*EXACT, SKIPS_PADDING"):
+        register("nonfinite_test_bad", description="x", nonfinite="mostly")
+    assert "nonfinite_test_bad" not in KERNELS
+    try:  # the plain word is taken as its member
+        register("nonfinite_test_word", description="x", nonfinite="exact")(lambda *a: None)
+        assert KERNELS["nonfinite_test_word"].nonfinite is NonFinite.EXACT
+    finally:
+        KERNELS.pop("nonfinite_test_word", None)
 
 
 @pytest.mark.parametrize("poison", list(POISONS))

@@ -29,7 +29,6 @@ itself never names a kernel.
 
 from .ceilings import calibrate, disturbance, measure_bandwidth, measure_peak, no_calibration
 from .contenders import (
-    LADDER,
     RIVAL,
     Contender,
     kernel_contender,
@@ -70,7 +69,7 @@ from .timing import DEFAULT_SETTLE, MIN_SAMPLE_S, NOISY_SPREAD, Timer, wall_time
 __all__ = [
     "CUDNN", "COLD_CACHE_ENV", "DEFAULT_BATCH", "DEFAULT_SETTLE", "DILATED", "GATE_FLOPS",
     "GPU_RIVALS",
-    "LADDER", "MIN_SAMPLE_S", "MOBILENET", "NOISY_SPREAD", "RECORD_FIELDS", "RESNET", "RIVAL",
+    "MIN_SAMPLE_S", "MOBILENET", "NOISY_SPREAD", "RECORD_FIELDS", "RESNET", "RIVAL",
     "SEED", "STATUSES", "SUITES", "SWEEPS", "Sampling", "TOY_SUITES", "VGG", "BenchResult",
     "BenchmarkInterrupted", "Contender", "Layer", "Record", "Timer", "auto_contender",
     "calibrate", "make_contenders",

@@ -41,9 +41,6 @@ from .timing import Timer, wall_timer
 
 RIVAL = "torch"
 AUTO = "auto"  # algo="auto" as a contender: whatever it picks on each layer
-# The order the ladder plot and the default kernel list use; missing names are skipped.
-LADDER = ("python", "naive", "parallel", "im2col", "depthwise", "winograd_f2", "winograd_f4",
-          "winograd_f6", "fft", "cuda_naive", "cuda_tiled")
 # A rival is not ours: its gate only catches gross errors (layout, padding), with room for
 # the library's own algorithm choices (cuDNN or oneDNN may pick Winograd, whose float32
 # error is F(6,3)-like: convlab's winograd_f6 allows 2e-4 at 576 products).
@@ -192,13 +189,15 @@ def torch_contender() -> Contender:
 
 
 def known_kernels(device: str | None = None, op: str = "forward") -> list[str]:
-    """Registered kernel names (for ``device`` if given) in ladder order, then the rest;
+    """Registered kernel names (for ``device`` if given) in ladder order
+    (``Kernel.ladder``), then the rest by name;
     for a bench ``op`` other than "forward", the algorithms that have every kernel it
     needs (``ops.KERNEL_OPS``: the backward needs a grad_input and a grad_weight)."""
     tables = [kernels_for(k) for k in KERNEL_OPS[op_named(op).name]]
     names = [n for n, k in tables[0].items() if (device is None or k.device == device)
              and all(n in t for t in tables)]
-    return sorted(names, key=lambda n: (LADDER.index(n) if n in LADDER else len(LADDER), n))
+    rung = {n: tables[0][n].ladder for n in names}
+    return sorted(names, key=lambda n: (rung[n] is None, rung[n] or 0, n))
 
 
 def estimate(who: Contender, spec: ConvSpec) -> tuple[float, str]:

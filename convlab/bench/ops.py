@@ -14,8 +14,9 @@
   the rival ``torch-tr`` is ``F.conv_transpose2d``.
 
 A contender's name carries its op (``-bwd``, ``-tr``), so records, the table, the
-plots and the JSON keep one row per (layer, contender) and ratios (x torch, x naive)
-compare records of the same op.  Each op brings its inputs, its float64 oracle (the
+plots and the JSON keep one row per (layer, contender); a record's ``op`` field says
+which op it timed, and ratios (x torch, x naive) compare records of the same op (the
+suffix is a label, never parsed back).  Each op brings its inputs, its float64 oracle (the
 gate: :mod:`convlab.reference_backward` for the backward ones), its FLOPs
 (direct-convolution FLOPs: the backward does two convolutions' worth, grad_input
 and grad_weight) and its compulsory bytes.  The gate of a backward checks all three
@@ -72,14 +73,6 @@ def op_named(name: str) -> Op:
     if name not in OPS:
         raise ValueError(f"unknown op {name!r}; ops: {', '.join(OPS)}")
     return OPS[name]
-
-
-def op_of(label: str) -> Op:
-    """The op of a contender's (or record's) name, from its suffix."""
-    for op in (BACKWARD, TRANSPOSE):
-        if label.endswith(op.suffix):
-            return op
-    return FORWARD
 
 
 @dataclass

@@ -72,7 +72,8 @@ class Record:
     noisy: bool = False  # the samples scattered too much even after re-sampling
     dropped_rounds: int = 0  # rounds taken again because other processes were busy
     # what was timed (convlab.bench.ops): "forward", "backward" (grad_input + grad_weight +
-    # grad_bias) or "transpose" (conv_transpose2d); the kernel's name carries it too
+    # grad_bias) or "transpose" (conv_transpose2d); the kernel's name carries it too, as a
+    # label only: code reads this field (bench.run.relate), never the name's suffix
     op: str = "forward"
 
     def gflops_at(self, seconds: float | None) -> float | None:

@@ -36,7 +36,7 @@ from . import ceilings as cal
 from .contenders import RIVAL, Contender, known_kernels
 from .gpu import CUDNN, GPU_RIVALS, check_device
 from .measure import Sampling, gate_batch, measure
-from .ops import FORWARD, Op, op_named, op_of, problem
+from .ops import FORWARD, Op, op_named, problem
 from .records import BenchResult, Record
 from .roster import make_contenders, resolve_kernels
 from .suites import DEFAULT_BATCH, Layer, suite_layers
@@ -216,7 +216,7 @@ def relate(records: list[Record], calib: dict[str, Any]) -> None:
         if r.gflops and r.peak_gflops:
             r.peak_fraction = r.gflops / r.peak_gflops
         naive = "cuda_naive" if r.device == "cuda" else "naive"
-        op = op_of(r.kernel)  # the same op's rival and naive: "torch-bwd" for "im2col-bwd"
+        op = op_named(r.op)  # the same op's rival and naive: "torch-bwd" for "im2col-bwd"
         for other, attr in ((RIVAL, "vs_torch"), (CUDNN, "vs_cudnn"), (naive, "vs_naive")):
             t = base.get((r.layer, op.label(other)))
             if t:

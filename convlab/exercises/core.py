@@ -58,7 +58,10 @@ def record_outcome(exercise: str, result: str, message: str) -> None:
     path = os.environ.get(OUTCOMES_ENV)
     if not path:
         return
-    line = json.dumps({"exercise": exercise, "result": result, "message": message}) + "\n"
+    # the line's schema is the grader's (only loaded when grading: the env var is set)
+    from ..grading.wire import Outcome
+
+    line = json.dumps(Outcome(exercise, result, message).line()) + "\n"
     try:
         with open(path, "a", encoding="utf-8") as f:
             f.write(line)

@@ -224,8 +224,8 @@ def hidden_test(name: str, fn: Any, seed: int | None = None) -> None:
     from .probe import arguments, run
 
     cases = draw_cases([name], secrets.randbits(63) if seed is None else seed)[name]
-    probe = json.loads(json.dumps(run(name, fn, arguments(encode_cases({name: cases})[name]))))
-    result, message = judge(name, cases, probe)
+    line = run(name, fn, arguments(encode_cases({name: cases})[name])).line()
+    result, message = judge(name, cases, json.loads(json.dumps(line)))  # as sent
     assert result == "correct", message
 
 
@@ -297,25 +297,27 @@ def _mismatch(spec: Spec, got: Any, want: Any) -> str | None:
     return None
 
 
-def judge(name: str, cases: list[tuple], probe: dict[str, Any] | None) -> tuple[str, str]:
-    """(result, message) for exercise ``name`` from the probe's line (untrusted JSON)."""
+def judge(name: str, cases: list[tuple],
+          probe: wire.Probe | dict[str, Any] | None) -> tuple[str, str]:
+    """(result, message) for exercise ``name`` from the probe's line (untrusted: a
+    :class:`.wire.Probe`, or the JSON object as it came, read by :func:`.wire.as_event`)."""
     if name not in SPECS:
         return "error", f"convlab grade has no cases of its own for {name}"
-    if type(probe) is not dict:
+    line = wire.as_event(probe, wire.Probe)
+    if line is None:
         return "error", f"the check ran, but no answers to this run's cases of {name} came back"
-    status, answers = probe.get("status"), probe.get("answers")
-    if status == "not attempted":
+    answers = line.answers
+    if line.status == "not attempted":
         return "not attempted", (f"Not attempted yet ({name}): your answer is None or "
                                  "still raises NotImplementedError")
-    if type(answers) is not list:
+    if answers is None:
         return "error", f"the answers to this run's cases of {name} were malformed"
     spec = SPECS[name]
     for n, case in enumerate(cases):
         where = f"a case drawn at grading time, {name}({_show(case)})"
         if n >= len(answers):
-            error = probe.get("error")
-            why = (f"your function raised {error[0]}: {error[1]}" if type(error) is list
-                   and len(error) == 2 and all(type(e) is str for e in error)
+            error = line.error
+            why = (f"your function raised {error[0]}: {error[1]}" if error is not None
                    else "no answer came back")
             return "incorrect", f"Incorrect ({name}): {where}: {why}"
         try:

@@ -4,11 +4,11 @@
 check the student sees). :func:`answer` reads the cases the trusted grader drew for this
 run (``$CONVLAB_CASES``, plain data: :mod:`.wire`), calls the student's function on a
 fresh copy of each, and appends the answers, as plain data, to the same file the checks
-report to (``$CONVLAB_OUTCOMES``), one JSON line: ``{"probe": NAME, "status": ...,
-"answers": [...]}``. It never decides anything: the grader compares the answers with its
-own references after the kernel is gone. A student may replace this function or write
-such lines themselves; they still have to give the right answers to cases they never saw
-before the run.
+report to (``$CONVLAB_OUTCOMES``), one JSON line, a :class:`.wire.Probe`: ``{"probe":
+NAME, "status": ..., "answers": [...]}``. It never decides anything: the grader compares
+the answers with its own references after the kernel is gone. A student may replace
+this function or write such lines themselves; they still have to give the right answers
+to cases they never saw before the run.
 
 ``status``: ``"answered"``; ``"not attempted"`` (None, or ``NotImplementedError``, or
 None/``...`` returned by the first case); ``"raised"`` (with the exception's type and
@@ -44,7 +44,11 @@ def _cases(name: str) -> list[list[Any]]:
         return arguments(json.load(f).get(name, []))
 
 
-def _run_cuda(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
+def _raised(name: str, err: BaseException, answers: list[Any]) -> wire.Probe:
+    return wire.Probe(name, "raised", answers, (type(err).__name__, str(err)[:500]))
+
+
+def _run_cuda(name: str, fn: Any, cases: list[list[Any]]) -> wire.Probe:
     """A @cuda.jit answer runs on the simulator, as its check runs it."""
     # (the package's attribute cuda_tiled is the exercise: import from the module)
     from ..exercises.cuda import _kernel_source, launch_2d, run_on_simulator
@@ -54,23 +58,22 @@ def _run_cuda(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
     try:
         source, kname = _kernel_source(fn)
     except Exception as err:  # noqa: BLE001 - the answer's own fault, reported as such
-        return {"status": "raised", "error": [type(err).__name__, str(err)[:500]],
-                "answers": []}
+        return _raised(name, err, [])
     shapes = [(c[1].shape[0], c[0].shape[1] - c[1].shape[2] + 1,
                c[0].shape[2] - c[1].shape[3] + 1) for c in cases]
     result, outs = run_on_simulator(source, kname, [(c[0], c[1]) for c in cases],
                                          [launch(s) for s in shapes])
     if not result.get("ok"):
         status = "not attempted" if result.get("not_implemented") else "raised"
-        return {"status": status, "error": [str(result.get("type")),
-                                            str(result.get("message"))[:500]], "answers": []}
-    return {"status": "answered", "answers": [wire.encode(o) for o in outs]}
+        return wire.Probe(name, status, [], (str(result.get("type")),
+                                             str(result.get("message"))[:500]))
+    return wire.Probe(name, "answered", [wire.encode(o) for o in outs])
 
 
-def run(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
-    """``fn``'s answers to ``cases`` as the probe's line (without its name)."""
+def run(name: str, fn: Any, cases: list[list[Any]]) -> wire.Probe:
+    """``fn``'s answers to ``cases``: the probe's line."""
     if fn is None:
-        return {"status": "not attempted", "answers": []}
+        return wire.Probe(name, "not attempted", [])
     if name in ("cuda_kernel", "cuda_tiled"):
         return _run_cuda(name, fn, cases)
     answers: list[Any] = []
@@ -81,25 +84,23 @@ def run(name: str, fn: Any, cases: list[list[Any]]) -> dict[str, Any]:
                 warnings.simplefilter("ignore")
                 got = fn(*args)
         except NotImplementedError:
-            return {"status": "not attempted", "answers": answers}
+            return wire.Probe(name, "not attempted", answers)
         except Exception as err:  # noqa: BLE001 - the student's bug is an answer too
-            return {"status": "raised", "error": [type(err).__name__, str(err)[:500]],
-                    "answers": answers}
+            return _raised(name, err, answers)
         if n == 0 and (got is None or got is Ellipsis):
-            return {"status": "not attempted", "answers": answers}
+            return wire.Probe(name, "not attempted", answers)
         answers.append(wire.encode(got))
-    return {"status": "answered", "answers": answers}
+    return wire.Probe(name, "answered", answers)
 
 
 def answer(name: str, fn: Any) -> None:
     """Record ``fn``'s answers to this run's cases of exercise ``name``; never raises."""
     try:
-        line = {"probe": name, **run(name, fn, _cases(name))}
+        line = run(name, fn, _cases(name))
     except BaseException as err:  # noqa: BLE001 - a probe failure is "no answers", no more
-        line = {"probe": name, "status": "raised", "answers": [],
-                "error": [type(err).__name__, str(err)[:500]]}
+        line = _raised(name, err, [])
     try:
         with open(os.environ["CONVLAB_OUTCOMES"], "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
+            f.write(json.dumps(line.line()) + "\n")
     except (OSError, KeyError):
         pass

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..exercises.cells import check_call, check_cells
+from . import wire
 
-RESULTS = ("correct", "incorrect", "not attempted", "error", "timed out")
+RESULTS = (*wire.OUTCOME_RESULTS, "error", "timed out")
 GRACE_S = 60  # kernel start (imports convlab, Numba) and shutdown, on a busy machine
 LOG_BYTES = 64 * 1024  # what is kept of the worker's own output for error messages
 CHANNEL_BYTES = 64 << 20  # what is kept of the worker's event pipe
@@ -80,19 +81,23 @@ PREFIX = {"correct": "Correct ({})", "incorrect": "Incorrect ({})",
 MESSAGE_CHARS = 20_000
 
 
-def decide(name: str, cases: list[tuple] | None, probe: dict[str, Any] | None,
-           own: dict[str, Any] | None) -> tuple[str, str]:
+def decide(name: str, cases: list[tuple] | None,
+           probe: wire.Probe | dict[str, Any] | None,
+           own: wire.Outcome | dict[str, Any] | None) -> tuple[str, str]:
     """The verdict of a check cell that ran to its end: the trusted comparison
     (:func:`.answers.judge`) decides. The check's own verdict, reported from inside the
     student's process, may only lower it (a property the values cannot show: Winograd's
     four multiplies, a race, an input changed in place), and lends its message when it
-    agrees (the honest student's feedback is the check's text, word for word)."""
+    agrees (the honest student's feedback is the check's text, word for word).
+
+    ``probe`` and ``own``: the lines (:mod:`.wire`), or the JSON objects as they came."""
     from .answers import judge
 
     result, message = judge(name, cases or [], probe)
-    if own is None or own.get("result") not in PREFIX:
+    verdict = wire.as_event(own, wire.Outcome)
+    if verdict is None:
         return result, message
-    own_result, own_message = own["result"], str(own.get("message", ""))[:MESSAGE_CHARS]
+    own_result, own_message = verdict.result, verdict.message[:MESSAGE_CHARS]
     if not own_message.startswith(PREFIX[own_result].format(name)):
         return result, message
     if result == own_result or (result == "correct" and own_result != "correct"):
@@ -113,11 +118,12 @@ class RunFailure:
         return self.message
 
 
-def verdicts(task: Task, nb_cells: list[dict], events: list[dict[str, Any]],
+def verdicts(task: Task, nb_cells: list[dict], events: list[wire.Event],
              failure: RunFailure | None,
              cases: dict[str, list[tuple]] | None = None) -> list[Row]:
     """One row per check cell of the notebook, from the worker's events and the
-    answers its probes sent (both untrusted: they can lower a grade, never raise one).
+    answers its probes sent (both untrusted, read by :func:`.wire.parse_lines`: they can
+    lower a grade, never raise one).
 
     ``failure``: why the run ended without a ``finished``, ``timeout`` or ``died`` event
     (the whole run hit its hard limit, or the worker failed), or None. ``cases``: this
@@ -125,35 +131,32 @@ def verdicts(task: Task, nb_cells: list[dict], events: list[dict[str, Any]],
     """
     checks = check_cells(nb_cells)
     exercise_at = {i: name for i, name, _ in checks}
-    outcome: dict[int, dict] = {}
-    probes: dict[int, dict] = {}
-    errors: dict[int, list[str]] = {}
+    outcome: dict[int, wire.Outcome] = {}
+    probes: dict[int, wire.Probe] = {}
+    errors: dict[int, tuple[str, str]] = {}
     started: set[int] = set()
     ended: set[int] = set()
     current: int | None = None
     stop: tuple[str, int | None] | None = None
     for event in events:
-        if "cell" in event and "event" in event:  # the worker's
-            try:
-                current = int(event["cell"])
-            except (TypeError, ValueError):
-                continue
-            kind = event["event"]
-            if kind == "start":
+        if isinstance(event, wire.CellEvent):  # the worker's
+            current = event.cell
+            if event.kind == "start":
                 started.add(current)
-            elif kind == "end":
+            elif event.kind == "end":
                 ended.add(current)
-                if isinstance(event.get("error"), list) and len(event["error"]) == 2:
-                    errors[current] = [str(e) for e in event["error"]]
+                if event.error is not None:
+                    errors[current] = event.error
                 current = None
-            elif kind in ("timeout", "died"):
-                stop = (kind, current)
-        elif event.get("event") == "finished":
+            else:  # "timeout", "died"
+                stop = (event.kind, current)
+        elif isinstance(event, wire.Finished):
             stop = ("finished", None)
-        elif current in exercise_at and event.get("exercise") == exercise_at[current] \
-                and event.get("result") in RESULTS[:3]:
+        elif current not in exercise_at:
+            continue
+        elif isinstance(event, wire.Outcome) and event.exercise == exercise_at[current]:
             outcome[current] = event  # the check's own verdict: its message, at most
-        elif current in exercise_at and event.get("probe") == exercise_at[current]:
+        elif isinstance(event, wire.Probe) and event.exercise == exercise_at[current]:
             probes[current] = event  # the answers to this run's cases
     if stop is None:
         stop = ("failed", max(started - ended, default=None))
@@ -219,19 +222,6 @@ def _read_channel(pipe: Any, lines: list[bytes]) -> None:
         if kept + len(line) <= CHANNEL_BYTES:
             lines.append(line)
             kept += len(line)
-
-
-def _parse(lines: list[bytes]) -> list[dict[str, Any]]:
-    """The event lines that are JSON objects (a submission may write anything)."""
-    events = []
-    for line in lines:
-        try:
-            event = json.loads(line.decode("utf-8", "replace"))
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
 
 
 def _job(task: Task, jobdir: Path, names: list[str]) -> tuple[Path, dict[str, list[tuple]]]:
@@ -326,10 +316,9 @@ def run_task(task: Task) -> list[Row]:
                     # the kernel has a session of its own: whatever it started and left
                     # running (in its group) goes with it. Its pid came over the pipe,
                     # first, before any cell of the notebook ran.
-                    first = next((e for e in _parse(lines[:1]) if e.get("event") == "kernel"),
-                                 None)
-                    if first and type(first.get("pid")) is int and first["pid"] > 1:
-                        _kill_group(first["pid"])
+                    first = next(iter(wire.parse_lines(lines[:1])), None)
+                    if isinstance(first, wire.KernelStarted) and first.pid > 1:
+                        _kill_group(first.pid)
                 reader.join(timeout=10)
                 if proc.stdout is not None:
                     proc.stdout.close()
@@ -338,7 +327,7 @@ def run_task(task: Task) -> list[Row]:
             last = [line for line in tail.splitlines() if line.strip()][-1:]
             if last:
                 failure = RunFailure(f"{failure.message} ({last[0][:300]})")
-        return verdicts(task, nb_cells, _parse(lines), failure, cases)
+        return verdicts(task, nb_cells, wire.parse_lines(lines), failure, cases)
 
 
 def timed(task: Task) -> tuple[list[Row], float]:

@@ -1,4 +1,4 @@
-"""Plain data between the sandbox and the trusted grader: numbers, sequences, arrays.
+"""Plain data between the sandbox and the trusted grader: values and the event lines.
 
 Grading draws cases on the trusted side, sends them into the sandbox, and gets the
 student's answers back (docs/design.md, "Grading"). Neither direction may carry code or
@@ -17,13 +17,20 @@ objects with behaviour: a value crosses as a JSON object tagged with its *exact*
 :func:`encode` runs on either side; :func:`decode` runs on the trusted side on bytes the
 student's process may have written, so it checks every field and loads arrays with
 ``allow_pickle=False``; anything malformed raises :class:`WireError`.
+
+The lines those values travel in (the worker's events, a check's verdict, the probe's
+answers) are defined once, below, for both sides: :class:`KernelStarted`,
+:class:`CellEvent`, :class:`Finished`, :class:`Outcome`, :class:`Probe`; writers send
+``event.line()``, the grader reads with :func:`parse_event` / :func:`parse_lines`.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from typing import Any
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -98,3 +105,151 @@ class Other:
     def __repr__(self) -> str:
         return f"<a {self.type_name}>"
 
+
+
+# ----------------------------------------------------------------- the event lines
+# What crosses the worker's pipe, one JSON object a line (docs/design.md, "Grading"):
+# the worker's own events (:mod:`.worker`), and what the kernel appended to
+# $CONVLAB_OUTCOMES during a cell, passed on as it was written: each check's own verdict
+# (:func:`convlab.exercises.core.record_outcome`) and the probe's answers
+# (:mod:`.probe`).  The writers build these classes and send ``event.line()``; the
+# grader (:mod:`.run`, :mod:`.answers`) reads every line with :func:`parse_event`, which
+# trusts nothing: the kernel runs the student's code and may write any line, so a
+# malformed one is None (ignored) and never raises.
+
+CELL_KINDS = ("start", "end", "timeout", "died")
+OUTCOME_RESULTS = ("correct", "incorrect", "not attempted")
+PROBE_STATUSES = ("answered", "not attempted", "raised")
+
+
+@dataclass(frozen=True)
+class KernelStarted:
+    """The worker's first line: the kernel's pid (without a sandbox the grader kills its
+    process group at the end)."""
+
+    pid: int
+
+    def line(self) -> dict[str, Any]:
+        return {"event": "kernel", "pid": self.pid}
+
+
+@dataclass(frozen=True)
+class CellEvent:
+    """A code cell started, ended (with its first error, if it raised), ran out of time
+    or killed the kernel (``kind``, one of :data:`CELL_KINDS`)."""
+
+    cell: int
+    kind: str
+    error: tuple[str, str] | None = None  # "end": (ename, evalue) of its first error
+
+    def line(self) -> dict[str, Any]:
+        line: dict[str, Any] = {"cell": self.cell, "event": self.kind}
+        if self.kind == "end":
+            line["error"] = None if self.error is None else list(self.error)
+        return line
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Every cell ran (the worker's last line)."""
+
+    def line(self) -> dict[str, Any]:
+        return {"event": "finished"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A check's own verdict, written from inside the student's process: it may lower a
+    grade or lend its message, never raise one (:func:`convlab.grading.run.decide`)."""
+
+    exercise: str
+    result: str  # one of OUTCOME_RESULTS
+    message: str
+
+    def line(self) -> dict[str, Any]:
+        return {"exercise": self.exercise, "result": self.result, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The probe's answers to this run's cases of ``exercise`` (tagged values, each
+    decoded by the grader with :func:`decode`)."""
+
+    exercise: str
+    status: str  # one of PROBE_STATUSES ("" when a line named none)
+    answers: list[Any] | None  # None: the line's answers were not a list (malformed)
+    error: tuple[str, str] | None = None  # "raised": (type, message)
+
+    def line(self) -> dict[str, Any]:
+        line: dict[str, Any] = {"probe": self.exercise, "status": self.status,
+                                "answers": self.answers}
+        if self.error is not None:
+            line["error"] = list(self.error)
+        return line
+
+
+Event = KernelStarted | CellEvent | Finished | Outcome | Probe
+
+
+def _pair(value: Any, strict: bool) -> tuple[str, str] | None:
+    """Two strings from a two-item list (``strict``: only if both already are)."""
+    if type(value) is not list or len(value) != 2:
+        return None
+    if strict and not all(type(v) is str for v in value):
+        return None
+    return str(value[0]), str(value[1])
+
+
+def parse_event(data: Any) -> Event | None:
+    """The event an untrusted JSON object describes, or None when it is none of them
+    (a submission may write anything: nothing here raises).  A line with ``"cell"`` and
+    ``"event"`` is the worker's cell event, or nothing; a check's verdict needs a known
+    result; a probe line's answers that are not a list come back as ``answers=None``."""
+    if type(data) is not dict:
+        return None
+    if "cell" in data and "event" in data:
+        cell, kind = data["cell"], data["event"]
+        if type(cell) is not int or type(kind) is not str or kind not in CELL_KINDS:
+            return None
+        return CellEvent(cell, kind, _pair(data.get("error"), False) if kind == "end"
+                         else None)
+    event = data.get("event")
+    if event == "finished":
+        return Finished()
+    if event == "kernel":
+        return KernelStarted(data["pid"]) if type(data.get("pid")) is int else None
+    if type(data.get("exercise")) is str and type(data.get("result")) is str \
+            and data["result"] in OUTCOME_RESULTS:
+        return Outcome(data["exercise"], data["result"], str(data.get("message", "")))
+    if type(data.get("probe")) is str:
+        status = data.get("status")
+        answers = data.get("answers")
+        return Probe(data["probe"], status if type(status) is str else "",
+                     answers if type(answers) is list else None,
+                     _pair(data.get("error"), True))
+    return None
+
+
+E = TypeVar("E")
+
+
+def as_event(data: Any, kind: type[E]) -> E | None:
+    """``data`` if it is a ``kind`` already, else what :func:`parse_event` makes of it
+    when that is a ``kind``, else None (the grader's functions take either)."""
+    event = data if isinstance(data, kind) else parse_event(data)
+    return event if isinstance(event, kind) else None
+
+
+def parse_lines(lines: list[bytes]) -> list[Event]:
+    """The events among the pipe's lines; anything else (not JSON, nested too deep to
+    read, not an event) is dropped."""
+    events = []
+    for raw in lines:
+        try:
+            data = json.loads(raw.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." a million deep
+            continue
+        event = parse_event(data)
+        if event is not None:
+            events.append(event)
+    return events

@@ -18,11 +18,12 @@ submission's edits to it do not count), followed by the probe
 (:func:`convlab.grading.probe.answer`), which sends VAR's answers to this run's cases;
 cells run with ``allow_errors``, so an error costs only the exercises it breaks. Events
 go up the pipe to the grader (this process's stdout, moved to a descriptor the kernel
-does not inherit), one JSON line each: ``{"event": "kernel", "pid": N}`` first, then
-``{"cell": i, "event": "start"}``, what the kernel appended to ``$CONVLAB_OUTCOMES``
-during the cell (the check's verdict and the probe's answers), ``{"cell": i, "event":
-"end", "error": [ename, evalue] or null}``, ``{"cell": i, "event": "timeout" | "died"}``,
-``{"event": "finished"}``. All of it is untrusted: the grader decides (:mod:`.run`).
+does not inherit), one JSON line each (the schema: :mod:`.wire`): ``KernelStarted``
+(``{"event": "kernel", "pid": N}``) first, then per cell ``CellEvent(i, "start")``, what
+the kernel appended to ``$CONVLAB_OUTCOMES`` during the cell (the check's ``Outcome`` and
+the probe's ``Probe``, passed on as written), ``CellEvent(i, "end", error)`` or
+``CellEvent(i, "timeout" | "died")``; ``Finished`` last. All of it is untrusted: the
+grader decides (:mod:`.run`).
 Outputs other than errors are dropped as they arrive: a cell printing megabytes costs
 no memory here.
 """
@@ -36,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .wire import CellEvent, Event, Finished, KernelStarted
 
 KERNEL_NAME = "convlab-grade"
 FORWARD_BYTES = 16 << 20
@@ -83,8 +86,8 @@ class Channel:
         self.outcomes = outcomes
         self.offset = 0
 
-    def emit(self, **event: Any) -> None:
-        self.out.write(json.dumps(event) + "\n")
+    def emit(self, event: Event) -> None:
+        self.out.write(json.dumps(event.line()) + "\n")
         self.out.flush()
 
     def forward(self) -> None:
@@ -103,10 +106,10 @@ class Channel:
         self.out.flush()
 
 
-def _first_error(cell: Any) -> list[str] | None:
+def _first_error(cell: Any) -> tuple[str, str] | None:
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
-            return [str(out.get("ename", "")), str(out.get("evalue", ""))[:2000]]
+            return str(out.get("ename", "")), str(out.get("evalue", ""))[:2000]
     return None
 
 
@@ -147,33 +150,33 @@ def main(jobdir: Path) -> int:
     with client.setup_kernel():
         # our kernelspec starts a local process, whose pid the parent needs to kill it
         provisioner = None if client.km is None else client.km.provisioner
-        if not isinstance(provisioner, LocalProvisioner):
+        if not isinstance(provisioner, LocalProvisioner) or provisioner.pid is None:
             raise RuntimeError(f"the notebook's kernel is not a local process ({provisioner!r})")
-        emit(event="kernel", pid=provisioner.pid)  # on the pipe, never a file
+        emit(KernelStarted(provisioner.pid))  # on the pipe, never a file
         deadline = time.monotonic() + float(job["timeout_s"])
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                emit(cell=index, event="timeout")
+                emit(CellEvent(index, "timeout"))
                 break
             client.timeout = max(1, int(remaining))
-            emit(cell=index, event="start")
+            emit(CellEvent(index, "start"))
             try:
                 client.execute_cell(cell, index)
             except CellTimeoutError:
                 channel.forward()
-                emit(cell=index, event="timeout")
+                emit(CellEvent(index, "timeout"))
                 break
             except DeadKernelError:
                 channel.forward()
-                emit(cell=index, event="died")
+                emit(CellEvent(index, "died"))
                 break
             channel.forward()
-            emit(cell=index, event="end", error=_first_error(cell))
+            emit(CellEvent(index, "end", _first_error(cell)))
         else:
-            emit(event="finished")
+            emit(Finished())
     return 0
 
 

@@ -19,6 +19,7 @@ from .registry import (
     choose,
     get,
     kernels_for,
+    ladder,
     output_with_bias,
     register,
     resolve,
@@ -29,5 +30,5 @@ for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_mod}")
 
 __all__ = ["KERNELS", "Choice", "Kernel", "KernelUnavailableError", "Placed",
-           "UnsupportedSpecError", "choose", "get", "kernels_for", "output_with_bias",
+           "UnsupportedSpecError", "choose", "get", "kernels_for", "ladder", "output_with_bias",
            "register", "resolve"]

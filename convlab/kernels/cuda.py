@@ -95,7 +95,7 @@ from ._cuda_config import MAX_GRID_YZ as MAX_GRID_YZ
 from ._cuda_config import MIN_WARPS_PER_SM as MIN_WARPS_PER_SM
 from ._cuda_config import SHARED_LIMIT as SHARED_LIMIT
 from ._cuda_config import TileConfig as TileConfig
-from .registry import SKIPS_PADDING, Placed, UnsupportedSpecError, register
+from .registry import NonFinite, Placed, UnsupportedSpecError, register
 
 THREADS_NAIVE = 256  # threads per block of cuda_naive on a GPU (32 on the simulator)
 # What the grid must give every SM for choose_config to take a blocking (most accumulators
@@ -486,7 +486,7 @@ _place_naive, _place_tiled = _place(_naive_launch), _place(_tiled_launch)
 
 @register("cuda_naive", description="numba.cuda, one thread per output element",
           device="cuda", available=cuda_unavailable, rtol=1e-5, place=_place_naive,
-          nonfinite=SKIPS_PADDING)
+          nonfinite=NonFinite.SKIPS_PADDING, ladder=10)
 def conv2d_cuda_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                       spec: ConvSpec) -> np.ndarray:
     return _numpy_path(_place_naive, x, weight, bias, spec)
@@ -494,7 +494,7 @@ def conv2d_cuda_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
 
 @register("cuda_tiled", description="numba.cuda, shared-memory tiles + register blocking",
           device="cuda", available=cuda_unavailable, supports=_tiled_supports, rtol=1e-5,
-          place=_place_tiled)
+          place=_place_tiled, ladder=11)
 def conv2d_cuda_tiled(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                       spec: ConvSpec) -> np.ndarray:
     return _numpy_path(_place_tiled, x, weight, bias, spec)

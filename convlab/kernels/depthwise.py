@@ -83,7 +83,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region
-from .registry import SKIPS_PADDING, register
+from .registry import NonFinite, register
 
 # The least work (multiply-adds) one prange task gets: planes are grouped until a task
 # has this much (~10 us), so small planes do not cost more in task overhead than in math.
@@ -101,11 +101,11 @@ def _supports(spec: ConvSpec) -> str | None:
 
 
 @register("depthwise", description="depthwise: one pass over the input, no padded copy",
-          supports=_supports, rtol=1e-5, auto_rank=12,
+          supports=_supports, rtol=1e-5, auto_rank=12, ladder=5,
           # the row-by-row path of planes wider than FLAT_MAX_WIDTH skips the padding's
           # taps; the small-plane path multiplies its zeros as PyTorch does.  One entry
           # for both: what may differ (auto then checks for NaN/Inf)
-          nonfinite=SKIPS_PADDING)
+          nonfinite=NonFinite.SKIPS_PADDING)
 def conv2d_depthwise(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                      spec: ConvSpec) -> np.ndarray:
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)

@@ -160,7 +160,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region
-from .registry import register
+from .registry import NonFinite, register
 
 
 # ---------------------------------------------------------------- the plan
@@ -500,16 +500,10 @@ def _auto_when(spec: ConvSpec) -> str | None:
             "input channels per group are too few for the transforms to pay")
 
 
-# A transform mixes every pixel of its tile: see the module docstring.
-NONFINITE = ("its transforms mix a whole tile, so a NaN or Inf pixel turns every output of "
-             "each tile that reads it (all output channels) into NaN, and an Inf weight "
-             "gives NaN where the oracle gives Inf")
-
-
 @register("fft", description="FFT convolution: overlap-save tiles, per-frequency products",
           supports=_supports, available=_available, rtol=3e-6, workspace=_workspace,
-          transform_weight=transform_weight, stages=_stages, nonfinite=NONFINITE,
-          auto_rank=15, auto_when=_auto_when,
+          transform_weight=transform_weight, stages=_stages, nonfinite=NonFinite.FFT_TILES,
+          auto_rank=15, auto_when=_auto_when, ladder=9,
           multiplies=lambda spec: sum(multiplies(spec).values()))
 def conv2d_fft(x, weight, bias, spec, transformed_weight=None):
     return fft_conv(x, weight, bias, spec, transformed_weight)

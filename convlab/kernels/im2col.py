@@ -380,7 +380,7 @@ def _auto_when(spec: ConvSpec) -> str | None:
 
 
 @register("im2col", description="lower to a column matrix, then one BLAS GEMM per group",
-          rtol=1e-5, workspace=workspace_bytes, auto_rank=20,
+          rtol=1e-5, workspace=workspace_bytes, auto_rank=20, ladder=4,
           auto_when=lambda spec: _auto_when(spec), stages=lambda *a: _stages(*a))  # fmt: skip
 def conv2d_im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                   spec: ConvSpec) -> np.ndarray:

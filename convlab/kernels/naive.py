@@ -26,11 +26,12 @@ import numpy as np
 from numba import njit
 
 from ..shapes import ConvSpec
-from .registry import SKIPS_PADDING, output_with_bias, register
+from .registry import NonFinite, output_with_bias, register
 
 
 @register("naive", description="the seven nested loops under @njit (one core)",
-          rtol=1e-5, auto_rank=100, macs_per_s=3e8, nonfinite=SKIPS_PADDING)
+          rtol=1e-5, auto_rank=100, macs_per_s=3e8, nonfinite=NonFinite.SKIPS_PADDING,
+          ladder=2)
 def conv2d_naive(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                  spec: ConvSpec) -> np.ndarray:
     out = output_with_bias(spec, x.dtype, bias)

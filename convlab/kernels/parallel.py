@@ -156,7 +156,7 @@ def _repack_weight(weight: np.ndarray, groups: int) -> np.ndarray:
 
 
 @register("parallel", description="direct convolution with prange, blocked for cache and SIMD",
-          rtol=1e-5, auto_rank=30)  # fmt: skip
+          rtol=1e-5, auto_rank=30, ladder=3)  # fmt: skip
 def conv2d_parallel(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                     spec: ConvSpec) -> np.ndarray:
     xs = phase_planes(x, spec)

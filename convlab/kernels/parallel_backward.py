@@ -67,7 +67,7 @@ from ..padding import pad
 from ..shapes import ConvSpec
 from ..threads import parallel_region
 from .parallel import conv2d_parallel
-from .registry import register
+from .registry import NonFinite, register
 
 KB = 4  # output channels per grad_weight task
 RU = 3  # taps per pass of the grad_weight inner loop
@@ -119,14 +119,8 @@ def transposed_spec(spec: ConvSpec) -> ConvSpec:
                     groups=spec.groups)  # fmt: skip
 
 
-_GRAD_INPUT_NONFINITE = ("the inserted zeros and the full-correlation padding multiply the "
-                         "weight, so an Inf in the weight makes every input gradient NaN")
-_GRAD_WEIGHT_NONFINITE = ("the junk positions multiply the input by 0, so a NaN or Inf in the "
-                          "input can make weight gradients NaN that PyTorch leaves finite")
-
-
 @register("parallel", op="grad_input", rtol=1e-5, auto_rank=30,
-          nonfinite=_GRAD_INPUT_NONFINITE,
+          nonfinite=NonFinite.INSERTED_ZEROS,
           description="forward parallel kernel on the zero-dilated grad_output with the "
                       "flipped kernel")  # fmt: skip
 def grad_input_parallel(grad_output: np.ndarray, weight: np.ndarray,
@@ -165,7 +159,7 @@ def plane_tap_offsets(spec: ConvSpec, planes: int, hs: int, ws: int) -> np.ndarr
 
 
 @register("parallel", op="grad_weight", rtol=1e-5, auto_rank=30,
-          nonfinite=_GRAD_WEIGHT_NONFINITE,
+          nonfinite=NonFinite.JUNK_POSITIONS,
           description="dot products of grad_output with the shifted input planes, "
                       "4 channels x 3 taps per pass, prange over weights")  # fmt: skip
 def grad_weight_parallel(x: np.ndarray, grad_output: np.ndarray,

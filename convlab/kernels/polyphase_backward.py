@@ -98,7 +98,7 @@ from ..shapes import ConvSpec
 from ..threads import single_threaded_blas
 from .im2col import _auto_when as im2col_auto_when
 from .parallel_backward import channel_major_planes, plane_tap_offsets
-from .registry import Kernel, choose, get, register
+from .registry import Kernel, NonFinite, choose, get, register
 
 
 # ---------------------------------------------------------------- grad_input
@@ -225,11 +225,6 @@ def transform_weight_grad_input(weight: np.ndarray, spec: ConvSpec) -> list[Phas
     return phases(weight, spec, transform=True)
 
 
-_GRAD_INPUT_NONFINITE = ("its sub-convolutions' zero padding multiplies the weight and "
-                         "Winograd's transforms mix a tile's values, so a NaN or Inf "
-                         "reaches input gradients that PyTorch leaves finite")
-
-
 # algo="auto" (provisional: ResNet-18's layers, batch 8, float32, in one process,
 # interleaved, against im2col, parallel and torch.nn.grad, on a 2-core Zen 4 that other jobs
 # kept 3-4x oversubscribed, so as CPU time (time.process_time) of single-threaded runs,
@@ -279,7 +274,7 @@ def _auto_when_grad_input(spec: ConvSpec) -> str | None:
 
 
 @register("polyphase", op="grad_input", rtol=5e-5, auto_rank=10,
-          nonfinite=_GRAD_INPUT_NONFINITE, auto_when=lambda spec: _auto_when_grad_input(spec),
+          nonfinite=NonFinite.SUB_CONVOLUTIONS, auto_when=lambda spec: _auto_when_grad_input(spec),
           description="s_h*s_w stride-1 forward convolutions of grad_output with the "
                       "flipped sub-kernels, on the forward's fast kernels "
                       "(Winograd for 3x3, BLAS GEMMs)")  # fmt: skip
@@ -311,10 +306,6 @@ def grad_input_polyphase(grad_output: np.ndarray, weight: np.ndarray, spec: Conv
 
 
 # ---------------------------------------------------------------- grad_weight
-_GRAD_WEIGHT_NONFINITE = ("the junk positions multiply the input by 0, so a NaN or Inf in the "
-                          "input can make weight gradients NaN that PyTorch leaves finite")
-
-
 def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
     """Where auto prefers the per-chunk GEMMs (see the measurements above)."""
     cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
@@ -328,7 +319,7 @@ def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
 
 
 @register("polyphase", op="grad_weight", rtol=1e-5, auto_rank=25,
-          nonfinite=_GRAD_WEIGHT_NONFINITE, auto_when=lambda spec: _auto_when_grad_weight(spec),
+          nonfinite=NonFinite.JUNK_POSITIONS, auto_when=lambda spec: _auto_when_grad_weight(spec),
           description="BLAS GEMMs over chunks of positions: grad_output (K, chunk) times "
                       "the chunk's input shifted by every tap (chunk, taps*C)")  # fmt: skip
 def grad_weight_polyphase(x: np.ndarray, grad_output: np.ndarray,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..shapes import ConvSpec
-from .registry import SKIPS_PADDING, output_with_bias, register
+from .registry import NonFinite, output_with_bias, register
 
 MAX_MACS = 5_000_000  # a second or two at MACS_PER_S
 MACS_PER_S = 3e6  # measured: see the module docstring
@@ -39,7 +39,8 @@ def _small_enough(spec: ConvSpec) -> str | None:
 
 
 @register("python", description="pure-Python loops (the slow baseline)",
-          supports=_small_enough, rtol=1e-5, macs_per_s=MACS_PER_S, nonfinite=SKIPS_PADDING)
+          supports=_small_enough, rtol=1e-5, macs_per_s=MACS_PER_S,
+          nonfinite=NonFinite.SKIPS_PADDING, ladder=1)
 def conv2d_python(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                   spec: ConvSpec) -> np.ndarray:
     out = output_with_bias(spec, x.dtype, bias)

@@ -35,15 +35,18 @@ Everything else a kernel may provide is a typed, optional field of :class:`Kerne
   how to fetch its output), so transfers stay out of the timed calls;
 * ``workspace(spec, itemsize)``: extra bytes it allocates for ``spec``;
 * ``rtol``: its float32 error budget vs the float64 oracle (see :meth:`Kernel.tolerance`);
-* ``nonfinite``: "exact" when NaN/Inf in the input give the oracle's NaN/Inf
-  pattern, else a sentence saying how they differ (``algo="auto"`` then avoids
-  the kernel for non-finite input: :func:`choose`);
+* ``nonfinite``: a :class:`NonFinite`: ``EXACT`` when NaN/Inf in the input give the
+  oracle's NaN/Inf pattern, else the member whose sentence says how they differ
+  (``algo="auto"`` then avoids the kernel for non-finite input: :func:`choose`);
 * ``auto_rank`` / ``auto_when(spec)``: whether and where ``algo="auto"`` picks it;
 * ``macs_per_s``: a rough speed for slow kernels, so the benchmark can skip layers
   that would take minutes;
 * ``multiplies(spec)``: the real multiplies it does, where that is not the direct
   convolution's ``spec.macs()`` (Winograd, FFT): what the plots count, instead of reading
-  it out of the kernel's name.
+  it out of the kernel's name;
+* ``ladder``: its rung in the teaching ladder (python, naive, parallel, im2col, ...,
+  cuda_tiled: lower first), or None: the order of the ladder plot and of the benchmark's
+  default kernel list (:func:`ladder`), instead of a list of names kept elsewhere.
 
 **Ops.**  A kernel computes one of three things, its ``op`` (docs/design.md, "The
 kernel contract"); kernels are keyed by (op, name), so the same algorithm name
@@ -112,6 +115,48 @@ class Device(str, Enum):
 
     CPU = "cpu"
     CUDA = "cuda"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class NonFinite(str, Enum):
+    """What NaN or Inf in a kernel's input or weight give, against the oracle's (PyTorch's)
+    pattern (docs/design.md, "Numerics").  ``EXACT``: the same pattern.  Every other
+    member's value is the sentence that says how the pattern differs, and why: ``choose``
+    and ``explain`` print it when ``algo="auto"`` passes a kernel over for non-finite input.
+    A ``str``, like :class:`KernelOp`: ``nonfinite == "exact"`` and printing behave as the
+    plain words did.  A kernel whose pattern none of these describes adds a member here
+    (``register`` refuses anything else)."""
+
+    EXACT = "exact"
+    # loops that test bounds instead of reading a padded copy (naive, python, depthwise,
+    # cuda_*): exact for NaN/Inf in the input, not for a non-finite weight tap over the
+    # padding, which PyTorch multiplies by 0 (NaN); exact whenever the spec has no padding
+    SKIPS_PADDING = ("it skips taps that fall on zero padding, so a NaN or Inf weight there "
+                     "adds nothing where PyTorch's 0 x Inf gives NaN (NaN/Inf in the input: "
+                     "exact)")
+    # fft.py's module docstring
+    FFT_TILES = ("its transforms mix a whole tile, so a NaN or Inf pixel turns every output "
+                 "of each tile that reads it (all output channels) into NaN, and an Inf "
+                 "weight gives NaN where the oracle gives Inf")
+    # winograd.py: every entry of B^T d B mixes several pixels of a tile (and the
+    # transforms subtract): one NaN/Inf pixel reaches outputs that do not depend on it
+    WINOGRAD_TILES = ("its input transform mixes the pixels of a tile, so a NaN or Inf "
+                      "reaches outputs that do not depend on it and an Inf comes out as NaN")
+    # parallel_backward.py's grad_input: the forward kernel on the zero-dilated grad_output
+    INSERTED_ZEROS = ("the inserted zeros and the full-correlation padding multiply the "
+                      "weight, so an Inf in the weight makes every input gradient NaN")
+    # polyphase_backward.py's grad_input: sub-convolutions, some of them Winograd's
+    SUB_CONVOLUTIONS = ("its sub-convolutions' zero padding multiplies the weight and "
+                        "Winograd's transforms mix a tile's values, so a NaN or Inf "
+                        "reaches input gradients that PyTorch leaves finite")
+    # the grad_weight kernels that compute outputs past the edge and drop them
+    JUNK_POSITIONS = ("the junk positions multiply the input by 0, so a NaN or Inf in the "
+                      "input can make weight gradients NaN that PyTorch leaves finite")
 
     def __str__(self) -> str:
         return self.value
@@ -219,12 +264,14 @@ class Kernel:
     transform_weight: TransformFn | None = None
     stages: StagesFn | None = None
     place: Callable[..., Placed] | None = None
-    nonfinite: str = "exact"
+    nonfinite: NonFinite = NonFinite.EXACT
     macs_per_s: float | None = None
     op: KernelOp = KernelOp.FORWARD  # (module docstring, "Ops")
     # real multiplies it does for a spec, where that is not the direct convolution's
     # spec.macs() (Winograd's fewer, FFT's products plus transforms): the plots' count
     multiplies: Callable[[ConvSpec], int] | None = None
+    # its rung in the teaching ladder, lower first (None: not a rung): ladder()
+    ladder: int | None = None
 
     def __call__(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                  spec: ConvSpec, transformed_weight: Any = None) -> np.ndarray:
@@ -257,8 +304,8 @@ class Kernel:
         pattern on ``spec``: always for an "exact" kernel; for one that skips the taps in
         the zero padding (:data:`SKIPS_PADDING`), whenever ``spec`` has no padding, since
         then there is no tap to skip.  ``auto`` scans the arrays only when this is False."""
-        return self.nonfinite == "exact" or (self.nonfinite == SKIPS_PADDING
-                                             and not any(spec.padding))
+        return self.nonfinite is NonFinite.EXACT or (
+            self.nonfinite is NonFinite.SKIPS_PADDING and not any(spec.padding))
 
     def why_not(self, spec: ConvSpec) -> str | None:
         """None if this kernel can run ``spec`` here, else the full reason."""
@@ -286,12 +333,8 @@ class Kernel:
         return self.rtol * reduction_scale(spec, self.op) * dtype_scale(dtype)
 
 
-# The ``nonfinite`` words of kernels that skip the taps falling on zero padding (their
-# loops test bounds instead of reading a padded copy): exact for NaN/Inf in the input,
-# not for a non-finite weight tap over the padding, which PyTorch multiplies by 0 (NaN).
-SKIPS_PADDING = ("it skips taps that fall on zero padding, so a NaN or Inf weight there "
-                 "adds nothing where PyTorch's 0 x Inf gives NaN (NaN/Inf in the input: "
-                 "exact)")
+# (kept by its old name: tests/test_nonfinite.py compares with it)
+SKIPS_PADDING = NonFinite.SKIPS_PADDING
 
 KERNELS: dict[str, Kernel] = {}  # the forward kernels
 _GRAD_KERNELS: dict[str, dict[str, Kernel]] = {"grad_input": {}, "grad_weight": {}}
@@ -331,6 +374,13 @@ def register(name: str, *, description: str,
     except ValueError:
         raise ValueError(f"register({name!r}): unknown device {fields['device']!r}; "
                          f"devices: {', '.join(Device)}") from None
+    try:
+        fields["nonfinite"] = NonFinite(fields.get("nonfinite", "exact"))
+    except ValueError:
+        raise ValueError(f"register({name!r}): unknown nonfinite "
+                         f"{str(fields['nonfinite'])[:60]!r}; give a NonFinite: "
+                         f"{', '.join(m.name for m in NonFinite)} (a new pattern is a new "
+                         "member, with its sentence)") from None
     forward_only = sorted(f for f in _FORWARD_ONLY if fields.get(f) is not None)
     if op != "forward" and forward_only:
         raise TypeError(f"register({name!r}, op={op!r}): {', '.join(forward_only)} "
@@ -357,6 +407,14 @@ def version() -> tuple[int, ...]:
     from a table, a table replaced): :mod:`convlab.plan` drops its plans then."""
     gi, gw = _GRAD_KERNELS["grad_input"], _GRAD_KERNELS["grad_weight"]
     return (_registered, id(KERNELS), len(KERNELS), id(gi), len(gi), id(gw), len(gw))
+
+
+def ladder() -> list[str]:
+    """The forward kernels that are rungs of the teaching ladder (``Kernel.ladder``), in
+    its order: python -> naive -> parallel -> ... -> cuda_tiled.  The ladder plot and the
+    benchmark's default kernel list use it."""
+    rungs = [k for k in KERNELS.values() if k.ladder is not None]
+    return [k.name for k in sorted(rungs, key=lambda k: (k.ladder, k.name))]
 
 
 def get(name: str, op: str = "forward") -> Kernel:

@@ -95,7 +95,7 @@ from numba import njit, prange
 from ..shapes import ConvSpec
 from ..threads import blas_can_be_limited, parallel_region, single_threaded_blas
 from ._winograd_transforms import at, bt, g
-from .registry import register
+from .registry import NonFinite, register
 
 # Tiles per job: the N of every GEMM call, about 64-96 for OpenBLAS's sgemm to run
 # near its peak on one core (measured: 32 tiles lose ~15%, 16 lose ~30%).
@@ -312,24 +312,18 @@ def _auto_when_f4(spec: ConvSpec) -> str | None:
     return _few_channels(spec)
 
 
-# Every entry of B^T d B mixes several pixels of a tile (and the transforms subtract):
-# one NaN/Inf pixel reaches outputs that do not depend on it, and Inf becomes NaN.
-NONFINITE = ("its input transform mixes the pixels of a tile, so a NaN or Inf reaches "
-             "outputs that do not depend on it and an Inf comes out as NaN")
-
-
 @register("winograd_f2", description="Winograd F(2x2,3x3): 2.25x fewer multiplies",
           supports=_supports, rtol=5e-6, workspace=_workspace(2), transform_weight=_transform(2),
-          stages=_stages(2), multiplies=_multiplies(2), nonfinite=NONFINITE,
-          auto_rank=11, auto_when=_few_channels)
+          stages=_stages(2), multiplies=_multiplies(2), nonfinite=NonFinite.WINOGRAD_TILES,
+          auto_rank=11, auto_when=_few_channels, ladder=6)
 def conv2d_winograd_f2(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 2, transformed_weight)
 
 
 @register("winograd_f4", description="Winograd F(4x4,3x3): 4x fewer multiplies",
           supports=_supports, rtol=5e-5, workspace=_workspace(4), transform_weight=_transform(4),
-          stages=_stages(4), multiplies=_multiplies(4), nonfinite=NONFINITE,
-          auto_rank=10, auto_when=_auto_when_f4)
+          stages=_stages(4), multiplies=_multiplies(4), nonfinite=NonFinite.WINOGRAD_TILES,
+          auto_rank=10, auto_when=_auto_when_f4, ladder=7)
 def conv2d_winograd_f4(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 4, transformed_weight)
 
@@ -338,7 +332,8 @@ def conv2d_winograd_f4(x, weight, bias, spec, transformed_weight=None):
 # (its 8x8 tiles waste work on small images, and U is 64/9 times the weight).
 @register("winograd_f6", description="Winograd F(6x6,3x3): 5.1x fewer multiplies",
           supports=_supports, rtol=2e-4, workspace=_workspace(6), transform_weight=_transform(6),
-          stages=_stages(6), multiplies=_multiplies(6), nonfinite=NONFINITE)
+          stages=_stages(6), multiplies=_multiplies(6), nonfinite=NonFinite.WINOGRAD_TILES,
+          ladder=8)
 def conv2d_winograd_f6(x, weight, bias, spec, transformed_weight=None):
     return winograd(x, weight, bias, spec, 6, transformed_weight)
 
