@@ -198,3 +198,21 @@ def test_every_module_imports_only_from_its_layer_and_those_above():
     assert not wrong, "docs/design.md's Layers table:\n" + "\n".join(wrong)
     bad = upward_imports(import_graph(), where, [name for name, _ in rows])
     assert not bad, "imports from a lower layer:\n" + "\n".join(bad)
+
+
+def test_importing_the_gate_and_time_modules_loads_no_lower_layer():
+    """What the graph above cannot see: a package's ``__init__`` runs first.  The tuner's
+    lazy import of ``bench.measure`` must not load the benchmark-runs layer (``roster``
+    imports ``plan``, which imports ``tuning``: a loop at run time); checked in a fresh
+    process, where nothing else has loaded them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, convlab.bench.measure, convlab.bench.timing, convlab.tuning\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('convlab.bench'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=PACKAGE.parent).stdout.split()
+    assert "convlab.bench.measure" in out, out
+    lower = {"convlab.bench.roster", "convlab.bench.run", "convlab.bench.suites",
+             "convlab.bench.network", "convlab.bench.models", "convlab.bench.table"}
+    assert not lower & set(out), sorted(lower & set(out))
