@@ -12,11 +12,13 @@ both matrix products again::
   forward's own ``_lower``, flat rows with junk columns, zeroed here), lay
   grad_output out as the matching (K, positions) matrix, one GEMM per group, summed
   over chunks of images.  The reduction runs over N*Hout*Wout, the long side: BLAS
-  is at its best.  Threads: the result's rows are cut into blocks, one Numba task per
-  (group, block) calls a single-threaded BLAS and adds its product into its own rows
-  of the running sum: every element summed by one task, chunk after chunk in a fixed
-  order (deterministic, race-free, one weight-sized product buffer whatever the
-  thread count).
+  is at its best.  Threads: the result's rows are cut into blocks (the rows of the
+  bigger side: usually grad_W^T = cols @ grad_out^T is summed, so each thread reads
+  its own share of the column matrix), one Numba task per (group, block) calls a
+  single-threaded BLAS and adds its product into its own rows of the running sum:
+  every element summed by one task, chunk after chunk in a fixed order
+  (deterministic, race-free, one weight-sized product buffer whatever the thread
+  count).
 * **grad_input** is the second, then **col2im**, the transpose of the lowering.
   Lowering *copied* input cell (y, x) into every column whose window covers it, so
   its gradient is the *sum* of those columns' entries: col2im adds each row (c, p, q)
@@ -145,9 +147,15 @@ def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
     # np.dot needs contiguous operands (a narrower last chunk would be a strided slice)
     cols_flat = np.empty(g * rg * widest, dtype=x.dtype)
     gmat_flat = np.empty(k_out * widest, dtype=x.dtype)
-    part = np.empty((g, kg, rg), dtype=x.dtype)  # one chunk's product: the weight's size
-    grad_w = np.zeros((g, kg, rg), dtype=x.dtype)
-    rows = _row_block(kg, g, numba.get_num_threads())
+    # The GEMM's rows are split across the threads, and each thread reads all of the
+    # other operand: so the rows are those of the bigger one.  Usually the lowered
+    # input (C/g*kh*kw rows, against K/g): then the transposed product is summed,
+    # grad_W^T = cols @ grad_out^T, and transposed once at the end.
+    flip = rg > kg
+    m, n = (rg, kg) if flip else (kg, rg)
+    part = np.empty((g, m, n), dtype=x.dtype)  # one chunk's product: the weight's size
+    grad_w = np.zeros((g, m, n), dtype=x.dtype)
+    rows = _row_block(m, g, numba.get_num_threads())
     with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas():
         for n0, nb, i0, nr in plan:
             length, width = nr * ws, nb * nr * ws
@@ -158,9 +166,11 @@ def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
             cols.reshape(g * rg, nb * nr, ws)[..., wo:] = 0
             gm = _spread(grad_output, n0, nb, i0, nr, ws,
                          gmat_flat[:k_out * width].reshape(k_out, width))
+            a, b = gm.reshape(g, kg, width), cols.reshape(g, rg, width)
             with parallel_region():  # see convlab/threads.py
-                _gemm_nt_add(gm.reshape(g, kg, width), cols.reshape(g, rg, width), part,
-                             grad_w, rows)
+                _gemm_nt_add(b if flip else a, a if flip else b, part, grad_w, rows)
+    if flip:
+        return np.ascontiguousarray(grad_w.transpose(0, 2, 1)).reshape(spec.weight_shape)
     return grad_w.reshape(spec.weight_shape)
 
 
