@@ -255,12 +255,16 @@ def channel_block(cg: int, groups: int, taps: int, width: int, itemsize: int,
                   threads: int) -> int:
     """Input channels per task of :func:`_gemm_col2im`: L2-sized blocks (``TASK_BYTES``)
     of at least ``MIN_TASK_ROWS`` rows, and, where the channels allow, at least
-    ``threads`` tasks in all, in a multiple of ``threads`` (equal shares)."""
+    ``threads`` tasks in all (their number rounded up to a multiple of ``threads`` first:
+    near-equal shares)."""
     fit = max(TASK_BYTES // (taps * width * itemsize), -(-MIN_TASK_ROWS // taps), 1)
     blocks = max(-(-cg // fit), -(-threads // groups))
     if groups == 1:
         blocks = -(-blocks // threads) * threads
-    return -(-cg // min(cg, blocks))
+    per = -(-cg // min(cg, blocks))
+    while per > 1 and groups * -(-cg // per) < threads:  # rounding left a thread idle
+        per -= 1
+    return per
 
 
 @njit(parallel=True, cache=True)
