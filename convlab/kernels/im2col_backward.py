@@ -49,7 +49,16 @@ that it alone is over the cap is not cut).
 
 Cost.  The GEMMs do the forward's multiply-adds (times Ws/Wo for junk columns).
 grad_input also writes and re-reads a column matrix kh*kw times the size of the
-input gradient, and col2im's adds are memory-bound, as the forward's lowering is.
+input gradient (a task's rows re-read while still in its core's cache), and col2im's
+adds are memory-bound, as the forward's lowering is.
+
+Measure it: ``convlab bench --backward --suite resnet --kernels im2col,parallel,torch``,
+and in a network, ``convlab bench --model resnet18 --train``.  Provisional (ResNet-18's
+conv stack, batch 8, float32, 2 threads, a 2-core machine other jobs kept busy: in one
+process, NumPy and torch imported first, this version and the one calling
+``numpy.matmul`` swapped in turn, 10 interleaved training steps): the backward pass took
+3.0 s against 4.6 s, and layers that do not run these kernels gained too (no OpenBLAS
+thread left spinning by the layer before).
 
 Source: Caffe's ``col2im_cpu`` and ``BaseConvolutionLayer::backward_cpu_gemm``;
 K. Chellapilla, S. Puri, P. Simard (2006).
