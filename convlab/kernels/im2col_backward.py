@@ -31,8 +31,9 @@ both matrix products again::
   adds them back, the kh*kw rows of a channel one after the other, in a fixed order;
   no other task touches those channels (``prange``, deterministic).  The rows are
   still in the core's cache when col2im reads them, and GEMM and col2im share one
-  parallel region.  Junk columns are skipped.  Then the stride phases are merged back
-  and the padding is cropped (the gradient of a zero is not needed).
+  parallel region.  grad_output is laid out without junk columns here (Wo, not Ws,
+  per row), so the GEMM makes no column col2im would skip.  Then the stride phases
+  are merged back and the padding is cropped (the gradient of a zero is not needed).
 
 One pool.  Every GEMM here runs on Numba's threads with a single-threaded BLAS (as
 ``im2col.py``'s, through :mod:`convlab.threads`): OpenBLAS's own threads are never
@@ -47,7 +48,8 @@ chunks give the BLAS longer products.  The padded input (grad_weight) or padded 
 gradient (grad_input) is one whole buffer, not tiled (a limit: a padding so large
 that it alone is over the cap is not cut).
 
-Cost.  The GEMMs do the forward's multiply-adds (times Ws/Wo for junk columns).
+Cost.  The GEMMs do the forward's multiply-adds (grad_weight's times Ws/Wo for its
+junk columns).
 grad_input also writes and re-reads a column matrix kh*kw times the size of the
 input gradient (a task's rows re-read while still in its core's cache), and col2im's
 adds are memory-bound, as the forward's lowering is.
@@ -115,12 +117,13 @@ def _spread(grad_output: np.ndarray, n0: int, nb: int, i0: int, nr: int, ws: int
             out: np.ndarray) -> np.ndarray:
     """grad_output's chunk as the (K, nb*nr*ws) matrix whose columns line up with the
     lowered input's: column ``b*nr*ws + i*ws + j`` is output (n0+b, i0+i, j), zero in
-    the junk columns j >= Wo."""
+    the junk columns j >= Wo (none when ``ws`` is Wo: grad_input's compact layout)."""
     k_out, wo = grad_output.shape[1], grad_output.shape[3]
     mat = out[:, :nb * nr * ws]
     view = mat.reshape(k_out, nb, nr, ws)
     view[..., :wo] = grad_output[n0:n0 + nb, :, i0:i0 + nr].transpose(1, 0, 2, 3)
-    view[..., wo:] = 0
+    if ws > wo:
+        view[..., wo:] = 0
     return mat
 
 
@@ -221,7 +224,7 @@ def grad_input_im2col(grad_output: np.ndarray, weight: np.ndarray,
         return np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
                         dtype=grad_output.dtype)
     g = spec.groups
-    k_out = spec.out_channels
+    k_out, wo = spec.out_channels, spec.out_width
     kg, rg = k_out // g, spec.reduction_length
     cg = spec.in_channels // g
     hs, ws = _plane_shape(spec)
@@ -239,8 +242,10 @@ def grad_input_im2col(grad_output: np.ndarray, weight: np.ndarray,
     threads = numba.get_num_threads()
     with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas():
         for n0, nb, i0, nr in plan:
-            width = nb * nr * ws
-            gm = _spread(grad_output, n0, nb, i0, nr, ws,
+            # grad_output without junk columns: the GEMM makes no column col2im skips
+            # (Ws/Wo fewer multiply-adds: 9/7 at ResNet's 7x7 layers)
+            width = nb * nr * wo
+            gm = _spread(grad_output, n0, nb, i0, nr, wo,
                          gmat_flat[:k_out * width].reshape(k_out, width))
             per = channel_block(cg, g, rg // cg, width, itemsize, threads)
             with parallel_region():  # see convlab/threads.py
@@ -282,12 +287,13 @@ def _gemm_col2im(wt, gm3, cols, gxf, cg, off, chan_block, img, n0, nb, m0, nr, w
     """One task per (group, block of ``per`` channels): its rows of the column matrix,
     ``cols[rows] = W^T[rows] @ grad_output`` (a single-threaded BLAS GEMM), then col2im
     of exactly those rows: ``gxf[(n0+b)*img + grp*chan_block + off[r] + m0 + i*ws + j]
-    += cols[grp*rg + r, b*nr*ws + i*ws + j]`` for each image b, tap row r of its
-    channels, j < wo.  Rows (c, p, q) write channel c only, and no two tasks share a
-    channel: race-free; each cell's adds come in tap order: deterministic."""
+    += cols[grp*rg + r, b*nr*wo + i*wo + j]`` for each image b, tap row r of its
+    channels, j < wo (grad_output's columns are compact: no junk).  Rows (c, p, q)
+    write channel c only, and no two tasks share a channel: race-free; each cell's
+    adds come in tap order: deterministic."""
     groups, rg = wt.shape[0], wt.shape[1]
     taps = rg // cg
-    length = nr * ws
+    length = nr * wo
     blocks = (cg + per - 1) // per
     for t in prange(groups * blocks):  # disjoint channels: no two tasks add to one cell
         grp = t // blocks
@@ -302,9 +308,9 @@ def _gemm_col2im(wt, gm3, cols, gxf, cg, off, chan_block, img, n0, nb, m0, nr, w
                 src = rows[r - r0]
                 dst0 = base + off[r]
                 for i in range(nr):
-                    s = b * length + i * ws
+                    s = b * length + i * wo
                     d = dst0 + i * ws
-                    for j in range(wo):  # the junk columns j >= wo are skipped
+                    for j in range(wo):
                         gxf[d + j] += src[s + j]
 
 
