@@ -98,3 +98,17 @@ def test_deterministic_run_to_run():
             convlab.conv2d_input(shape, w, go, **args, algo="im2col"), first[0])
         np.testing.assert_array_equal(
             convlab.conv2d_weight(x, wshape, go, **args, algo="im2col"), first[1])
+
+
+def test_no_output_position_gives_zero_gradients():
+    """A 3x3 kernel over a 2x2 input: no output, so both gradients are sums of nothing."""
+    spec = convlab.ConvSpec(batch=2, in_channels=3, height=2, width=2, out_channels=4,
+                            kernel_size=(3, 3))
+    assert spec.out_width == 0
+    x = np.ones(spec.input_shape, np.float32)
+    w = np.ones(spec.weight_shape, np.float32)
+    go = np.ones(spec.batched_output_shape, np.float32)
+    gi = kernels.get("im2col", "grad_input").grad(go, w, spec)
+    gw = kernels.get("im2col", "grad_weight").grad(x, go, spec)
+    np.testing.assert_array_equal(gi, np.zeros(spec.input_shape, np.float32))
+    np.testing.assert_array_equal(gw, np.zeros(spec.weight_shape, np.float32))

@@ -143,8 +143,8 @@ def _auto_when_backward(spec: ConvSpec) -> str | None:
           description="grad_output @ lowered input^T per group and chunk: single-threaded "
                       "BLAS GEMMs on Numba's threads, rows split")  # fmt: skip
 def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
-        return np.zeros(spec.weight_shape, dtype=x.dtype)
+    if 0 in (spec.batch, spec.in_channels, spec.out_height, spec.out_width):
+        return np.zeros(spec.weight_shape, dtype=x.dtype)  # no product was made: torch's zeros
     g = spec.groups
     k_out, wo = spec.out_channels, spec.out_width
     kg, rg = k_out // g, spec.reduction_length
@@ -220,7 +220,8 @@ def _gemm_nt_add(a3, b3, part, acc, rows):  # pragma: no cover - compiled
                       "back onto its channels (race-free)")  # fmt: skip
 def grad_input_im2col(grad_output: np.ndarray, weight: np.ndarray,
                       spec: ConvSpec) -> np.ndarray:
-    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+    if 0 in (spec.batch, spec.in_channels, spec.out_height, spec.out_width):
+        # no product was made: torch's zeros
         return np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
                         dtype=grad_output.dtype)
     g = spec.groups
