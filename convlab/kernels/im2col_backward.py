@@ -58,9 +58,9 @@ Measure it: ``convlab bench --backward --suite resnet --kernels im2col,parallel,
 and in a network, ``convlab bench --model resnet18 --train``.  Provisional (ResNet-18's
 conv stack, batch 8, float32, 2 threads, a 2-core machine other jobs kept busy: in one
 process, NumPy and torch imported first, this version and the one calling
-``numpy.matmul`` swapped in turn, 10 interleaved training steps): the backward pass took
-3.0 s against 4.6 s, and layers that do not run these kernels gained too (no OpenBLAS
-thread left spinning by the layer before).
+``numpy.matmul`` swapped in turn, 8 interleaved training steps, medians): the backward
+pass took 3.0 s against 5.4 s, and layers that do not run these kernels gained too (no
+OpenBLAS thread left spinning by the layer before).
 
 Source: Caffe's ``col2im_cpu`` and ``BaseConvolutionLayer::backward_cpu_gemm``;
 K. Chellapilla, S. Puri, P. Simard (2006).
