@@ -6,7 +6,9 @@ the next layer's kernel needs.  With NumPy imported before convlab (as in a note
 ``_blas_threads.py`` cannot shorten that, so im2col must not wake them at all.  The test
 looks at the thread states in /proc: in a fresh process that imports NumPy and torch
 first, a NumPy matrix product leaves threads runnable (spinning) 20-60 ms later (the
-control: the probe sees spinning), an im2col convolution does not.
+control: the probe sees spinning), an im2col convolution does not; nor do the backward
+kernels whose work is GEMMs (im2col's grad_input and grad_weight, polyphase's grad_weight,
+also with Numba on one thread, where it once let the BLAS use its own threads).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import textwrap
 
 import pytest
 
-CHILD = textwrap.dedent("""
+PROBE = textwrap.dedent("""
     import json, os, threading, time
     import numpy as np, torch  # NumPy (and torch) first, as a notebook does
     import convlab
@@ -50,6 +52,9 @@ CHILD = textwrap.dedent("""
 
     rng = np.random.default_rng(0)
     a = rng.random((1500, 1500), dtype=np.float32)
+""")
+
+CHILD = PROBE + textwrap.dedent("""
     x = rng.random((2, 16, 40, 36), dtype=np.float32)  # im2col's lowered GEMM path
     w = rng.random((32, 16, 3, 3), dtype=np.float32)
     x1 = rng.random((2, 16, 20, 24), dtype=np.float32)  # its 1x1 path (no lowering)
@@ -65,12 +70,7 @@ CHILD = textwrap.dedent("""
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS starts no threads")
 def test_im2col_leaves_no_thread_spinning_with_numpy_imported_first():
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    env["NUMBA_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "2"
-    done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = _probe(CHILD)
     # the control: a multi-threaded NumPy GEMM leaves OpenBLAS's threads spinning
     assert sum(n > 0 for n in seen["matmul"]) >= 6, seen
     # convlab's GEMMs ran on Numba's threads with a single-threaded BLAS: nothing spins
@@ -78,3 +78,55 @@ def test_im2col_leaves_no_thread_spinning_with_numpy_imported_first():
     # spin, or wait runnable for a core, a while; without the fix: all ten)
     for kind in ("im2col", "im2col_1x1"):
         assert sum(n > 0 for n in seen[kind]) <= 5, (kind, seen)
+
+
+BACKWARD_CHILD = PROBE + textwrap.dedent("""
+    import numba
+    from convlab.backward import conv2d_input, conv2d_weight
+
+    x = rng.random((2, 16, 40, 36), dtype=np.float32)  # the GEMMs: well over OpenBLAS's
+    w = rng.random((32, 16, 3, 3), dtype=np.float32)   # one-thread size (M*N*K > 2**18)
+    go = rng.random((2, 32, 40, 36), dtype=np.float32)
+    x1 = rng.random((2, 64, 40, 36), dtype=np.float32)  # 1x1 stride 2: polyphase's GEMMs
+    go1 = rng.random((2, 64, 20, 18), dtype=np.float32)
+
+    def one_thread(call):  # Numba on one thread: one polyphase worker
+        def run():
+            numba.set_num_threads(1)
+            try:
+                call()
+            finally:
+                numba.set_num_threads(2)
+        return run
+
+    print(json.dumps({
+        "matmul": after(lambda: a @ a),
+        "im2col_grad_input": after(
+            lambda: conv2d_input(x.shape, w, go, padding=1, algo="im2col")),
+        "im2col_grad_weight": after(
+            lambda: conv2d_weight(x, w.shape, go, padding=1, algo="im2col")),
+        "polyphase_grad_weight_1": after(one_thread(
+            lambda: conv2d_weight(x1, (64, 64, 1, 1), go1, stride=2, algo="polyphase"))),
+    }))
+""")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS starts no threads")
+def test_backward_gemms_leave_no_thread_spinning_with_numpy_imported_first():
+    seen = _probe(BACKWARD_CHILD)
+    assert sum(n > 0 for n in seen["matmul"]) >= 6, seen  # the control, as above
+    # the same margin as above; with np.matmul on OpenBLAS's threads: all ten busy
+    for kind in ("im2col_grad_input", "im2col_grad_weight", "polyphase_grad_weight_1"):
+        assert sum(n > 0 for n in seen[kind]) <= 5, (kind, seen)
+
+
+def _probe(child: str) -> dict[str, list[int]]:
+    """Run ``child`` in a fresh process (NumPy and torch imported first, 2 threads for
+    Numba and OpenBLAS, OpenBLAS's spin timeout left at its default): what it printed."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env["NUMBA_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "2"
+    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -10,9 +10,15 @@ both matrix products again::
 
 * **grad_weight** is the first: lower the input exactly as the forward does (the
   forward's own ``_lower``, flat rows with junk columns, zeroed here), lay
-  grad_output out as the matching (K, positions) matrix, one BLAS GEMM per group,
-  summed over chunks of images.  The reduction runs over N*Hout*Wout, the long side:
-  BLAS is at its best.
+  grad_output out as the matching (K, positions) matrix, one GEMM per group, summed
+  over chunks of images.  The reduction runs over N*Hout*Wout, the long side: BLAS
+  is at its best.  Threads: the result's rows are cut into blocks (the rows of the
+  bigger side: usually grad_W^T = cols @ grad_out^T is summed, so each thread reads
+  its own share of the column matrix), one Numba task per (group, block) calls a
+  single-threaded BLAS and adds its product into its own rows of the running sum:
+  every element summed by one task, chunk after chunk in a fixed order
+  (deterministic, race-free, one weight-sized product buffer whatever the thread
+  count).
 * **grad_input** is the second, then **col2im**, the transpose of the lowering.
   Lowering *copied* input cell (y, x) into every column whose window covers it, so
   its gradient is the *sum* of those columns' entries: col2im adds each row (c, p, q)
@@ -20,23 +26,41 @@ both matrix products again::
   input gradient.  Those adds overlap (neighbouring windows share cells), so two
   threads adding different columns into one cell would race.  Race-free by
   construction: every row (c, p, q) writes channel c only, so the work is split by
-  (image, channel): a task adds its channel's kh*kw rows one after the other, in a
-  fixed order, and no other task touches that channel (``prange``, deterministic).
-  Junk columns are skipped.  Then the stride phases are merged back and the
-  padding is cropped (the gradient of a zero is not needed).
+  channel: one Numba task per block of channels computes *its* rows of ``grad_cols``
+  (a single-threaded BLAS GEMM, ``W.T``'s rows for its channels' taps) and at once
+  adds them back, the kh*kw rows of a channel one after the other, in a fixed order;
+  no other task touches those channels (``prange``, deterministic).  The rows are
+  still in the core's cache when col2im reads them, and GEMM and col2im share one
+  parallel region.  grad_output is laid out without junk columns here (Wo, not Ws,
+  per row), so the GEMM makes no column col2im would skip.  Then the stride phases
+  are merged back and the padding is cropped (the gradient of a zero is not needed).
+
+One pool.  Every GEMM here runs on Numba's threads with a single-threaded BLAS (as
+``im2col.py``'s, through :mod:`convlab.threads`): OpenBLAS's own threads are never
+woken, so none of them spins, after this layer, on the cores the next one needs
+(docs/design.md, "Concurrency"; tests/test_one_pool.py).
 
 Chunks.  Like the forward, images (or, for one big image, bands of output rows)
 are processed in chunks so that the column matrix and grad_output's matrix fit
 under the workspace cap (``convlab.kernels.im2col.workspace_cap``), as many images
-per chunk as fit: every chunk of grad_input alternates OpenBLAS's threads (the
-GEMM) with Numba's (col2im), and each pool spins for a while after its work, so
-fewer, bigger chunks waste less.  The padded input (grad_weight) or padded input
+per chunk as fit: each chunk is one parallel region per GEMM, and fewer, bigger
+chunks give the BLAS longer products.  The padded input (grad_weight) or padded input
 gradient (grad_input) is one whole buffer, not tiled (a limit: a padding so large
 that it alone is over the cap is not cut).
 
-Cost.  The GEMMs do the forward's multiply-adds (times Ws/Wo for junk columns).
+Cost.  The GEMMs do the forward's multiply-adds (grad_weight's times Ws/Wo for its
+junk columns).
 grad_input also writes and re-reads a column matrix kh*kw times the size of the
-input gradient, and col2im's adds are memory-bound, as the forward's lowering is.
+input gradient (a task's rows re-read while still in its core's cache), and col2im's
+adds are memory-bound, as the forward's lowering is.
+
+Measure it: ``convlab bench --backward --suite resnet --kernels im2col,parallel,torch``,
+and in a network, ``convlab bench --model resnet18 --train``.  Provisional (ResNet-18's
+conv stack, batch 8, float32, 2 threads, a 2-core machine other jobs kept busy: in one
+process, NumPy and torch imported first, this version and the one calling
+``numpy.matmul`` swapped in turn, 8 interleaved training steps, medians): the backward
+pass took 3.0 s against 5.4 s, and layers that do not run these kernels gained too (no
+OpenBLAS thread left spinning by the layer before).
 
 Source: Caffe's ``col2im_cpu`` and ``BaseConvolutionLayer::backward_cpu_gemm``;
 K. Chellapilla, S. Puri, P. Simard (2006).
@@ -44,11 +68,12 @@ K. Chellapilla, S. Puri, P. Simard (2006).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from ..shapes import ConvSpec
-from ..threads import parallel_region
+from ..threads import parallel_region, single_threaded_blas
 from .im2col import _auto_when, _lower, get_workspace_cap
 from .parallel import phase_planes, tap_offsets
 from .registry import register
@@ -64,9 +89,8 @@ def chunks(spec: ConvSpec, itemsize: int, cap: int | None = None) -> list[tuple[
                                                                                int]]:
     """(n0, nb, i0, nr): images n0..n0+nb, output rows i0..i0+nr, per GEMM chunk, so the
     column matrix and grad_output's matrix (``(C*kh*kw + K) x columns``) fit the cap:
-    as many images as fit (few chunks: each one hands the cores from OpenBLAS's threads
-    to Numba's for col2im and back, and a pool that just finished spins for a while),
-    else bands of rows of one image (at least one row)."""
+    as many images as fit (few chunks: fewer parallel regions, longer GEMMs), else
+    bands of rows of one image (at least one row)."""
     cap = get_workspace_cap() if cap is None else cap
     n, ho = spec.batch, spec.out_height
     ws = _plane_shape(spec)[1]
@@ -93,12 +117,13 @@ def _spread(grad_output: np.ndarray, n0: int, nb: int, i0: int, nr: int, ws: int
             out: np.ndarray) -> np.ndarray:
     """grad_output's chunk as the (K, nb*nr*ws) matrix whose columns line up with the
     lowered input's: column ``b*nr*ws + i*ws + j`` is output (n0+b, i0+i, j), zero in
-    the junk columns j >= Wo."""
+    the junk columns j >= Wo (none when ``ws`` is Wo: grad_input's compact layout)."""
     k_out, wo = grad_output.shape[1], grad_output.shape[3]
     mat = out[:, :nb * nr * ws]
     view = mat.reshape(k_out, nb, nr, ws)
     view[..., :wo] = grad_output[n0:n0 + nb, :, i0:i0 + nr].transpose(1, 0, 2, 3)
-    view[..., wo:] = 0
+    if ws > wo:
+        view[..., wo:] = 0
     return mat
 
 
@@ -115,10 +140,11 @@ def _auto_when_backward(spec: ConvSpec) -> str | None:
 
 @register("im2col", op="grad_weight", rtol=1e-5, auto_rank=20, workspace=workspace_bytes,
           auto_when=lambda spec: _auto_when_backward(spec),
-          description="grad_output @ lowered input^T, one BLAS GEMM per group and chunk")
+          description="grad_output @ lowered input^T per group and chunk: single-threaded "
+                      "BLAS GEMMs on Numba's threads, rows split")  # fmt: skip
 def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
-        return np.zeros(spec.weight_shape, dtype=x.dtype)
+    if 0 in (spec.batch, spec.in_channels, spec.out_height, spec.out_width):
+        return np.zeros(spec.weight_shape, dtype=x.dtype)  # no product was made: torch's zeros
     g = spec.groups
     k_out, wo = spec.out_channels, spec.out_width
     kg, rg = k_out // g, spec.reduction_length
@@ -129,84 +155,164 @@ def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
     chan_block = (spec.in_channels // g) * xs[0, 0].size
     plan = chunks(spec, x.dtype.itemsize)
     widest = max(nb * nr * ws for _, nb, _, nr in plan)
-    cols = np.empty((g * rg, widest), dtype=x.dtype)
-    gmat = np.empty((k_out, widest), dtype=x.dtype)
-    part = np.empty((kg, rg), dtype=x.dtype)
-    grad_w = np.zeros((k_out, rg), dtype=x.dtype)
-    with np.errstate(over="ignore", invalid="ignore"):  # NaN/Inf propagate as elsewhere
+    # flat buffers, viewed per chunk as C-contiguous (rows, width) matrices: Numba's
+    # np.dot needs contiguous operands (a narrower last chunk would be a strided slice)
+    cols_flat = np.empty(g * rg * widest, dtype=x.dtype)
+    gmat_flat = np.empty(k_out * widest, dtype=x.dtype)
+    # The GEMM's rows are split across the threads, and each thread reads all of the
+    # other operand: so the rows are those of the bigger one.  Usually the lowered
+    # input (C/g*kh*kw rows, against K/g): then the transposed product is summed,
+    # grad_W^T = cols @ grad_out^T, and transposed once at the end.
+    flip = rg > kg
+    m, n = (rg, kg) if flip else (kg, rg)
+    part = np.empty((g, m, n), dtype=x.dtype)  # one chunk's product: the weight's size
+    grad_w = np.zeros((g, m, n), dtype=x.dtype)
+    rows = _row_block(m, g, numba.get_num_threads())
+    with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas():
         for n0, nb, i0, nr in plan:
             length, width = nr * ws, nb * nr * ws
+            cols = cols_flat[:g * rg * width].reshape(g * rg, width)
             _lower(xf, cols, xs[0].size, chan_block, off, rg, n0, nb, i0 * ws, length)
             # junk columns read real inputs past the row's end: zero them, so that a
             # NaN/Inf there meets 0 * 0 and not 0 * Inf
-            cols[:, :width].reshape(g * rg, nb * nr, ws)[..., wo:] = 0
-            gm = _spread(grad_output, n0, nb, i0, nr, ws, gmat)
-            for grp in range(g):
-                np.matmul(gm[grp * kg:(grp + 1) * kg], cols[grp * rg:(grp + 1) * rg, :width].T,
-                          out=part)
-                grad_w[grp * kg:(grp + 1) * kg] += part
+            cols.reshape(g * rg, nb * nr, ws)[..., wo:] = 0
+            gm = _spread(grad_output, n0, nb, i0, nr, ws,
+                         gmat_flat[:k_out * width].reshape(k_out, width))
+            a, b = gm.reshape(g, kg, width), cols.reshape(g, rg, width)
+            with parallel_region():  # see convlab/threads.py
+                _gemm_nt_add(b if flip else a, a if flip else b, part, grad_w, rows)
+    if flip:
+        return np.ascontiguousarray(grad_w.transpose(0, 2, 1)).reshape(spec.weight_shape)
     return grad_w.reshape(spec.weight_shape)
+
+
+def _row_block(rows: int, groups: int, threads: int) -> int:
+    """Rows per GEMM task, so that the ``groups`` products of ``rows`` rows give at
+    least ``threads`` tasks where the rows allow (equal blocks: no thread waits for a
+    longer one)."""
+    per_group = max(1, min(rows, -(-threads // groups)))
+    return max(1, -(-rows // per_group))
+
+
+@njit(parallel=True, cache=True)
+def _gemm_nt_add(a3, b3, part, acc, rows):  # pragma: no cover - compiled
+    """acc[grp] += a3[grp] @ b3[grp].T for every group: one task per (group, block of
+    ``rows`` rows of the result), each a single-threaded BLAS GEMM into its rows of
+    ``part`` (the transposed operand is passed to the BLAS as such, no copy), then
+    added into the same rows of ``acc``.  Every result element is written by one task
+    and summed chunk after chunk in the caller's fixed order: race-free and
+    deterministic, and no per-thread copy of the weight gradient."""
+    groups, m = a3.shape[0], a3.shape[1]
+    blocks = (m + rows - 1) // rows
+    for t in prange(groups * blocks):
+        grp = t // blocks
+        lo = (t % blocks) * rows
+        hi = min(m, lo + rows)
+        dst = part[grp, lo:hi]
+        np.dot(a3[grp, lo:hi], b3[grp].T, dst)
+        acc[grp, lo:hi] += dst
 
 
 @register("im2col", op="grad_input", rtol=1e-5, auto_rank=20, workspace=workspace_bytes,
           auto_when=lambda spec: _auto_when_backward(spec),
-          description="W^T @ grad_output per group (BLAS), then col2im: race-free adds "
-                      "back onto the input, prange over (image, channel)")  # fmt: skip
+          description="W^T @ grad_output per group, then col2im: one Numba task per block "
+                      "of channels runs its rows' single-threaded BLAS GEMM and adds them "
+                      "back onto its channels (race-free)")  # fmt: skip
 def grad_input_im2col(grad_output: np.ndarray, weight: np.ndarray,
                       spec: ConvSpec) -> np.ndarray:
-    if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
+    if 0 in (spec.batch, spec.in_channels, spec.out_height, spec.out_width):
+        # no product was made: torch's zeros
         return np.zeros((spec.batch, spec.in_channels, spec.height, spec.width),
                         dtype=grad_output.dtype)
     g = spec.groups
-    k_out = spec.out_channels
+    k_out, wo = spec.out_channels, spec.out_width
     kg, rg = k_out // g, spec.reduction_length
+    cg = spec.in_channels // g
     hs, ws = _plane_shape(spec)
     sh, sw = spec.stride
     grad_xs = np.zeros((spec.batch, spec.in_channels, sh, sw, hs, ws), dtype=grad_output.dtype)
     off = tap_offsets(spec, hs, ws)
-    chan_block = (spec.in_channels // g) * sh * sw * hs * ws
-    plan = chunks(spec, grad_output.dtype.itemsize)
+    chan_block = cg * sh * sw * hs * ws
+    itemsize = grad_output.dtype.itemsize
+    plan = chunks(spec, itemsize)
     widest = max(nb * nr * ws for _, nb, _, nr in plan)
-    cols = np.empty((g * rg, widest), dtype=grad_output.dtype)
-    gmat = np.empty((k_out, widest), dtype=grad_output.dtype)
-    wt = [np.ascontiguousarray(weight[grp * kg:(grp + 1) * kg].reshape(kg, rg).T)
-          for grp in range(g)]  # (rg, kg) per group: W^T
-    with np.errstate(over="ignore", invalid="ignore"):
+    cols_flat = np.empty(g * rg * widest, dtype=grad_output.dtype)
+    gmat_flat = np.empty(k_out * widest, dtype=grad_output.dtype)
+    # W^T per group, (g, rg, kg): a task's rows (its channels' taps) are contiguous
+    wt = np.ascontiguousarray(weight.reshape(g, kg, rg).transpose(0, 2, 1))
+    threads = numba.get_num_threads()
+    with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas():
         for n0, nb, i0, nr in plan:
-            width = nb * nr * ws
-            gm = _spread(grad_output, n0, nb, i0, nr, ws, gmat)
-            for grp in range(g):
-                np.matmul(wt[grp], gm[grp * kg:(grp + 1) * kg], out=cols[grp * rg:(grp + 1) * rg,
-                                                                         :width])
+            # grad_output without junk columns: the GEMM makes no column col2im skips
+            # (Ws/Wo fewer multiply-adds: 9/7 at ResNet's 7x7 layers)
+            width = nb * nr * wo
+            gm = _spread(grad_output, n0, nb, i0, nr, wo,
+                         gmat_flat[:k_out * width].reshape(k_out, width))
+            per = channel_block(cg, g, rg // cg, width, itemsize, threads)
             with parallel_region():  # see convlab/threads.py
-                _col2im(cols, grad_xs.reshape(-1), spec.in_channels, g, off, chan_block,
-                        sh * sw * hs * ws * spec.in_channels, n0, nb, i0 * ws, nr, ws,
-                        spec.out_width)  # fmt: skip
+                _gemm_col2im(wt, gm.reshape(g, kg, width),
+                             cols_flat[:g * rg * width].reshape(g * rg, width),
+                             grad_xs.reshape(-1), cg, off, chan_block,
+                             sh * sw * hs * ws * spec.in_channels, n0, nb, i0 * ws, nr, ws,
+                             spec.out_width, per)  # fmt: skip
     return _merge_and_crop(grad_xs, spec)
 
 
+# A task's rows of the column matrix (its channels' taps x the chunk's columns) are
+# added back right after its GEMM wrote them: small enough to stay in L2 (Zen 4: 1 MiB
+# per core) for col2im, yet at least MIN_TASK_ROWS rows, below which BLAS's GEMM
+# runs far from its peak (every call packs the whole (K/g, columns) operand).
+TASK_BYTES = 256 * 1024
+MIN_TASK_ROWS = 64
+
+
+def channel_block(cg: int, groups: int, taps: int, width: int, itemsize: int,
+                  threads: int) -> int:
+    """Input channels per task of :func:`_gemm_col2im`: L2-sized blocks (``TASK_BYTES``)
+    of at least ``MIN_TASK_ROWS`` rows, and, where the channels allow, at least
+    ``threads`` tasks in all (their number rounded up to a multiple of ``threads`` first:
+    near-equal shares)."""
+    fit = max(TASK_BYTES // (taps * width * itemsize), -(-MIN_TASK_ROWS // taps), 1)
+    blocks = max(-(-cg // fit), -(-threads // groups))
+    if groups == 1:
+        blocks = -(-blocks // threads) * threads
+    per = -(-cg // min(cg, blocks))
+    while per > 1 and groups * -(-cg // per) < threads:  # rounding left a thread idle
+        per -= 1
+    return per
+
+
 @njit(parallel=True, cache=True)
-def _col2im(cols, gxf, c_in, groups, off, chan_block, img, n0, nb, m0, nr, ws, wo):
-    """gxf[(n0+b)*img + grp*chan_block + off[r] + m0 + i*ws + j] += cols[grp*rg + r,
-    b*nr*ws + i*ws + j] for every tap row r of the group, j < wo: one task per (image b,
-    channel c) adds the kh*kw rows of channel c, which write channel c only."""
-    cg = c_in // groups
-    rg = off.shape[0]
+def _gemm_col2im(wt, gm3, cols, gxf, cg, off, chan_block, img, n0, nb, m0, nr, ws, wo,
+                 per):  # pragma: no cover - compiled
+    """One task per (group, block of ``per`` channels): its rows of the column matrix,
+    ``cols[rows] = W^T[rows] @ grad_output`` (a single-threaded BLAS GEMM), then col2im
+    of exactly those rows: ``gxf[(n0+b)*img + grp*chan_block + off[r] + m0 + i*ws + j]
+    += cols[grp*rg + r, b*nr*wo + i*wo + j]`` for each image b, tap row r of its
+    channels, j < wo (grad_output's columns are compact: no junk).  Rows (c, p, q)
+    write channel c only, and no two tasks share a channel: race-free; each cell's
+    adds come in tap order: deterministic."""
+    groups, rg = wt.shape[0], wt.shape[1]
     taps = rg // cg
-    length = nr * ws
-    for t in prange(nb * c_in):  # independent channels: no two tasks add to one cell
-        b = t // c_in
-        c = t % c_in
-        grp = c // cg
-        base = (n0 + b) * img + grp * chan_block + m0
-        for r in range((c % cg) * taps, (c % cg + 1) * taps):
-            src = cols[grp * rg + r]
-            dst0 = base + off[r]
-            for i in range(nr):
-                s = b * length + i * ws
-                d = dst0 + i * ws
-                for j in range(wo):  # the junk columns j >= wo are skipped
-                    gxf[d + j] += src[s + j]
+    length = nr * wo
+    blocks = (cg + per - 1) // per
+    for t in prange(groups * blocks):  # disjoint channels: no two tasks add to one cell
+        grp = t // blocks
+        c0 = (t % blocks) * per
+        c1 = min(cg, c0 + per)
+        r0, r1 = c0 * taps, c1 * taps
+        rows = cols[grp * rg + r0:grp * rg + r1]
+        np.dot(wt[grp, r0:r1], gm3[grp], rows)
+        for b in range(nb):
+            base = (n0 + b) * img + grp * chan_block + m0
+            for r in range(r0, r1):
+                src = rows[r - r0]
+                dst0 = base + off[r]
+                for i in range(nr):
+                    s = b * length + i * wo
+                    d = dst0 + i * ws
+                    for j in range(wo):
+                        gxf[d + j] += src[s + j]
 
 
 def _merge_and_crop(grad_xs: np.ndarray, spec: ConvSpec) -> np.ndarray:

@@ -50,10 +50,11 @@ each chunk's input is copied once per tap, stacked: a (taps*C/g, chunk) block, s
 GEMM per chunk gives a (K/g) x (taps*C/g) slice of the weight gradient (the copy is 1/K
 of the multiply-adds), added to the running sum.  Threads: the output channels are cut
 into row blocks (:func:`row_blocks`), one Python worker per Numba thread owns some of
-them and runs a one-thread BLAS (threadpoolctl, as Winograd holds it); with one thread
-BLAS may use its own.  Every result element is summed by one worker, chunk after chunk
-in a fixed order: deterministic, race-free, and no per-thread copy of the weight
-gradient (each worker keeps one chunk's block and one (rows, taps*C/g) product).
+them and runs a one-thread BLAS (threadpoolctl, as Winograd holds it), even when there
+is only one worker, so OpenBLAS's own threads are never woken.  Every result element
+is summed by one worker, chunk after chunk in a fixed order: deterministic, race-free,
+and no per-thread copy of the weight gradient (each worker keeps one chunk's block and
+one (rows, taps*C/g) product).
 
 Cost.  grad_input: the useful multiply-adds (fewer through Winograd), plus, for
 stride > 1, one strided copy of each phase into the input gradient, and each
@@ -341,14 +342,16 @@ def grad_weight_polyphase(x: np.ndarray, grad_output: np.ndarray,
     blocks = row_blocks(k_out, spec.groups, threads)
     chunk = chunk_length(kh * kw * cg, x.dtype.itemsize)
     jobs = [blocks[t::threads] for t in range(min(threads, len(blocks)))]
-    # NaN/Inf propagate as in every other kernel; matmul would also warn about them
-    with np.errstate(over="ignore", invalid="ignore"):
-        if len(jobs) == 1:  # one worker: the BLAS may use its own threads
+    # NaN/Inf propagate as in every other kernel; matmul would also warn about them.
+    # Each worker owns whole rows of gw and calls a one-thread BLAS; so does a single
+    # worker (Numba on one thread): OpenBLAS's own threads, once woken, would spin on
+    # the cores the next layer needs (convlab/threads.py, "One pool at a time")
+    with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas():
+        if len(jobs) == 1:
             _tap_gemms(xf, gf, off, length, chunk, cg, jobs[0], gw)
-        else:  # each worker owns whole rows of gw and calls a one-thread BLAS
-            with single_threaded_blas():
-                list(_pool(len(jobs)).map(
-                    lambda job: _tap_gemms(xf, gf, off, length, chunk, cg, job, gw), jobs))
+        else:
+            list(_pool(len(jobs)).map(
+                lambda job: _tap_gemms(xf, gf, off, length, chunk, cg, job, gw), jobs))
     return np.ascontiguousarray(gw.transpose(0, 2, 1)).reshape(spec.weight_shape)
 
 
