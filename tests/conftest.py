@@ -4,6 +4,8 @@
 loadfile`` in pyproject.toml): one per CPU this process may use, at most four, one test
 file at a time per worker, so a module's fixtures are built once, as in a serial run.
 ``pytest -n 0`` runs it in this process, one test after the other (``--pdb`` does so too).
+The files that hold a test marked ``slow`` or ``notebooks`` are handed out first, so no
+long file is left for the end while the other workers idle.
 
 A test whose verdict depends on the machine being otherwise idle (thread states, races
 that must show) is marked ``@pytest.mark.alone``: it starts once no other worker is
@@ -42,6 +44,16 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
     return max(1, min(cpus, MAX_WORKERS))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a worker: the files with slow tests first (xdist hands out files in this order,
+    ``--no-loadscope-reorder``); within a file, and otherwise, the order is unchanged."""
+    if not hasattr(config, "workerinput"):
+        return
+    heavy = {item.path for item in items
+             if item.get_closest_marker("slow") or item.get_closest_marker("notebooks")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: a file stays together
 
 
 # ------------------------------------------------------------------ tests that run alone
