@@ -1,4 +1,4 @@
-"""Settings for the whole suite, and the parallel run (docs/design.md, "Tests").
+"""Settings for the whole suite, and the parallel run.
 
 ``pytest`` runs the suite on several worker processes (pytest-xdist; ``-n auto --dist
 loadfile`` in pyproject.toml): one per CPU this process may use, at most four, one test
