@@ -38,6 +38,7 @@ def _sim_bench(args: list[str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_simulator_runs_the_tiny_suite_gated_with_transfers_apart(tmp_path):
     """The real command on the simulator (~15 s): every tiny layer gated against the
     oracle and timed, copies in and out recorded apart, cuDNN n/a with its reason."""

@@ -58,6 +58,7 @@ def test_model_names():
         models.model_names("resnet50")
 
 
+@pytest.mark.slow
 def test_quick_training_run_json_fields_and_kernels(tmp_path):
     result = network.run_networks(["vgg16"], quick=True, passes=1, train=True, progress=False)
     json_path, csv_path = result.save(tmp_path / "net.json")

@@ -129,6 +129,7 @@ def test_plot_is_written_where_it_says(tmp_path, capsys, monkeypatch):
     assert plot.read_text().lstrip().startswith(("<?xml", "<svg"))
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_finished_layers_and_exits_130(tmp_path):
     """SIGINT in the middle of a run: the layers done so far are saved (marked partial),
     one line says so, no traceback, exit status 130."""

@@ -33,6 +33,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+@pytest.mark.slow
 def test_kernels_simulated_match_the_oracle():
     """Both kernels, every spec feature, the GPU's tile configs, the device-array
     path and the benchmark's place hook, on the simulator (about 30 s on 2 cores)."""

@@ -46,6 +46,7 @@ def _load_script():
     return module
 
 
+@pytest.mark.slow
 def test_sim_run_checks_random_specs_in_gpu_tiles_and_every_layer(tmp_path):
     """The whole script on the simulator (~35 s): preflight with versions, 12 random specs
     for both kernels with cuda_tiled in choose_config's tiles for a 132-SM GPU, then

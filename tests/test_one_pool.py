@@ -67,6 +67,7 @@ CHILD = PROBE + textwrap.dedent("""
 """)
 
 
+@pytest.mark.alone  # the threads it counts as runnable must not wait for another test's
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS starts no threads")
 def test_im2col_leaves_no_thread_spinning_with_numpy_imported_first():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+import pytest
 
 import convlab
 from convlab.functional import prepare
@@ -79,6 +80,7 @@ def test_weight_repack_pads_partial_blocks_with_zeros():
     assert not wr[:, :, 3].any()
 
 
+@pytest.mark.slow
 def test_no_out_of_bounds_access(tmp_path):
     """Both fast kernels under NUMBA_BOUNDSCHECK=1 (a fresh process, its own cache):
     the rounded-up vector loops and the lowering never step outside an array."""

@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_mypy_is_clean():
     pytest.importorskip("mypy", reason="mypy is in the test extra: pip install -e '.[test]'")
     proc = subprocess.run([sys.executable, "-m", "mypy", "--python-executable", sys.executable],
