@@ -82,7 +82,7 @@ def input_grad(the_plan: Plan, spec: ConvSpec, go4: np.ndarray,
     ``cache``: where the kernel's weight transform (``polyphase``'s flipped sub-kernels
     and their Winograd ``U``) is kept between calls, checked against ``weight``'s bits
     on every call (``Conv2d.backward`` passes its layer's); None computes it per call,
-    as the functional ``conv2d_input`` and ``conv_transpose2d`` do."""
+    as the functional ``conv2d_input`` does (and ``conv_transpose2d`` without ``cache=``)."""
     if _empty(spec):
         return np.zeros(spec.input_shape, dtype=weight.dtype)
     kernel = the_plan.kernel_for("grad_input", go4, weight)
@@ -214,6 +214,7 @@ def conv_transpose2d(
     dilation: IntOrPair = 1,
     *,
     algo: str = "auto",
+    cache: WeightCache | None = None,
 ) -> np.ndarray:
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d`` computes it.
 
@@ -225,6 +226,9 @@ def conv_transpose2d(
             padding is an int or a pair (no strings: torch takes none here).
         algo: a grad_input kernel name or "auto": this *is* the input gradient of the
             convolution ``TransposedSpec.forward_spec()``.
+        cache: a :class:`~convlab.functional.WeightCache` keeping the grad_input kernel's
+            weight transform between calls (``ConvTranspose2d`` passes its own), as
+            ``conv2d``'s; None transforms per call.
 
     Returns:
         A new (N, C_out, H_out, W_out) array, H_out = (H-1)*stride - 2*padding +
@@ -251,7 +255,7 @@ def conv_transpose2d(
         grown[:, :, :tspec.height, :tspec.width] = x4
         x4 = grown
     out = input_grad(plan(fspec, xa.dtype, backward_algo=algo), fspec, contiguous(x4),
-                     contiguous(wa))
+                     contiguous(wa), cache)
     if ba is not None:
         out += ba[None, :, None, None]  # the kernel's result is a new array: add in place
     return out.reshape(tspec.output_shape)

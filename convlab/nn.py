@@ -432,7 +432,10 @@ class ConvTranspose2d(Conv2d):
     It shares Conv2d's parameter handling (``state_dict``, ``load_state_dict``,
     ``reset_parameters``, the weight cache); ``isinstance(layer, Conv2d)`` is
     therefore True here, unlike in PyTorch.  ``algo`` names a grad_input kernel: the
-    transposed convolution *is* a convolution's input gradient.
+    transposed convolution *is* a convolution's input gradient, and the layer's weight
+    cache keeps that kernel's weight transform (``polyphase``'s flipped sub-kernels and
+    their Winograd ``U``) between forwards, and its backward's forward-kernel transform,
+    both checked against the weight's bits on every call as ``Conv2d``'s are.
     """
 
     _algo_op = "grad_input"  # a transposed convolution runs on grad_input kernels
@@ -511,8 +514,8 @@ class ConvTranspose2d(Conv2d):
         xa = as_array(x, "input")
         out_pad = self._output_padding(xa.shape, output_size)
         out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self._pair_padding(),
-                               out_pad,
-                               self.groups, self.dilation, algo=self.algo)
+                               out_pad, self.groups, self.dilation, algo=self.algo,
+                               cache=self._weight_cache)
         self._saved = (_Saved(np.array(xa), self.weight.copy(), out.shape)
                        if grad_enabled() else None)
         self._saved_output_padding = out_pad
@@ -533,7 +536,8 @@ class ConvTranspose2d(Conv2d):
         go4 = go.reshape(tspec.batched_output_shape)
         # d/dx of W^T x is W: the forward convolution of grad_output (its output has
         # output_padding // stride extra rows, which x never fed: cropped)
-        grad_x = conv2d(go4, saved.weight, None, *conv, algo=self.backward_algo)
+        grad_x = conv2d(go4, saved.weight, None, *conv, algo=self.backward_algo,
+                        cache=self._weight_cache)
         grad_x = np.ascontiguousarray(grad_x[:, :, :tspec.height, :tspec.width])
         # d/dW: the weight gradient of that convolution, with x as its output gradient
         x4 = np.zeros(fspec.batched_output_shape, dtype=self.dtype)

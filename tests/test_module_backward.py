@@ -270,3 +270,32 @@ def test_no_grad_keeps_no_backward_transform():
         layer(x)
         layer(x)
     assert layer._saved is None and layer._weight_cache.kept(kern) is None
+
+
+def test_conv_transpose2d_layer_keeps_its_grad_input_transform(monkeypatch):
+    """ConvTranspose2d's forward is a grad_input kernel: its transform is kept between
+    forwards and rebuilt after the weight changes in place (float64 oracle)."""
+    from convlab.reference import compare
+
+    layer = convlab.ConvTranspose2d(36, 40, 3, padding=(1, 0), dtype=np.float64, seed=4,
+                                    algo="polyphase")
+    kern = convlab.kernels.get("polyphase", "grad_input")
+    counts = _count_transforms(monkeypatch)
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((3, 36, 13, 14))
+    fspec = convlab.ConvSpec.from_shapes((3, 40, 13, 16), layer.weight.shape, padding=(1, 0))
+
+    def check():
+        expected = (conv2d_input_reference(x, layer.weight.copy(), fspec)
+                    + layer.bias[None, :, None, None])
+        report = compare(layer(x), expected, kern.tolerance(fspec, np.float64))
+        assert report.ok, report
+
+    check()
+    first = layer._weight_cache.kept(kern)
+    assert [p.kernel.name for p in first] == ["winograd_f4"]
+    check()
+    assert layer._weight_cache.kept(kern) is first and counts["transform"] == 1
+    layer.weight *= 1.5  # in place
+    check()
+    assert layer._weight_cache.kept(kern) is not first and counts["transform"] == 2
