@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .functional import WeightCache
 from .kernels import registry
 from .padding import pad_adjoint
 from .plan import Plan, plan
@@ -74,13 +75,19 @@ def _backward_algo(algo: Any, op: str) -> str:
 
 
 def input_grad(the_plan: Plan, spec: ConvSpec, go4: np.ndarray,
-               weight: np.ndarray) -> np.ndarray:
+               weight: np.ndarray, cache: WeightCache | None = None) -> np.ndarray:
     """d loss / d input of the convolution ``spec`` (batched ``go4`` and ``weight``,
-    C-contiguous), by ``the_plan``'s grad_input kernel; shaped as ``spec.input_shape``."""
+    C-contiguous), by ``the_plan``'s grad_input kernel; shaped as ``spec.input_shape``.
+
+    ``cache``: where the kernel's weight transform (``polyphase``'s flipped sub-kernels
+    and their Winograd ``U``) is kept between calls, checked against ``weight``'s bits
+    on every call (``Conv2d.backward`` passes its layer's); None computes it per call,
+    as the functional ``conv2d_input`` does (and ``conv_transpose2d`` without ``cache=``)."""
     if _empty(spec):
         return np.zeros(spec.input_shape, dtype=weight.dtype)
     kernel = the_plan.kernel_for("grad_input", go4, weight)
-    grad = kernel.grad(go4, weight, the_plan.spec)
+    transformed = None if cache is None else cache.get(kernel, weight, the_plan.spec)
+    grad = kernel.grad(go4, weight, the_plan.spec, transformed)
     if spec.padding_mode != "zeros":
         grad = pad_adjoint(grad, spec)  # kernel gave d/d(padded input): fold back
     return grad if spec.batched else grad[0]
@@ -207,6 +214,7 @@ def conv_transpose2d(
     dilation: IntOrPair = 1,
     *,
     algo: str = "auto",
+    cache: WeightCache | None = None,
 ) -> np.ndarray:
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d`` computes it.
 
@@ -218,6 +226,9 @@ def conv_transpose2d(
             padding is an int or a pair (no strings: torch takes none here).
         algo: a grad_input kernel name or "auto": this *is* the input gradient of the
             convolution ``TransposedSpec.forward_spec()``.
+        cache: a :class:`~convlab.functional.WeightCache` keeping the grad_input kernel's
+            weight transform between calls (``ConvTranspose2d`` passes its own), as
+            ``conv2d``'s; None transforms per call.
 
     Returns:
         A new (N, C_out, H_out, W_out) array, H_out = (H-1)*stride - 2*padding +
@@ -244,7 +255,7 @@ def conv_transpose2d(
         grown[:, :, :tspec.height, :tspec.width] = x4
         x4 = grown
     out = input_grad(plan(fspec, xa.dtype, backward_algo=algo), fspec, contiguous(x4),
-                     contiguous(wa))
+                     contiguous(wa), cache)
     if ba is not None:
         out += ba[None, :, None, None]  # the kernel's result is a new array: add in place
     return out.reshape(tspec.output_shape)

@@ -73,26 +73,43 @@ class WeightCache:
     the transform of bits equal to the weight at the moment of the comparison.
     Entries are replaced under a lock; two threads missing at once both transform
     (the same bits, so either entry is right).
+
+    One entry per (op, kernel name): a ``Conv2d``'s forward transform (Winograd's ``U``
+    of the weight) and its backward's grad_input transform (``polyphase``'s flipped
+    sub-kernels and their ``U``) live side by side, each checked against the weight
+    it is asked for in the same way.  A forward transform depends on the weight and
+    ``groups`` only (the kernel contract); a grad_input one may depend on the whole
+    spec (``polyphase`` picks each sub-problem's kernel by its sizes), so it is reused
+    only for the spec it was made for, and a new spec replaces it.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[np.ndarray, int, Any]] = {}
+        self._entries: dict[tuple[str, str], tuple[np.ndarray, Any, Any]] = {}
         self._lock = threading.Lock()
 
     def get(self, kernel: Kernel, weight: np.ndarray, spec: ConvSpec) -> Any:
-        """``kernel``'s transform of ``weight`` (C-contiguous), or None if it has none."""
+        """``kernel``'s transform of ``weight`` (C-contiguous) for ``spec`` (the kernel
+        spec), or None if it has none."""
         transform = kernel.transform_weight
         if transform is None:
             return None
+        key, scope = (str(kernel.op), kernel.name), _scope(kernel, spec)
         with self._lock:
-            entry = self._entries.get(kernel.name)
-        if entry is not None and entry[1] == spec.groups and _same_bits(entry[0], weight):
+            entry = self._entries.get(key)
+        if entry is not None and entry[1] == scope and _same_bits(entry[0], weight):
             return entry[2]
         snapshot = weight.copy()  # the key: transform exactly these bits
         transformed = transform(snapshot, spec)
         with self._lock:
-            self._entries[kernel.name] = (snapshot, spec.groups, transformed)
+            self._entries[key] = (snapshot, scope, transformed)
         return transformed
+
+    def kept(self, kernel: Kernel) -> Any:
+        """The transform kept for ``kernel`` (its op and name), or None: a look that
+        neither compares nor computes (tests, teaching)."""
+        with self._lock:
+            entry = self._entries.get((str(kernel.op), kernel.name))
+        return None if entry is None else entry[2]
 
     def clear(self) -> None:
         """Forget every transform (they are rebuilt on the next call)."""
@@ -109,6 +126,11 @@ class WeightCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _scope(kernel: Kernel, spec: ConvSpec) -> Any:
+    """What besides the weight's bits a kept transform must match (class docstring)."""
+    return spec.groups if kernel.op == "forward" else spec
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

@@ -8,7 +8,9 @@ numbers: torch's generator is its own.  To reproduce a torch layer exactly,
 ``load_state_dict(torch_layer.state_dict())``.)
 
 The layer keeps derived forms of its weight between calls (a :class:`WeightCache`: e.g.
-Winograd's transformed filter, up to 16 times the weight). They are rebuilt on demand,
+Winograd's transformed filter, up to 16 times the weight; after a ``backward``, also its
+grad_input kernel's transform of the flipped weight: ``Conv2d.backward``). They are
+rebuilt on demand,
 so pickling or deep-copying a layer leaves them out: the copy holds its parameters and
 hyper-parameters only.
 
@@ -206,13 +208,31 @@ class Conv2d:
     def backward(self, grad_output: Any) -> np.ndarray:
         """Gradient w.r.t. the last forward's input; adds the weight's and bias's
         gradients into ``self.grad`` (module docstring: the contract).  Runs on the
-        forward's plan and its padded input: nothing is validated or padded again."""
+        forward's plan and its padded input: nothing is validated or padded again.
+
+        What it keeps, and for how long:
+
+        * the forward's saved input and weight copies are released here (one backward
+          per forward);
+        * the grad_input kernel's weight transform (``polyphase``: the flipped,
+          channel-swapped sub-kernels and, for 3x3 stride-1 layers, their Winograd ``U``:
+          a few times the weight's bytes, like the forward's) stays in the layer's weight
+          cache, beside the forward's, so the next backward with the same weight reuses
+          it instead of transforming again.  Every backward compares the weight it differentiates
+          (the forward's copy) with the bits the transform was made from: an optimizer
+          step, ``load_state_dict`` or any in-place write makes the next backward
+          transform again (never a stale transform), and a new input size replaces it.
+          It lives until then, until ``self._weight_cache.clear()``, or for the layer's
+          lifetime; a pickled or copied layer leaves it behind;
+        * under ``convlab.no_grad()`` a forward saves nothing and no backward runs, so
+          no backward transform is made or kept.
+        """
         saved, go = self._take_saved(grad_output)
         assert saved.plan is not None and saved.spec is not None  # set by Conv2d.forward
         spec = saved.spec
         backward_plan = saved.plan.with_backward(self.backward_algo)
         go4 = contiguous(go.reshape(spec.batched_output_shape))
-        grad_x = input_grad(backward_plan, spec, go4, saved.weight)
+        grad_x = input_grad(backward_plan, spec, go4, saved.weight, self._weight_cache)
         self.grad["weight"] += weight_grad(backward_plan, spec, saved.input, go4)
         if self.bias is not None:
             self.grad["bias"] += conv2d_bias(go, self.out_channels)
@@ -412,7 +432,10 @@ class ConvTranspose2d(Conv2d):
     It shares Conv2d's parameter handling (``state_dict``, ``load_state_dict``,
     ``reset_parameters``, the weight cache); ``isinstance(layer, Conv2d)`` is
     therefore True here, unlike in PyTorch.  ``algo`` names a grad_input kernel: the
-    transposed convolution *is* a convolution's input gradient.
+    transposed convolution *is* a convolution's input gradient, and the layer's weight
+    cache keeps that kernel's weight transform (``polyphase``'s flipped sub-kernels and
+    their Winograd ``U``) between forwards, and its backward's forward-kernel transform,
+    both checked against the weight's bits on every call as ``Conv2d``'s are.
     """
 
     _algo_op = "grad_input"  # a transposed convolution runs on grad_input kernels
@@ -491,8 +514,8 @@ class ConvTranspose2d(Conv2d):
         xa = as_array(x, "input")
         out_pad = self._output_padding(xa.shape, output_size)
         out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self._pair_padding(),
-                               out_pad,
-                               self.groups, self.dilation, algo=self.algo)
+                               out_pad, self.groups, self.dilation, algo=self.algo,
+                               cache=self._weight_cache)
         self._saved = (_Saved(np.array(xa), self.weight.copy(), out.shape)
                        if grad_enabled() else None)
         self._saved_output_padding = out_pad
@@ -513,7 +536,8 @@ class ConvTranspose2d(Conv2d):
         go4 = go.reshape(tspec.batched_output_shape)
         # d/dx of W^T x is W: the forward convolution of grad_output (its output has
         # output_padding // stride extra rows, which x never fed: cropped)
-        grad_x = conv2d(go4, saved.weight, None, *conv, algo=self.backward_algo)
+        grad_x = conv2d(go4, saved.weight, None, *conv, algo=self.backward_algo,
+                        cache=self._weight_cache)
         grad_x = np.ascontiguousarray(grad_x[:, :, :tspec.height, :tspec.width])
         # d/dW: the weight gradient of that convolution, with x as its output gradient
         x4 = np.zeros(fspec.batched_output_shape, dtype=self.dtype)

@@ -132,7 +132,9 @@ class Plan:
             kernel = registry.get(algo, op)
             kernel.check(spec)
             return Choice(kernel, kernel.description, (), source="named")
-        # a backward kernel keeps no transform between calls: one winner per op
+        # backward kernels are measured and ruled with their transform on every call (as
+        # conv2d_input runs them), though Conv2d keeps polyphase's grad_input transform
+        # (WeightCache): one winner per op
         cached = self.cached and op == "forward"
         if algo == "tune" and not self.empty:
             tuned = tuning.tune(spec, self.dtype, cached=cached, op=op)

@@ -49,8 +49,13 @@ def test_register_per_op_and_forward_only_hooks():
         assert "naive_twin" not in kernels.KERNELS  # another op: not a forward kernel
     finally:
         table.pop("naive_twin", None)
-    with pytest.raises(TypeError, match="transform_weight only exist for forward kernels"):
-        register("x", op="grad_input", description="t", transform_weight=lambda w, s: w)
+    with pytest.raises(TypeError, match="stages only exist for forward kernels"):
+        register("x", op="grad_input", description="t", stages=lambda *a: [])
+    # a grad_input kernel has a weight to transform (Conv2d keeps it); grad_weight has none
+    with pytest.raises(TypeError, match="transform_weight only exists for forward and "
+                                        "grad_input kernels"):
+        register("x", op="grad_weight", description="t", transform_weight=lambda w, s: w)
+    assert "x" not in kernels_for("grad_weight") and "x" not in kernels_for("grad_input")
     with pytest.raises(ValueError, match="unknown op"):
         register("x", op="sideways", description="t")
 

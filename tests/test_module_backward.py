@@ -157,3 +157,145 @@ def test_no_grad_forwards_save_nothing():
     assert saving - lean >= x.nbytes  # the copy of the input is what no_grad saves
     layer(x)
     assert layer._saved is not None  # outside the block forwards save again
+
+
+# ------------------------------------------------------------------ the kept grad_input transform
+def _polyphase_layer():
+    """A 3x3 stride-1 layer whose grad_input runs polyphase's Winograd F(4,3) sub-problem
+    (named: auto leaves so few tiles to parallel), float64 so the oracle decides."""
+    layer = convlab.Conv2d(40, 36, 3, padding=(1, 2), dtype=np.float64, seed=3)
+    layer.backward_algo = "polyphase"
+    return layer
+
+
+def _input_grad_ok(layer, x, g):
+    """The layer's grad_input for its last forward equals the float64 oracle's for the
+    weight that forward used (the layer's current weight)."""
+    from convlab.reference import compare
+
+    spec = convlab.ConvSpec.from_shapes(x.shape, layer.weight.shape, padding=(1, 2))
+    expected = conv2d_input_reference(g, layer.weight.copy(), spec)
+    tol = convlab.kernels.get("polyphase", "grad_input").tolerance(spec, np.float64)
+    report = compare(layer.backward(g), expected, tol)
+    assert report.ok, report
+
+
+def _count_transforms(monkeypatch):
+    """Counts of polyphase's weight transforms (transform_weight_grad_input's calls) and
+    of its flipped sub-kernels built (one per phase per transform, or per uncached call)."""
+    from convlab.kernels import polyphase_backward as pb
+
+    counts = {"transform": 0, "flipped": 0}
+    phases, sub_weight = pb.phases, pb._sub_weight
+
+    def counting_phases(*args, **kw):
+        counts["transform"] += bool(kw.get("transform"))
+        return phases(*args, **kw)
+
+    def counting_sub_weight(*args, **kw):
+        counts["flipped"] += 1
+        return sub_weight(*args, **kw)
+
+    monkeypatch.setattr(pb, "phases", counting_phases)
+    monkeypatch.setattr(pb, "_sub_weight", counting_sub_weight)
+    return counts
+
+
+def test_backward_transforms_the_flipped_weight_once_while_it_does_not_change(monkeypatch):
+    layer = _polyphase_layer()
+    kern = convlab.kernels.get("polyphase", "grad_input")
+    counts = _count_transforms(monkeypatch)
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3, 40, 13, 10))
+    for step in range(3):  # forward, backward, with the same weight each time
+        g = rng.standard_normal(layer(x).shape)
+        _input_grad_ok(layer, x, g)
+        kept = layer._weight_cache.kept(kern)
+        if step == 0:
+            first = kept
+            assert [p.kernel.name for p in kept] == ["winograd_f4"]
+            assert kept[0].transformed is not None  # Winograd's U of the flipped weight
+        assert kept is first  # reused, not rebuilt
+    assert counts == {"transform": 1, "flipped": 1}
+
+
+def test_backward_after_an_in_place_update_uses_the_new_weight(monkeypatch):
+    """An optimizer step writes the weight in place: the kept transform of the old weight
+    must not be used (it would give a wrong gradient, silently)."""
+    layer = _polyphase_layer()
+    kern = convlab.kernels.get("polyphase", "grad_input")
+    counts = _count_transforms(monkeypatch)
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((3, 40, 13, 10))
+    g = rng.standard_normal(layer(x).shape)
+    _input_grad_ok(layer, x, g)
+    old = layer._weight_cache.kept(kern)
+    layer.weight -= 0.5 * layer.grad["weight"]  # SGD, in place
+    layer.zero_grad()
+    g = rng.standard_normal(layer(x).shape)
+    _input_grad_ok(layer, x, g)
+    assert layer._weight_cache.kept(kern) is not old and counts["transform"] == 2
+    layer.weight[1, 2, 0, 1] = -7.0  # one element, through the array itself
+    g = rng.standard_normal(layer(x).shape)
+    _input_grad_ok(layer, x, g)
+    layer.load_state_dict({"weight": rng.standard_normal(layer.weight.shape),
+                           "bias": layer.bias})
+    g = rng.standard_normal(layer(x).shape)
+    _input_grad_ok(layer, x, g)
+    assert counts["transform"] == 4
+
+
+def test_backward_differentiates_the_forwards_weight_with_a_kept_transform():
+    """The weight written between forward and backward: the backward still uses the
+    forward's weight (the saved copy), and the kept transform is of that weight."""
+    layer = _polyphase_layer()
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((3, 40, 13, 10))
+    g = rng.standard_normal(layer(x).shape)
+    layer.backward(g)  # a transform is kept for this weight
+    w_forward = layer.weight.copy()
+    out = layer(x)
+    layer.weight += 1.0  # after the forward: not what backward differentiates
+    spec = convlab.ConvSpec.from_shapes(x.shape, w_forward.shape, padding=(1, 2))
+    expected = conv2d_input_reference(g, w_forward, spec)
+    np.testing.assert_allclose(layer.backward(np.ascontiguousarray(g.reshape(out.shape))),
+                               expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+
+
+def test_no_grad_keeps_no_backward_transform():
+    layer = _polyphase_layer()
+    kern = convlab.kernels.get("polyphase", "grad_input")
+    x = np.random.default_rng(24).standard_normal((3, 40, 13, 10))
+    with convlab.no_grad():
+        layer(x)
+        layer(x)
+    assert layer._saved is None and layer._weight_cache.kept(kern) is None
+
+
+def test_conv_transpose2d_layer_keeps_its_grad_input_transform(monkeypatch):
+    """ConvTranspose2d's forward is a grad_input kernel: its transform is kept between
+    forwards and rebuilt after the weight changes in place (float64 oracle)."""
+    from convlab.reference import compare
+
+    layer = convlab.ConvTranspose2d(36, 40, 3, padding=(1, 0), dtype=np.float64, seed=4,
+                                    algo="polyphase")
+    kern = convlab.kernels.get("polyphase", "grad_input")
+    counts = _count_transforms(monkeypatch)
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((3, 36, 13, 14))
+    fspec = convlab.ConvSpec.from_shapes((3, 40, 13, 16), layer.weight.shape, padding=(1, 0))
+
+    def check():
+        expected = (conv2d_input_reference(x, layer.weight.copy(), fspec)
+                    + layer.bias[None, :, None, None])
+        report = compare(layer(x), expected, kern.tolerance(fspec, np.float64))
+        assert report.ok, report
+
+    check()
+    first = layer._weight_cache.kept(kern)
+    assert [p.kernel.name for p in first] == ["winograd_f4"]
+    check()
+    assert layer._weight_cache.kept(kern) is first and counts["transform"] == 1
+    layer.weight *= 1.5  # in place
+    check()
+    assert layer._weight_cache.kept(kern) is not first and counts["transform"] == 2

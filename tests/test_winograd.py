@@ -165,7 +165,7 @@ def test_refuses_what_it_cannot_do_and_says_why(algo, args, weight, why):
 
 # ------------------------------------------------------------------ the filter cache
 def _prepared_of(layer, algo):
-    return layer._weight_cache._entries[algo][2]
+    return layer._weight_cache.kept(kernels.get(algo))
 
 
 @pytest.mark.parametrize("algo", ["winograd_f2", "winograd_f4"])

@@ -33,9 +33,11 @@ picks for it (``registry.choose``; the rule measured for the forward, so this fi
 gets faster whenever the forward does), BLAS's ``im2col`` where that pick would be the
 direct ``parallel`` kernel (:func:`sub_kernel`).  The transformed flipped weights (Winograd's
 ``U``) depend on the weight and the layer's hyper-parameters only:
-:func:`transform_weight_grad_input` computes them, and ``run(...,
-transformed_weight=)`` skips that work (a caller that keeps them, as ``Conv2d``
-keeps the forward's, saves up to a few ms per call on 512-channel layers).
+:func:`transform_weight_grad_input` computes them (the kernel's ``transform_weight``),
+and ``run(..., transformed_weight=)`` skips that work and the flipped copies:
+``Conv2d.backward`` keeps them in the layer's ``WeightCache`` while the weight does not
+change (docs/design.md, "Data flow"); the functional ``conv2d_input`` and
+``conv_transpose2d`` compute them per call.
 
 **grad_weight: GEMMs over chunks of positions, every tap at once.**
 ``gw[k, c, p, q] = sum_{n,i,j} go[n,k,i,j] * xpad[n, c, i*s + p*d, j*s + q*d]``: for a
@@ -193,10 +195,14 @@ class Phase:
     transformed: Any = None
 
 
-def phases(weight: np.ndarray, spec: ConvSpec, transform: bool = False) -> list[Phase]:
+def phases(weight: np.ndarray, spec: ConvSpec, transform: bool = False,
+           kept: list[Phase] | None = None) -> list[Phase]:
     """Every input phase some grad_output reaches, with its sub-problem and kernel
     (the forward's ``algo="auto"`` pick); ``transform=True`` also computes each
-    kernel's weight transform."""
+    kernel's weight transform.  ``kept`` (:func:`transform_weight_grad_input` of this
+    weight): a kept phase whose kernel and sub-problem are this call's is used as it
+    is, its flipped sub-kernel and transform not made again."""
+    old = {(p.a, p.b): p for p in kept or ()}
     (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
     rows = axis_phases(spec.height, spec.out_height, kh, sh, dh, spec.padding[0])
     cols = axis_phases(spec.width, spec.out_width, kw, sw, dw, spec.padding[2])
@@ -207,6 +213,10 @@ def phases(weight: np.ndarray, spec: ConvSpec, transform: bool = False) -> list[
                 continue
             sub = _sub_spec(spec, ph, pw)
             kernel = sub_kernel(sub)
+            same = old.get((a, b))
+            if same is not None and same.kernel is kernel and same.spec == sub:
+                out.append(same)
+                continue
             wsub = _sub_weight(weight, ph, pw, spec.groups)
             tw = (kernel.transform_weight(wsub, sub)
                   if transform and kernel.transform_weight is not None else None)
@@ -275,6 +285,7 @@ def _auto_when_grad_input(spec: ConvSpec) -> str | None:
 
 
 @register("polyphase", op="grad_input", rtol=5e-5, auto_rank=10,
+          transform_weight=transform_weight_grad_input,
           nonfinite=NonFinite.SUB_CONVOLUTIONS, auto_when=lambda spec: _auto_when_grad_input(spec),
           description="s_h*s_w stride-1 forward convolutions of grad_output with the "
                       "flipped sub-kernels, on the forward's fast kernels "
@@ -284,8 +295,7 @@ def grad_input_polyphase(grad_output: np.ndarray, weight: np.ndarray, spec: Conv
     shape = (spec.batch, spec.in_channels, spec.height, spec.width)
     if 0 in shape or spec.out_channels == 0:  # nothing to compute: torch's zeros
         return np.zeros(shape, dtype=grad_output.dtype)
-    kept = {(p.a, p.b): p for p in transformed_weight or ()}
-    todo = phases(weight, spec)
+    todo = phases(weight, spec, kept=transformed_weight)
     sh, sw = spec.stride
     whole = len(todo) == 1 and sh == sw == 1  # stride 1: the one phase is the answer
     grad = None if whole else np.zeros(shape, dtype=grad_output.dtype)
@@ -293,13 +303,8 @@ def grad_input_polyphase(grad_output: np.ndarray, weight: np.ndarray, spec: Conv
         go = grad_output[:, :, ph.rows, ph.cols]
         if not go.flags.c_contiguous:
             go = np.ascontiguousarray(go)
-        old = kept.get((ph.a, ph.b))
-        if old is not None and old.kernel is ph.kernel and old.spec == ph.spec:
-            tw = old.transformed
-        else:
-            tw = None
         ph.kernel.check(ph.spec)
-        part = ph.kernel.execute(go, ph.weight, None, ph.spec, tw)
+        part = ph.kernel.execute(go, ph.weight, None, ph.spec, ph.transformed)
         if whole:
             return part
         grad[:, :, ph.a::sh, ph.b::sw] = part  # type: ignore[index]

@@ -25,7 +25,8 @@ Everything else a kernel may provide is a typed, optional field of :class:`Kerne
 * ``transform_weight(weight, spec)``: a weight-only precomputation (Winograd's
   ``U = G g G^T``).  Such a kernel's ``run`` also accepts
   ``transformed_weight=`` and then skips that work; ``Conv2d`` keeps the transform
-  between calls (:class:`convlab.functional.WeightCache`);
+  between calls (:class:`convlab.functional.WeightCache`; a grad_input kernel may
+  have one too: "Ops" below);
 * ``stages(x, weight, bias, spec, transformed_weight)``: the time split for the
   benchmark (``convlab bench --split``): a list of ``(name, call)`` where each
   ``call()`` runs the kernel *up to and including* that stage, so the harness can
@@ -66,11 +67,15 @@ padding modes and handles unbatched arrays around the kernel):
   (K, C/groups, kh, kw) array (``torch.nn.grad.conv2d_weight``).
 
 A grad kernel is called as ``kernel.grad(a, b, spec)`` after :meth:`Kernel.check`;
-``transform_weight``, ``stages`` and ``place`` are forward-only (``register`` refuses
-them elsewhere).  Its ``rtol`` holds at REFERENCE_REDUCTION products per output
-element, like a forward kernel's, and is scaled by that op's reduction length
-(:func:`reduction_length`).  The bias gradient is ``grad_output.sum((0, 2, 3))``,
-one NumPy call, not a kernel.
+``stages`` and ``place`` are forward-only (``register`` refuses them elsewhere).  A
+grad_input kernel may have a ``transform_weight(weight, spec)`` too (the forward's
+weight and spec; polyphase's flipped sub-kernels and their Winograd ``U``): its ``run``
+then also takes ``transformed_weight=`` and ``kernel.grad(go, weight, spec,
+transformed)`` passes it; ``Conv2d.backward`` keeps it in the layer's ``WeightCache``.
+A grad_weight kernel has no weight to transform (``register`` refuses it).  A grad
+kernel's ``rtol`` holds at REFERENCE_REDUCTION products per output element, like a
+forward kernel's, and is scaled by that op's reduction length (:func:`reduction_length`).
+The bias gradient is ``grad_output.sum((0, 2, 3))``, one NumPy call, not a kernel.
 """
 
 from __future__ import annotations
@@ -290,14 +295,19 @@ class Kernel:
             return self.run(x, weight, bias, spec)
         return self.run(x, weight, bias, spec, transformed_weight=transformed_weight)
 
-    def grad(self, a: np.ndarray, b: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    def grad(self, a: np.ndarray, b: np.ndarray, spec: ConvSpec,
+             transformed_weight: Any = None) -> np.ndarray:
         """Run a gradient kernel on arrays and a spec already checked:
         ``grad(grad_output, weight, spec)`` for grad_input, ``grad(x, grad_output, spec)``
-        for grad_weight (module docstring)."""
+        for grad_weight (module docstring).  ``transformed_weight``: a grad_input
+        kernel's ``transform_weight(weight, spec)`` of this very weight, kept by the
+        caller (``Conv2d``'s WeightCache); None computes it inside the call."""
         if self.op == "forward":
             raise TypeError(f"forward kernel {self.name!r} is called as "
                             "execute(x, weight, bias, spec), not as a gradient")
-        return self.run(a, b, spec)
+        if transformed_weight is None:
+            return self.run(a, b, spec)
+        return self.run(a, b, spec, transformed_weight=transformed_weight)
 
     def keeps_nonfinite(self, spec: ConvSpec) -> bool:
         """True when NaN or Inf in the input or weight give PyTorch's (the oracle's)
@@ -338,8 +348,10 @@ SKIPS_PADDING = NonFinite.SKIPS_PADDING
 
 KERNELS: dict[str, Kernel] = {}  # the forward kernels
 _GRAD_KERNELS: dict[str, dict[str, Kernel]] = {"grad_input": {}, "grad_weight": {}}
-# hooks that only make sense for the forward op (the harness and Conv2d call them)
-_FORWARD_ONLY = ("transform_weight", "stages", "place")
+# hooks that only make sense for the forward op (the harness and Conv2d call them);
+# transform_weight also exists for grad_input (a weight to transform), not grad_weight
+_FORWARD_ONLY = ("stages", "place")
+_WEIGHT_OPS = ("forward", "grad_input")
 
 
 def _check_op(op: str) -> KernelOp:
@@ -385,6 +397,10 @@ def register(name: str, *, description: str,
     if op != "forward" and forward_only:
         raise TypeError(f"register({name!r}, op={op!r}): {', '.join(forward_only)} "
                         "only exist for forward kernels")
+    if op not in _WEIGHT_OPS and fields.get("transform_weight") is not None:
+        raise TypeError(f"register({name!r}, op={op!r}): transform_weight only exists for "
+                        "forward and grad_input kernels (a grad_weight kernel is given no "
+                        "weight)")
 
     def decorate(run: KernelFn) -> KernelFn:
         global _registered
