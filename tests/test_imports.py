@@ -216,3 +216,16 @@ def test_importing_the_gate_and_time_modules_loads_no_lower_layer():
     lower = {"convlab.bench.roster", "convlab.bench.run", "convlab.bench.suites",
              "convlab.bench.network", "convlab.bench.models", "convlab.bench.table"}
     assert not lower & set(out), sorted(lower & set(out))
+
+
+def test_the_lazy_bench_package_still_has_its_names_and_submodules():
+    code = ("from convlab import bench\n"
+            "assert bench.gpu.__name__ == 'convlab.bench.gpu'\n"
+            "assert callable(bench.run_benchmark) and bench.RESNET\n"
+            "assert set(bench.__all__) <= set(dir(bench))\n"
+            "try:\n    bench.no_such_name\nexcept AttributeError:\n    pass\n"
+            "else:\n    raise SystemExit('no AttributeError')\n")
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)

@@ -131,11 +131,15 @@ _WHERE = {  # public name -> the module that defines it
 
 
 def __getattr__(name: str) -> Any:
+    from importlib import import_module
+    from importlib.util import find_spec
+
     module = _WHERE.get(name)
     if module is None:
+        # a submodule (``bench.gpu``), as an eagerly importing package would have it
+        if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+            return import_module(f".{name}", __name__)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value  # the next look-up is a plain attribute
     return value
