@@ -1,6 +1,6 @@
 """im2col's backward kernels (convlab/kernels/im2col_backward.py): the task splits of its
 GEMMs on Numba's threads (channel blocks of grad_input's fused GEMM + col2im, row blocks
-of grad_weight's, both orientations of grad_weight's product) against the float64
+of grad_weight's, with more and fewer output channels than reduction rows) against the float64
 oracle, with many blocks and a partial last one, over several chunks; and determinism.
 The Hypothesis specs and the golden fixtures reach these kernels through
 tests/test_backward_kernels.py and test_golden_backward.py; tests/test_one_pool.py checks
