@@ -254,8 +254,10 @@ def conv_transpose2d(
         grown = np.zeros(fspec.batched_output_shape, dtype=xa.dtype)
         grown[:, :, :tspec.height, :tspec.width] = x4
         x4 = grown
-    out = input_grad(plan(fspec, xa.dtype, backward_algo=algo), fspec, contiguous(x4),
-                     contiguous(wa), cache)
+    # with a cache the transform is kept between calls: the rule may pick a kernel whose
+    # transform only pays back when kept (Kernel.auto_when_per_call)
+    the_plan = plan(fspec, xa.dtype, cached=cache is not None, backward_algo=algo)
+    out = input_grad(the_plan, fspec, contiguous(x4), contiguous(wa), cache)
     if ba is not None:
         out += ba[None, :, None, None]  # the kernel's result is a new array: add in place
     return out.reshape(tspec.output_shape)

@@ -132,12 +132,12 @@ class Plan:
             kernel = registry.get(algo, op)
             kernel.check(spec)
             return Choice(kernel, kernel.description, (), source="named")
-        # backward kernels are measured and ruled with their transform on every call (as
-        # conv2d_input runs them), though Conv2d keeps polyphase's grad_input transform
-        # (WeightCache): one winner per op
-        cached = self.cached and op == "forward"
+        # backward kernels are measured with their transform on every call (as
+        # conv2d_input runs them): one measured winner per op; the rule knows that
+        # Conv2d keeps polyphase's grad_input transform (auto_when_per_call)
+        cached = self.cached and op != "grad_weight"
         if algo == "tune" and not self.empty:
-            tuned = tuning.tune(spec, self.dtype, cached=cached, op=op)
+            tuned = tuning.tune(spec, self.dtype, cached=cached and op == "forward", op=op)
             kernel = registry.kernels_for(op)[tuned.winner]
             if self.finite or kernel.keeps_nonfinite(spec):
                 return Choice(kernel, tuned.describe(), (), source="measured")

@@ -448,10 +448,12 @@ def choose(spec: ConvSpec, dtype: Any, finite: bool = True,
     """``algo="auto"``: a remembered winner when there is one (and the input is finite
     or the winner keeps the oracle's NaN/Inf pattern), else the registry's rule.
     ``cached``: the weight is transformed once and reused (``Conv2d``), see :func:`tune`;
-    ``op``: the forward's or a backward op's kernel."""
-    known = lookup(spec, dtype, cached=cached, op=op)
+    ``op``: the forward's or a backward op's kernel.  The tuner measures backward
+    kernels one way only (transform on every call, :func:`_tune_grad`): their winner is
+    remembered under ``cached=False``, and ``cached`` reaches only the rule."""
+    known = lookup(spec, dtype, cached=cached and op == "forward", op=op)
     if known is not None:
         kern = registry.kernels_for(op)[known.winner]
         if finite or kern.keeps_nonfinite(spec):
             return registry.Choice(kern, known.describe(), (), source="measured")
-    return registry.choose(spec, finite, op)
+    return registry.choose(spec, finite, op, cached)

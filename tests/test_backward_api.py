@@ -9,6 +9,7 @@ import pytest
 
 import convlab
 from convlab import kernels
+from convlab import plan as planmod
 from convlab.kernels.registry import OPS, kernels_for, register
 from convlab.padding import pad, pad_adjoint
 from convlab.reference_backward import conv2d_input_reference, fold_padding
@@ -80,9 +81,14 @@ def test_choose_per_op(monkeypatch):
 
 def test_explain_covers_backward():
     choice = convlab.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1, op="grad_weight")
-    assert choice.kernel.name == "im2col" and choice.kernel.op == "grad_weight"
+    assert choice.kernel.name == "parallel" and choice.kernel.op == "grad_weight"
+    assert "parallel's dot products were faster" in dict(choice.passed_over)["im2col"]
     choice = convlab.explain((8, 64, 56, 56), (128, 64, 1, 1), stride=2, op="grad_weight")
-    assert choice.kernel.name == "polyphase"
+    assert choice.kernel.name == "im2col"
+    choice = convlab.explain((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1,
+                             op="grad_input")
+    assert choice.kernel.name == "im2col"  # one GEMM + col2im beat the 4 sub-problems
+    assert "slower than im2col's own" in dict(choice.passed_over)["polyphase"]
     choice = convlab.explain((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3,
                              op="grad_input")
     assert choice.kernel.name == "polyphase"  # the stem: thin, strided
@@ -98,6 +104,21 @@ def test_explain_covers_backward():
     assert choice.kernel.name not in ("parallel", "polyphase")
     assert "NaN or Inf" in dict(choice.passed_over)["parallel"]
     assert "NaN or Inf" in dict(choice.passed_over)["polyphase"]
+
+
+def test_grad_input_rule_knows_the_layer_keeps_the_transform():
+    """512@7: 32 Winograd tiles per call do not pay back transforming the flipped
+    weight on every call (conv2d_input), but Conv2d.backward keeps that transform, so
+    its plan takes polyphase's Winograd (kernels/polyphase_backward.py, the rule)."""
+    x = np.zeros((8, 512, 7, 7), np.float32)
+    per_call = convlab.explain(x.shape, (512, 512, 3, 3), padding=1, op="grad_input")
+    assert per_call.kernel.name == "im2col"
+    assert "on every call is not paid back" in dict(per_call.passed_over)["polyphase"]
+    layer = convlab.Conv2d(512, 512, 3, padding=1)
+    assert layer.explain(x, op="grad_input").kernel.name == "polyphase"
+    spec = layer.plan(x).spec
+    assert planmod.plan(spec, np.float32, cached=True).grad_input.kernel.name == "polyphase"
+    assert planmod.plan(spec, np.float32).grad_input.kernel.name == "im2col"
 
 
 # ------------------------------------------------------------------ adjoint identities

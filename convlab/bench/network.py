@@ -295,7 +295,6 @@ def _check(net: Network, mods: _Modules, x: np.ndarray, seeds: dict[int, np.ndar
     import torch
     import torch.nn.functional as F
 
-    from ..functional import explain
     from ..reference import compare
 
     n = len(net.nodes)
@@ -313,7 +312,7 @@ def _check(net: Network, mods: _Modules, x: np.ndarray, seeds: dict[int, np.ndar
         inp, out = fwd[i]
         args: tuple[Any, ...] = (la.stride, la.padding, la.dilation, la.groups)
         spec = la.spec(inp.shape[0])
-        choice = explain(inp, m.weight, m.bias, *args)
+        choice = m.explain(inp)  # the layer's own plan: its weight cache changes the pick
         x64 = torch.from_numpy(inp).double().requires_grad_(train)
         w64 = torch.from_numpy(m.weight).double().requires_grad_(train)
         b64 = torch.from_numpy(m.bias).double().requires_grad_(train)
@@ -323,8 +322,8 @@ def _check(net: Network, mods: _Modules, x: np.ndarray, seeds: dict[int, np.ndar
         if train:
             g, gin = bwd[i]
             gx, gw, gb = torch.autograd.grad(y64, (x64, w64, b64), torch.from_numpy(g).double())
-            k_in = explain(inp, m.weight, m.bias, *args, op="grad_input").kernel
-            k_w = explain(inp, m.weight, m.bias, *args, op="grad_weight").kernel
+            k_in = m.explain(inp, op="grad_input").kernel
+            k_w = m.explain(inp, op="grad_weight").kernel
             entry["backward"] = f"{k_in.name}+{k_w.name}"
             checks += [("grad_input", k_in, gin, gx.numpy()),
                        ("grad_weight", k_w, m.grad["weight"], gw.numpy()),

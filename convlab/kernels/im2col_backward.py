@@ -126,19 +126,39 @@ def _spread(grad_output: np.ndarray, n0: int, nb: int, i0: int, nr: int, ws: int
     return mat
 
 
-def _auto_when_backward(spec: ConvSpec) -> str | None:
-    """Where auto prefers these kernels to ``parallel_backward``'s: the forward's rule
-    (``im2col._auto_when``: GEMMs at least 256 x 256, or plain 1x1 layers).  Measured
-    for the backward too, ``convlab bench --backward --suite all --kernels
-    im2col,parallel``, 2-core AMD EPYC, batch 8: im2col's grad_input and grad_weight
-    won on ResNet 256@14 and 512@7 and on the 512-channel 1x1 layer, parallel's on the
-    64/128-channel layers, the stem and depthwise (where col2im and the lowering cost
-    more than the GEMM saves)."""
+# algo="auto", measured quiet (one process, batch 8, float32, 2 threads, 2-core Zen 4,
+# ResNet-18's layers, each op alone; ms, im2col / parallel / polyphase):
+# * grad_input, stride-2 3x3: 10.0 / 21.7 / 14.0 at 64->128@56, 7.7 / 22.6 / 9.6 (kept
+#   transform) at 128->256@28, 7.5 / 26.3 / 10.1 at 256->512@14: one GEMM and col2im beat
+#   polyphase's four im2col sub-problems; 3x3 stride 1 goes to polyphase's Winograd
+#   (5-8 ms against im2col's 14-25), 1x1 stride 2 to polyphase's one GEMM (1.0 vs 2.5);
+# * grad_weight, 1x1 stride 2: 1.5 / 3.5 / 3.4, 1.0 / 2.3 / 1.4, 0.9 / 2.8 / 1.1; every
+#   k x k layer went to parallel's dot products: 512@7 18.1 against 14.5, 256@14 15.6 /
+#   12.5, 64@56 30.9 / 12.5, stride-2 8.5 / 7.3 (`python scripts/bwd_ops.py`).
+def _auto_when_grad_input(spec: ConvSpec) -> str | None:
+    """Where auto prefers im2col's grad_input: the forward's rule (GEMMs at least
+    256 x 256, plain 1x1 layers), and strided k x k layers with 32 or more channels
+    each way (polyphase takes the thin ones and 1x1 layers)."""
+    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    if spec.stride != (1, 1) and spec.groups == 1 and min(cg, kg) >= AUTO_MIN_STRIDED_CHANNELS:
+        return None
     return _auto_when(spec)
 
 
+def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
+    """Where auto prefers im2col's grad_weight: 1x1 layers without groups (one GEMM,
+    nothing lowered at stride 1); parallel's dot products won every k x k layer."""
+    if spec.kernel_size == (1, 1) and spec.groups == 1:
+        return None
+    return ("parallel's dot products were faster on every k x k layer measured (this "
+            "one's GEMM runs at OpenBLAS's speed on a lowered copy)")
+
+
+AUTO_MIN_STRIDED_CHANNELS = 32
+
+
 @register("im2col", op="grad_weight", rtol=1e-5, auto_rank=20, workspace=workspace_bytes,
-          auto_when=lambda spec: _auto_when_backward(spec),
+          auto_when=lambda spec: _auto_when_grad_weight(spec),
           description="grad_output @ lowered input^T per group and chunk: single-threaded "
                       "BLAS GEMMs on Numba's threads, rows split")  # fmt: skip
 def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -210,7 +230,7 @@ def _gemm_nt_add(a3, b3, part, acc, rows):  # pragma: no cover - compiled
 
 
 @register("im2col", op="grad_input", rtol=1e-5, auto_rank=20, workspace=workspace_bytes,
-          auto_when=lambda spec: _auto_when_backward(spec),
+          auto_when=lambda spec: _auto_when_grad_input(spec),
           description="W^T @ grad_output per group, then col2im: one Numba task per block "
                       "of channels runs its rows' single-threaded BLAS GEMM and adds them "
                       "back onto its channels (race-free)")  # fmt: skip

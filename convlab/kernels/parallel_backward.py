@@ -30,10 +30,16 @@ input is split into stride phases channel-major, ``xt[c, phase, n, y, x]``, and
 grad_output is spread over the same (n, Hs, Ws) planes with zeros outside its
 Ho x Wo corner, so for tap (p, q) ``gw[k, c, p, q] = sum_m gt[k, m] *
 xt[c, m + off[p, q]]`` over all images at once (a read that runs past an image's
-windows meets a zero of gt).  One task = (group, block of ``KB`` = 4 output
-channels, one input channel c): it computes the 4 x kh*kw results of that block,
-``RU`` = 3 taps per pass (12 dot products: 4 + 3 vector loads for 12 FMAs), in
-chunks of ``CHUNK`` positions that stay in L1 across the passes.  Each dot product
+windows meets a zero of gt).  Small planes waste much of that on junk positions (a
+7x7 output on 9x9 planes: 81 products for 49), so there the input is copied once per
+tap instead, on grad_output's own positions (:func:`lowered_taps`, im2col's columns
+channel-major; :func:`lowers` decides): ``off`` then steps from one tap's copy to the
+next, and the same dot-product loop runs with no junk.  One task = (group, block of
+``KB`` = 4 output channels, one input channel c): it computes the 4 x kh*kw results
+of that block, ``RU`` = 3 taps per pass (12 dot products: 4 + 3 vector loads for 12
+FMAs), in chunks of ``CHUNK`` positions that stay in L1 across the passes.  Tasks go
+block of input channels by block (``L2_BLOCK_BYTES``), so the input rows a thread reads
+stay in its L2 while every output-channel block passes over them.  Each dot product
 is one task's: deterministic.  Its 12 running sums are vector registers: this
 function alone allows ``fastmath`` "reassoc", the sum of a long dot product in
 vector lanes (8 or 16 partial sums added at the end), a different order from
@@ -45,7 +51,8 @@ zeros are multiplied too; splitting the input gradient into its s_h*s_w phases,
 each a correlation with a sub-kernel, would avoid that), plus one copy of the
 dilated grad_output.  grad_weight does the useful N*K*(C/g)*kh*kw*Ho*Wo multiply-adds plus
 the junk positions (``Ws - Wo`` columns per row, ``Hs - Ho`` rows per image, all
-zeros), and copies the input (phase split) and grad_output (spread) once.
+zeros), and copies the input (phase split) and grad_output (spread) once; or, lowered,
+only the useful ones, after kh*kw copies of the input.
 
 Limits: none; every stride, padding, dilation, group count, both dtypes.  NaN/Inf:
 the inserted zeros and the junk positions multiply real values, so an Inf in the
@@ -158,6 +165,70 @@ def plane_tap_offsets(spec: ConvSpec, planes: int, hs: int, ws: int) -> np.ndarr
     return off.reshape(-1).astype(np.int64)
 
 
+def lowers(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether grad_weight reads the input through :func:`lowered_taps` (one copy per
+    tap, no junk position) rather than :func:`channel_major_planes` (one copy, but the
+    dot products also run over the ``Hs*Ws - Ho*Wo`` junk positions of every plane).
+    Small planes waste the most: 7x7 outputs padded to 9x9 planes multiply 81 positions
+    for 49 results (1.65x the work), 14x14 on 16x16 1.31x, 56x56 on 58x58 1.07x.  The
+    copies cost kh*kw times the input's bytes, so the lowered form is taken where the
+    waste passes LOWER_MIN_WASTE and the copies fit LOWER_MAX_BYTES."""
+    (sh, sw), (t, b, l, r) = spec.stride, spec.padding
+    hs = -(-(spec.height + t + b) // sh)
+    ws = -(-(spec.width + l + r) // sw)
+    useful = spec.out_height * spec.out_width
+    taps = spec.kernel_size[0] * spec.kernel_size[1]
+    size = spec.in_channels * taps * spec.batch * useful * itemsize
+    return useful > 0 and hs * ws > LOWER_MIN_WASTE * useful and size <= LOWER_MAX_BYTES
+
+
+# measured quiet (ResNet-18's layers, batch 8, float32, 2 threads, one process; ms,
+# planes -> lowered): 512@7 (waste 1.65) 20.5 -> 14.5, 256@14 (1.31) 13.6 -> 12.5,
+# 256->512@14 s2 (1.31) 8.7 -> 7.3; 128@28 (1.15) 12.9 -> 13.9, 128->256@28 s2 (1.15)
+# 7.8 -> 7.3, 64@56 (1.07) 12.5 -> 18.9: the copies cost more than the junk where
+# the planes are big (blocking by input channels took 512@7's planes from 17.3 to 20.5
+# and 64->128@56 s2's from 11.4 to 7.3)
+LOWER_MIN_WASTE = 1.2
+L2_BLOCK_BYTES = 512 << 10  # input rows one block of input channels holds: half a 1 MiB L2
+LOWER_MAX_BYTES = 32 << 20
+
+
+@njit(parallel=True, cache=True)
+def _lower_taps(x, top, left, sh, sw, dh, dw, kh, kw, ho, wo, out):  # pragma: no cover
+    """out[c, p*kw + q, (n*ho + i)*wo + j] = xpad[n, c, i*sh + p*dh, j*sw + q*dw]."""
+    n_img, c_in, h, w = x.shape
+    for t in prange(c_in * kh * kw):
+        c = t // (kh * kw)
+        p = (t // kw) % kh
+        q = t % kw
+        dst = out[c, p * kw + q]
+        for n in range(n_img):
+            for i in range(ho):
+                y = i * sh + p * dh - top
+                base = (n * ho + i) * wo
+                if y < 0 or y >= h:
+                    for j in range(wo):
+                        dst[base + j] = 0
+                    continue
+                row = x[n, c, y]
+                for j in range(wo):
+                    xx = j * sw + q * dw - left
+                    dst[base + j] = row[xx] if 0 <= xx < w else 0
+
+
+def lowered_taps(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The zero-padded input as every tap reads it, channel-major, on grad_output's
+    positions: ``xl[c, p*kw + q, (n*Ho + i)*Wo + j] = xpad[n, c, i*s_h + p*d_h,
+    j*s_w + q*d_w]`` (im2col's column matrix with the channel axis first)."""
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    ho, wo = spec.out_height, spec.out_width
+    length = spec.batch * ho * wo
+    out = np.zeros((spec.in_channels, kh * kw, -(-length // 16) * 16), dtype=x.dtype)
+    with parallel_region():
+        _lower_taps(x, spec.padding[0], spec.padding[2], sh, sw, dh, dw, kh, kw, ho, wo, out)
+    return out
+
+
 @register("parallel", op="grad_weight", rtol=1e-5, auto_rank=30,
           nonfinite=NonFinite.JUNK_POSITIONS,
           description="dot products of grad_output with the shifted input planes, "
@@ -166,32 +237,49 @@ def grad_weight_parallel(x: np.ndarray, grad_output: np.ndarray,
                          spec: ConvSpec) -> np.ndarray:
     if spec.batch == 0 or spec.in_channels == 0:  # no product was made: torch's zeros
         return np.zeros(spec.weight_shape, dtype=x.dtype)
-    xt = channel_major_planes(x, spec)
-    c_in, _, n, hs, ws = xt.shape
     k_out, ho, wo = spec.out_channels, spec.out_height, spec.out_width
-    gt = np.zeros((k_out, n, hs, ws), dtype=x.dtype)  # grad_output on the input's planes
-    gt[:, :, :ho, :wo] = grad_output.transpose(1, 0, 2, 3)
-    off = plane_tap_offsets(spec, n * hs * ws, hs, ws)
-    length = (n - 1) * hs * ws + (ho - 1) * ws + wo  # past the last output: only zeros
+    if lowers(spec, x.dtype.itemsize):
+        # one row per (channel, tap) and grad_output's own positions: no junk at all
+        xt = lowered_taps(x, spec)
+        c_in, n_taps, length = xt.shape
+        gt = np.zeros((k_out, length), dtype=x.dtype)
+        gt[:, :spec.batch * ho * wo] = grad_output.transpose(1, 0, 2, 3).reshape(k_out, -1)
+        off = np.arange(n_taps, dtype=np.int64) * length
+    else:
+        planes = channel_major_planes(x, spec)
+        c_in, _, n, hs, ws = planes.shape
+        xt = planes
+        gt = np.zeros((k_out, n, hs, ws), dtype=x.dtype)  # grad_output on the input's planes
+        gt[:, :, :ho, :wo] = grad_output.transpose(1, 0, 2, 3)
+        off = plane_tap_offsets(spec, n * hs * ws, hs, ws)
+        length = (n - 1) * hs * ws + (ho - 1) * ws + wo  # past the last output: only zeros
     cg = spec.in_channels // spec.groups
     gw = np.empty((k_out, cg, off.shape[0]), dtype=x.dtype)
     with parallel_region():  # see convlab/threads.py: concurrent calls from threads
-        _dot_products(xt.reshape(c_in, -1), gt.reshape(k_out, -1), off, gw, length)
+        xf = xt.reshape(c_in, -1)
+        cbs = max(1, min(cg, L2_BLOCK_BYTES // (xf.shape[1] * xf.itemsize)))
+        _dot_products(xf, gt.reshape(k_out, -1), off, gw, length, cbs)
     return gw.reshape(spec.weight_shape)
 
 
 @njit(parallel=True, fastmath={"contract", "reassoc"}, cache=True)
-def _dot_products(xt, gt, off, gw, length):
+def _dot_products(xt, gt, off, gw, length, cbs):
     """gw[k, c, r] = sum_{m < length} gt[k, m] * xt[g*cg + c, off[r] + m] for the k of
-    group g; one task per (group, block of KB output channels, input channel)."""
+    group g; one task per (group, block of KB output channels, input channel), ordered
+    by blocks of ``cbs`` input channels: every output-channel block visits one block of
+    input channels before the next, so the input rows stay in L2 (an order over all
+    input channels would read the whole input from memory once per KB output channels)."""
     k_out, cg, n_taps = gw.shape
     groups = xt.shape[0] // cg
     kg = k_out // groups
     nkb = -(-kg // KB)
-    for t in prange(groups * nkb * cg):
-        c = t % cg  # fastest: neighbouring tasks share grad_output's rows
-        kb = (t // cg) % nkb
-        g = t // (cg * nkb)
+    ncb = -(-cg // cbs)
+    for t in prange(groups * ncb * nkb * cbs):
+        c = (t // (nkb * cbs)) % ncb * cbs + t % cbs  # fastest: tasks share grad_output
+        kb = (t // cbs) % nkb
+        g = t // (cbs * nkb * ncb)
+        if c >= cg:  # past the last, shorter block of input channels
+            continue
         k0 = g * kg + kb * KB
         nk = min(KB, kg - kb * KB)
         xc = xt[g * cg + c]

@@ -99,7 +99,6 @@ import numpy as np
 
 from ..shapes import ConvSpec
 from ..threads import single_threaded_blas
-from .im2col import _auto_when as im2col_auto_when
 from .parallel_backward import channel_major_planes, plane_tap_offsets
 from .registry import Kernel, NonFinite, choose, get, register
 
@@ -236,27 +235,24 @@ def transform_weight_grad_input(weight: np.ndarray, spec: ConvSpec) -> list[Phas
     return phases(weight, spec, transform=True)
 
 
-# algo="auto" (provisional: ResNet-18's layers, batch 8, float32, in one process,
-# interleaved, against im2col, parallel and torch.nn.grad, on a 2-core Zen 4 that other jobs
-# kept 3-4x oversubscribed, so as CPU time (time.process_time) of single-threaded runs,
-# NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1, torch on 1 thread; `convlab bench --backward
-# --suite resnet --kernels polyphase,im2col,parallel,torch` measures it again, 2 threads):
-# * grad_input won where its one phase is Winograd F(4,3) with many tiles, 3x3 stride 1:
-#   64@56 12 ms (parallel 29, torch 20), 128@28 17 (parallel 28, torch 19), 256@14 20
-#   (im2col 30, torch 18); at 512@7 (32 tiles per call) transforming the flipped weight,
-#   512 x 512 x 36 values, on every call is not paid back: 42 ms, im2col 37 (kept: 29);
-# * 1x1 stride 2, one GEMM per image and a scatter: 3.1 / 2.3 / 1.9 ms at 64->128@56,
-#   128->256@28, 256->512@14 against 10.7 / 7.0 (parallel) and 2.0 (im2col);
-# * strided layers that im2col's rule leaves to parallel (thin sub-problems stay on
-#   parallel, without parallel_backward's inserted zeros): the 7x7 stem 48 ms against
-#   parallel's 133 (torch 100);
-# * stride-2 3x3 layers with wide channels run 4 im2col sub-problems: 17-25 ms against
-#   im2col's own 14-16 (one GEMM + col2im), so where im2col's rule takes them they stay
-#   there; where it does not (64->128@56) auto's next pick was parallel: 48 ms against 25.
-# * grad_weight (auto_rank 25: after im2col's rule, before parallel): level with or behind
-#   parallel/im2col on 3x3 layers (OpenBLAS's sgemm runs at ~55 GFLOP/s there), ahead on
-#   1x1 stride-2 layers: 5.5 / 3.0 ms against parallel's 7.6 / 5.7 (im2col's rule keeps
-#   the 512-channel one, 1.5 ms against 1.8).
+# algo="auto", measured quiet: ResNet-18's layers, batch 8, float32, 2 threads, one
+# process, each kernel alone (`python scripts/bwd_ops.py`; ms; torch's whole backward in
+# brackets):
+# * grad_input, 3x3 stride 1, one Winograd F(4,3) phase: 64@56 5.6 (parallel 11.2,
+#   im2col 24.9) [19.1], 128@28 5.6 [17.1], 256@14 9.5, transform kept 5.9 (im2col 13.7)
+#   [17.1]; at 512@7 (32 tiles per call) transforming the flipped weight, 512 x 512 x 36
+#   values, on every call is not paid back: 23.0 against im2col's 17.8, but kept (as
+#   Conv2d.backward keeps it) 7.5 [19.6]: the tile rule holds for per-call use only
+#   (``auto_when_per_call``);
+# * 1x1 stride 2, one GEMM per image and a scatter: 1.0 / 0.9 / 1.0 ms at 64->128@56,
+#   128->256@28, 256->512@14 against im2col's 2.5 / 1.5 / 1.3;
+# * the thin 7x7 stem: 31.1 against im2col's 61.8 and parallel's 68.8 [59.6];
+# * stride-2 3x3 layers with 64 channels or more: im2col's one GEMM and col2im beat the
+#   four sub-problems, 10.0 / 7.7 / 7.5 against 14.0 / 9.6 / 10.1 (kept), so auto
+#   leaves them to im2col;
+# * grad_weight (auto_rank 25, after im2col's and before parallel's): behind parallel on
+#   every k x k layer and behind im2col on 1x1 ones (3.4 / 1.4 / 1.1 against 1.5 / 1.0 /
+#   0.9), so auto picks it only where im2col's rule declines a 1x1 layer (groups).
 AUTO_MIN_CHANNELS = 32
 AUTO_MIN_TILES = 64  # output tiles of 4x4 per call for grad_input's Winograd route
 
@@ -265,10 +261,10 @@ def _auto_when_grad_input(spec: ConvSpec) -> str | None:
     """Where auto prefers polyphase's grad_input (see the measurements above)."""
     cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
     if spec.stride != (1, 1) and spec.groups == 1:
-        if im2col_auto_when(spec) is None:
-            return ("its sub-problems run on im2col, slower than im2col's own grad_input, "
-                    "which auto picks here")
-        return None  # else auto would fall to parallel, which multiplies dilated zeros
+        if spec.kernel_size != (1, 1) and min(cg, kg) >= AUTO_MIN_CHANNELS:
+            return ("its sub-problems run on im2col, slower than im2col's own grad_input "
+                    "(one GEMM and col2im), which auto picks here")
+        return None  # a thin stem, a 1x1 layer: else parallel, which multiplies dilated zeros
     if min(cg, kg) < AUTO_MIN_CHANNELS:
         return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
                 "its sub-problem would run on parallel's forward, as parallel's grad_input")
@@ -277,16 +273,25 @@ def _auto_when_grad_input(spec: ConvSpec) -> str | None:
     if spec.kernel_size != (3, 3) or spec.stride != (1, 1) or spec.dilation != (1, 1):
         return ("its sub-problems run on im2col, as fast as im2col's own grad_input (only "
                 "3x3 stride-1 layers go to Winograd, and 1x1 layers to one GEMM)")
+    return None
+
+
+def _auto_when_grad_input_per_call(spec: ConvSpec) -> str | None:
+    """Where the flipped weight's Winograd transform, made on every call (conv2d_input;
+    ``Conv2d.backward`` keeps it), is paid back: enough tiles share it."""
+    if spec.kernel_size != (3, 3) or spec.stride != (1, 1) or spec.dilation != (1, 1):
+        return None
     tiles = spec.batch * -(-spec.height // 4) * -(-spec.width // 4)
     if tiles < AUTO_MIN_TILES:
         return (f"only {tiles} Winograd tiles (< {AUTO_MIN_TILES}): transforming the "
-                "flipped weight on every call is not paid back")
+                "flipped weight on every call is not paid back (Conv2d keeps it)")
     return None
 
 
 @register("polyphase", op="grad_input", rtol=5e-5, auto_rank=10,
           transform_weight=transform_weight_grad_input,
           nonfinite=NonFinite.SUB_CONVOLUTIONS, auto_when=lambda spec: _auto_when_grad_input(spec),
+          auto_when_per_call=lambda spec: _auto_when_grad_input_per_call(spec),
           description="s_h*s_w stride-1 forward convolutions of grad_output with the "
                       "flipped sub-kernels, on the forward's fast kernels "
                       "(Winograd for 3x3, BLAS GEMMs)")  # fmt: skip

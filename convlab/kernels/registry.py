@@ -40,6 +40,8 @@ Everything else a kernel may provide is a typed, optional field of :class:`Kerne
   oracle's NaN/Inf pattern, else the member whose sentence says how they differ
   (``algo="auto"`` then avoids the kernel for non-finite input: :func:`choose`);
 * ``auto_rank`` / ``auto_when(spec)``: whether and where ``algo="auto"`` picks it;
+  ``auto_when_per_call(spec)``: its further condition where the caller transforms the
+  weight on every call (no layer keeps the transform: :func:`choose`, ``cached``);
 * ``macs_per_s``: a rough speed for slow kernels, so the benchmark can skip layers
   that would take minutes;
 * ``multiplies(spec)``: the real multiplies it does, where that is not the direct
@@ -266,6 +268,9 @@ class Kernel:
     workspace: Callable[[ConvSpec, int], int] = _no_workspace
     auto_rank: int | None = None  # lower = preferred by algo="auto"; None = never picked
     auto_when: SpecCheck = _always
+    # the rule's further condition where the weight's transform is made on every call
+    # (conv2d, conv2d_input), not kept by a layer's WeightCache (Conv2d): is it paid back
+    auto_when_per_call: SpecCheck = _always
     transform_weight: TransformFn | None = None
     stages: StagesFn | None = None
     place: Callable[..., Placed] | None = None
@@ -466,17 +471,21 @@ class Choice:
         return "\n".join(lines)
 
 
-def choose(spec: ConvSpec, finite: bool = True, op: str = "forward") -> Choice:
+def choose(spec: ConvSpec, finite: bool = True, op: str = "forward",
+           cached: bool = False) -> Choice:
     """The ``algo="auto"`` rule: the best-ranked available ``op`` kernel that supports
     ``spec`` and says it is a good fit for it (``auto_when``).  Ranks come from
     measurements recorded where each kernel is registered.  ``finite=False`` (the input
     holds NaN or Inf) passes over kernels whose non-finite pattern differs from the
-    oracle's."""
+    oracle's.  ``cached``: the caller keeps the weight's transform between calls
+    (``Conv2d``'s WeightCache), so a kernel's ``auto_when_per_call`` does not apply."""
     passed: list[tuple[str, str]] = []
     ranked = sorted((k for k in kernels_for(op).values() if k.auto_rank is not None),
                     key=lambda k: k.auto_rank)  # type: ignore[arg-type,return-value]
     for kern in ranked:
         why = kern.available() or kern.supports(spec) or kern.auto_when(spec)
+        if why is None and not cached:
+            why = kern.auto_when_per_call(spec)
         if why is None and not finite and not kern.keeps_nonfinite(spec):
             why = f"the input holds NaN or Inf, and {kern.nonfinite}"
         if why is None:
