@@ -16,10 +16,10 @@ kernels see), dtype, choice of algorithms and weight-cache mode:
 
 This is NNPACK's single decision point and einops' cached recipe: the decision (ask the
 tuner's memory, walk the registry's ranked rule) costs tens of microseconds, so it is
-made once per (spec, dtype, algorithms, finite, weight cache) and remembered for the
-process.  A remembered plan is dropped when anything it depended on changes: the
-registry (a kernel registered or removed), the tuning memory (this process tuned or
-cleared it, or the file changed on disk, looked at every
+made once per (spec, dtype, algorithms, finite, weight cache, workspace cap) and
+remembered for the process.  A remembered plan is dropped when anything it depended on
+changes: the registry (a kernel registered or removed), the tuning memory (this
+process tuned or cleared it, or the file changed on disk, looked at every
 :data:`convlab.tuning.REFRESH_S` seconds) or Numba's thread count.
 
 ``explain(...)`` returns ``plan(...).choice_for(op, arrays)``, the very object whose
@@ -41,6 +41,7 @@ import numpy as np
 
 from . import tuning
 from .kernels import registry
+from .kernels.im2col import get_workspace_cap
 from .kernels.registry import OPS, Choice, Kernel
 from .shapes import ConvSpec
 from .validate import all_finite
@@ -210,7 +211,10 @@ def plan(spec: ConvSpec, dtype: Any = _FLOAT32, algo: str = "auto", finite: bool
     if stamp != _PLANS_STAMP or len(_PLANS) >= _PLANS_MAX:
         _PLANS.clear()
         _PLANS_STAMP = stamp
-    key = (spec, dtype, algo, backward_algo, finite, cached)
+    # The workspace cap in force (a thread's or task's own, kernels.im2col.workspace_cap)
+    # is part of the key, not the stamp: im2col's grad_weight rule asks whether the
+    # whole batch's columns fit it, and two threads under different caps each keep theirs.
+    key = (spec, dtype, algo, backward_algo, finite, cached, get_workspace_cap())
     found = _PLANS.get(key)
     if found is None:
         found = _PLANS[key] = Plan(spec, dtype, algo, finite, cached, backward_algo)

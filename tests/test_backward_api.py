@@ -10,6 +10,7 @@ import pytest
 import convlab
 from convlab import kernels
 from convlab import plan as planmod
+from convlab.kernels.im2col import workspace_cap
 from convlab.kernels.registry import OPS, kernels_for, register
 from convlab.padding import pad, pad_adjoint
 from convlab.reference_backward import conv2d_input_reference, fold_padding
@@ -81,8 +82,15 @@ def test_choose_per_op(monkeypatch):
 
 def test_explain_covers_backward():
     choice = convlab.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1, op="grad_weight")
+    assert choice.kernel.name == "im2col" and choice.kernel.op == "grad_weight"
+    choice = convlab.explain((8, 128, 28, 28), (128, 128, 3, 3), padding=1, op="grad_weight")
     assert choice.kernel.name == "parallel" and choice.kernel.op == "grad_weight"
-    assert "parallel's dot products were faster" in dict(choice.passed_over)["im2col"]
+    assert "its GEMM would be 128 x 1152" in dict(choice.passed_over)["im2col"]
+    with workspace_cap(1 << 20):  # 256@14's columns no longer fit: the chunked GEMMs lose
+        choice = convlab.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1,
+                                 op="grad_weight")
+    assert choice.kernel.name == "parallel"
+    assert "would not fit the workspace cap" in dict(choice.passed_over)["im2col"]
     choice = convlab.explain((8, 64, 56, 56), (128, 64, 1, 1), stride=2, op="grad_weight")
     assert choice.kernel.name == "im2col"
     choice = convlab.explain((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1,

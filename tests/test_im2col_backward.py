@@ -58,6 +58,30 @@ def test_many_blocks_and_chunks_equal_the_oracle(monkeypatch, input_shape, weigh
     _check(input_shape, weight_shape, dtype=np.float64, **args)
 
 
+@pytest.mark.parametrize("input_shape, weight_shape, args", [
+    ((3, 10, 13, 11), (8, 5, 3, 3), dict(padding=1, groups=2, stride=(2, 1))),
+    ((2, 6, 9, 14), (4, 6, 2, 3), dict(padding=(2, 0), dilation=(2, 1), stride=(1, 3))),
+])
+def test_grad_weight_whole_batch_and_chunked_forms(monkeypatch, input_shape, weight_shape,
+                                                    args):
+    """Both forms of grad_weight, each seen to run: the whole batch's junk-free columns
+    in one GEMM per group (under the default cap), and the chunked GEMMs with junk
+    columns (a cap the whole batch's columns do not fit)."""
+    spec = convlab.ConvSpec.from_shapes(input_shape, weight_shape, **args)
+    calls = []
+    whole = ib._grad_weight_whole
+    monkeypatch.setattr(ib, "_grad_weight_whole",
+                        lambda *a: calls.append(1) or whole(*a))
+    monkeypatch.setattr(ib, "_row_block", lambda rows, groups, threads: 3)  # 3 + 1 rows
+    assert ib.whole_lowering_fits(spec, 4)
+    _check(input_shape, weight_shape, **args)
+    assert calls == [1]
+    with workspace_cap(4096):
+        assert not ib.whole_lowering_fits(spec, 4)
+        _check(input_shape, weight_shape, **args)
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("cg, groups, taps, width, threads", [
     (512, 1, 9, 504, 2), (64, 1, 9, 26_000, 2), (5, 1, 9, 100, 4), (1, 32, 9, 50, 2),
     (3, 2, 49, 2000, 8), (100, 1, 1, 64, 3)])

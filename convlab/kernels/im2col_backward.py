@@ -8,13 +8,17 @@ both matrix products again::
     grad_W    = grad_out @ cols.T          (K/g x positions) @ (positions x (C/g)*kh*kw)
     grad_cols = W.T @ grad_out             ((C/g)*kh*kw x K/g) @ (K/g x positions)
 
-* **grad_weight** is the first: lower the input exactly as the forward does (the
-  forward's own ``_lower``, flat rows with junk columns, zeroed here), lay
-  grad_output out as the matching (K, positions) matrix, one GEMM per group, summed
-  over chunks of images.  The reduction runs over N*Hout*Wout, the long side: BLAS
-  is at its best.  Threads: the result's rows (output channels) are cut into
-  blocks, one Numba task per (group, block) calls a
-  single-threaded BLAS and adds its product into its own rows of the running sum:
+* **grad_weight** is the first.  Where the whole batch's columns fit the workspace
+  cap, the input is lowered once on grad_output's own positions (no junk column:
+  ``parallel_backward.lowered_taps``, channel-major, so a group's rows are one
+  block), grad_output is laid out as the (K, N*Hout*Wout) matrix, and one GEMM per
+  group is the answer.  Otherwise the input is lowered exactly as the forward does
+  (the forward's own ``_lower``, flat rows with junk columns, zeroed here), chunk by
+  chunk of images, and the chunks' GEMMs are summed.  The reduction runs over
+  N*Hout*Wout, the long side: BLAS is at its best.  Threads: the result's rows
+  (output channels) are cut into blocks, one Numba task per (group, block) calls a
+  single-threaded BLAS and writes (whole batch) or adds (chunks) its product into
+  its own rows of the result:
   every element summed by one task, chunk after chunk in a fixed order
   (deterministic, race-free, one weight-sized product buffer whatever the thread
   count).
@@ -75,6 +79,7 @@ from ..shapes import ConvSpec
 from ..threads import parallel_region, single_threaded_blas
 from .im2col import _auto_when, _lower, get_workspace_cap
 from .parallel import phase_planes, tap_offsets
+from .parallel_backward import lowered_taps
 from .registry import register
 
 
@@ -132,9 +137,12 @@ def _spread(grad_output: np.ndarray, n0: int, nb: int, i0: int, nr: int, ws: int
 #   transform) at 128->256@28, 7.5 / 26.3 / 10.1 at 256->512@14: one GEMM and col2im beat
 #   polyphase's four im2col sub-problems; 3x3 stride 1 goes to polyphase's Winograd
 #   (5-8 ms against im2col's 14-25), 1x1 stride 2 to polyphase's one GEMM (1.0 vs 2.5);
-# * grad_weight, 1x1 stride 2: 1.5 / 3.5 / 3.4, 1.0 / 2.3 / 1.4, 0.9 / 2.8 / 1.1; every
-#   k x k layer went to parallel's dot products: 512@7 18.1 against 14.5, 256@14 15.6 /
-#   12.5, 64@56 30.9 / 12.5, stride-2 8.5 / 7.3 (`python scripts/bwd_ops.py`).
+# * grad_weight, 1x1 stride 2: 1.5 / 3.5 / 3.4, 1.0 / 2.3 / 1.4, 0.9 / 2.8 / 1.1; k x k
+#   layers, im2col lowering the whole batch without junk columns (_grad_weight_whole)
+#   against parallel's dot products: 512@7 11.4 / 13.6, 256->512@14 s2 5.7 / 7.2,
+#   128->256@28 s2 6.7 / 7.6, 256@14 12.2 / 12.2, but 128@28 14.7 / 13.3, 64@56 19.7 /
+#   12.2, 64->128@56 s2 8.9 / 7.6, the stem 39.8 / 20.7: the forward's rule (256 output
+#   channels and more) holds here too (`python scripts/bwd_ops.py`).
 def _auto_when_grad_input(spec: ConvSpec) -> str | None:
     """Where auto prefers im2col's grad_input: the forward's rule (GEMMs at least
     256 x 256, plain 1x1 layers), and strided k x k layers with 32 or more channels
@@ -147,11 +155,15 @@ def _auto_when_grad_input(spec: ConvSpec) -> str | None:
 
 def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
     """Where auto prefers im2col's grad_weight: 1x1 layers without groups (one GEMM,
-    nothing lowered at stride 1); parallel's dot products won every k x k layer."""
+    nothing lowered at stride 1), and the forward's rule (GEMMs at least 256 x 256)
+    where the whole batch's columns fit the workspace (one GEMM, no junk column)."""
     if spec.kernel_size == (1, 1) and spec.groups == 1:
         return None
-    return ("parallel's dot products were faster on every k x k layer measured (this "
-            "one's GEMM runs at OpenBLAS's speed on a lowered copy)")
+    why = _auto_when(spec)
+    if why is None and not whole_lowering_fits(spec, 4):
+        why = ("the whole batch's columns would not fit the workspace cap: the chunked "
+               "GEMMs with junk columns were slower than parallel's dot products")
+    return why
 
 
 AUTO_MIN_STRIDED_CHANNELS = 32
@@ -167,6 +179,8 @@ def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
     g = spec.groups
     k_out, wo = spec.out_channels, spec.out_width
     kg, rg = k_out // g, spec.reduction_length
+    if whole_lowering_fits(spec, x.dtype.itemsize):
+        return _grad_weight_whole(x, grad_output, spec)
     xs = phase_planes(x, spec)
     ws = xs.shape[5]
     off = tap_offsets(spec, xs.shape[4], ws)
@@ -200,6 +214,48 @@ def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
             with parallel_region():  # see convlab/threads.py
                 _gemm_nt_add(a, b, part, grad_w, rows)
     return grad_w.reshape(spec.weight_shape)
+
+
+def whole_lowering_fits(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether grad_weight lowers the whole batch at once, on grad_output's own
+    positions (no junk column), under the workspace cap."""
+    kh, kw = spec.kernel_size
+    columns = spec.batch * spec.out_height * spec.out_width
+    return (spec.in_channels * kh * kw + spec.out_channels) * columns * itemsize \
+        <= get_workspace_cap()
+
+
+def _grad_weight_whole(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """grad_W = grad_out @ cols.T in one GEMM per group: ``cols`` the whole batch's
+    columns without junk (``parallel_backward.lowered_taps``: channel-major, so group
+    g's rows are one block), grad_output as the (K, N*Ho*Wo) matrix.  Measured quiet at
+    512@7 (batch 8): 10.7 ms for the GEMM against 18 for the chunked, junk-column form."""
+    g, k_out = spec.groups, spec.out_channels
+    kg, rg = k_out // g, spec.reduction_length
+    cols = lowered_taps(x, spec)  # (C, kh*kw, columns rounded up to whole vectors)
+    width = cols.shape[2]
+    gm = np.zeros((k_out, width), dtype=x.dtype)
+    gm[:, :spec.batch * spec.out_height * spec.out_width] = \
+        grad_output.transpose(1, 0, 2, 3).reshape(k_out, -1)
+    grad_w = np.empty((g, kg, rg), dtype=x.dtype)
+    rows = _row_block(kg, g, numba.get_num_threads())
+    with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas(), \
+            parallel_region():
+        _gemm_nt(gm.reshape(g, kg, width), cols.reshape(g, rg, width), grad_w, rows)
+    return grad_w.reshape(spec.weight_shape)
+
+
+@njit(parallel=True, cache=True)
+def _gemm_nt(a3, b3, out, rows):  # pragma: no cover - compiled
+    """out[grp] = a3[grp] @ b3[grp].T: one single-threaded BLAS GEMM per (group, block
+    of ``rows`` rows), each into its own rows."""
+    groups, m = a3.shape[0], a3.shape[1]
+    blocks = (m + rows - 1) // rows
+    for t in prange(groups * blocks):
+        grp = t // blocks
+        lo = (t % blocks) * rows
+        hi = min(m, lo + rows)
+        np.dot(a3[grp, lo:hi], b3[grp].T, out[grp, lo:hi])
 
 
 def _row_block(rows: int, groups: int, threads: int) -> int:

@@ -250,8 +250,8 @@ def transform_weight_grad_input(weight: np.ndarray, spec: ConvSpec) -> list[Phas
 # * stride-2 3x3 layers with 64 channels or more: im2col's one GEMM and col2im beat the
 #   four sub-problems, 10.0 / 7.7 / 7.5 against 14.0 / 9.6 / 10.1 (kept), so auto
 #   leaves them to im2col;
-# * grad_weight (auto_rank 25, after im2col's and before parallel's): behind parallel on
-#   every k x k layer and behind im2col on 1x1 ones (3.4 / 1.4 / 1.1 against 1.5 / 1.0 /
+# * grad_weight (auto_rank 25, after im2col's and before parallel's): behind parallel or
+#   im2col on every k x k layer and behind im2col on 1x1 ones (3.4 / 1.4 / 1.1 against 1.5 / 1.0 /
 #   0.9), so auto picks it only where im2col's rule declines a 1x1 layer (groups).
 AUTO_MIN_CHANNELS = 32
 AUTO_MIN_TILES = 64  # output tiles of 4x4 per call for grad_input's Winograd route
