@@ -82,15 +82,17 @@ def test_choose_per_op(monkeypatch):
 
 def test_explain_covers_backward():
     choice = convlab.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1, op="grad_weight")
-    assert choice.kernel.name == "im2col" and choice.kernel.op == "grad_weight"
-    choice = convlab.explain((8, 128, 28, 28), (128, 128, 3, 3), padding=1, op="grad_weight")
-    assert choice.kernel.name == "parallel" and choice.kernel.op == "grad_weight"
-    assert "its GEMM would be 128 x 1152" in dict(choice.passed_over)["im2col"]
-    with workspace_cap(1 << 20):  # 256@14's columns no longer fit: the chunked GEMMs lose
-        choice = convlab.explain((8, 256, 14, 14), (256, 256, 3, 3), padding=1,
-                                 op="grad_weight")
+    assert choice.kernel.name == "polyphase" and choice.kernel.op == "grad_weight"  # Winograd
+    s2 = dict(stride=2, padding=1, op="grad_weight")
+    choice = convlab.explain((8, 256, 14, 14), (512, 256, 3, 3), **s2)
+    assert choice.kernel.name == "im2col"  # the whole batch's columns, one GEMM
+    with workspace_cap(1 << 20):  # they no longer fit: the chunked GEMMs lose
+        choice = convlab.explain((8, 256, 14, 14), (512, 256, 3, 3), **s2)
     assert choice.kernel.name == "parallel"
     assert "would not fit the workspace cap" in dict(choice.passed_over)["im2col"]
+    choice = convlab.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1, op="grad_weight")
+    assert choice.kernel.name == "parallel" and choice.kernel.op == "grad_weight"
+    assert "its GEMM would be 64 x 576" in dict(choice.passed_over)["im2col"]
     choice = convlab.explain((8, 64, 56, 56), (128, 64, 1, 1), stride=2, op="grad_weight")
     assert choice.kernel.name == "im2col"
     choice = convlab.explain((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1,

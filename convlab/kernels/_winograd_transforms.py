@@ -152,6 +152,37 @@ def at4(s, d):
         d[3, t] = dif12 + eight * dif34 + s[5, t]
 
 
+# F(4x4, 3x3)'s transposes, for the weight gradient (winograd_grad_weight.py):
+# dg = G^T [ (A dY A^T) * (B^T d B) ] G
+@njit(cache=True)
+def a4(s, d):
+    """d = A s (4 rows -> 6): the transpose of ``at4``, rows 1/2 and 3/4 +/- pairs."""
+    f = s.dtype.type
+    two, four, eight = f(2), f(4), f(8)
+    for t in range(s.shape[1]):
+        s0, s1, s2, s3 = s[0, t], s[1, t], s[2, t], s[3, t]
+        d[0, t] = s0
+        even, odd = s0 + s2, s1 + s3
+        d[1, t] = even + odd
+        d[2, t] = even - odd
+        even, odd = s0 + four * s2, two * s1 + eight * s3
+        d[3, t] = even + odd
+        d[4, t] = even - odd
+        d[5, t] = s3
+
+
+@njit(cache=True)
+def gt4(s, d):
+    """d = G^T s (6 rows -> 3): the transpose of ``g4``."""
+    f = s.dtype.type
+    for t in range(s.shape[1]):
+        sum12, dif12 = s[1, t] + s[2, t], s[2, t] - s[1, t]
+        sum34, dif34 = s[3, t] + s[4, t], s[3, t] - s[4, t]
+        d[0, t] = s[0, t] / f(4) - sum12 / f(6) + sum34 / f(24)
+        d[1, t] = dif12 / f(6) + dif34 / f(12)
+        d[2, t] = (sum34 - sum12) / f(6) + s[5, t]
+
+
 # ---------------------------------------------------------------- F(6x6, 3x3), alpha = 8
 @njit(cache=True)
 def bt6(s, d):

@@ -39,7 +39,12 @@ and ``run(..., transformed_weight=)`` skips that work and the flipped copies:
 change (docs/design.md, "Data flow"); the functional ``conv2d_input`` and
 ``conv_transpose2d`` compute them per call.
 
-**grad_weight: GEMMs over chunks of positions, every tap at once.**
+**grad_weight, 3x3 stride 1: Winograd read backwards.**  The forward's F(4x4, 3x3) is
+linear in the filter, so its transposes give the weight gradient from the same input
+transform: ``G^T [(A dY A^T) * (B^T d B)] G`` summed over tiles, 36 GEMMs over the
+tiles, 4x fewer multiplies (``winograd_grad_weight.py``, where the algorithm is told).
+
+**grad_weight, every other layer: GEMMs over chunks of positions, every tap at once.**
 ``gw[k, c, p, q] = sum_{n,i,j} go[n,k,i,j] * xpad[n, c, i*s + p*d, j*s + q*d]``: for a
 fixed tap (p, q) that is a matrix product, grad_output as a (K, N*Ho*Wo) matrix times
 the input shifted by the tap, an (N*Ho*Wo, C) matrix.  With the input split into
@@ -76,7 +81,8 @@ and ``conv_transpose2d``, which runs on grad_input kernels).
 Limits: none; every stride, padding, dilation, group count, both dtypes, zero
 channels.  NaN/Inf: the sub-convolutions' zero padding and Winograd's transforms
 multiply the weight by zeros and mix a tile's values (grad_input), and the junk
-positions multiply the input by zeros (grad_weight), so a NaN/Inf can reach results
+positions multiply the input by zeros and Winograd's transforms mix a tile's values
+(grad_weight), so a NaN/Inf can reach results
 that PyTorch leaves finite (``nonfinite`` below; ``algo="auto"`` passes these kernels
 over for such input).
 
@@ -101,6 +107,8 @@ from ..shapes import ConvSpec
 from ..threads import single_threaded_blas
 from .parallel_backward import channel_major_planes, plane_tap_offsets
 from .registry import Kernel, NonFinite, choose, get, register
+from .winograd_grad_weight import grad_weight_winograd
+from .winograd_grad_weight import supports as winograd_supports
 
 
 # ---------------------------------------------------------------- grad_input
@@ -250,9 +258,7 @@ def transform_weight_grad_input(weight: np.ndarray, spec: ConvSpec) -> list[Phas
 # * stride-2 3x3 layers with 64 channels or more: im2col's one GEMM and col2im beat the
 #   four sub-problems, 10.0 / 7.7 / 7.5 against 14.0 / 9.6 / 10.1 (kept), so auto
 #   leaves them to im2col;
-# * grad_weight (auto_rank 25, after im2col's and before parallel's): behind parallel or
-#   im2col on every k x k layer and behind im2col on 1x1 ones (3.4 / 1.4 / 1.1 against 1.5 / 1.0 /
-#   0.9), so auto picks it only where im2col's rule declines a 1x1 layer (groups).
+# * grad_weight: see below.
 AUTO_MIN_CHANNELS = 32
 AUTO_MIN_TILES = 64  # output tiles of 4x4 per call for grad_input's Winograd route
 
@@ -317,28 +323,49 @@ def grad_input_polyphase(grad_output: np.ndarray, weight: np.ndarray, spec: Conv
 
 
 # ---------------------------------------------------------------- grad_weight
+# grad_weight, measured quiet as above (ms, each kernel alone, batch 8): Winograd's
+# weight gradient (winograd_grad_weight.py) at 128@28 7.4 against parallel's 13.3,
+# 256@14 7.6-7.9 against im2col's 11.9, 512@7 9.4 against 10.9; at 64@56 its
+# transforms (36 values per tile for only 64 channels) eat the 4x fewer multiplies:
+# 12 against parallel's 11.4.  The GEMMs over chunks (k x k layers other than 3x3
+# stride 1, 1x1 layers with groups) were behind parallel or im2col on every k x k
+# layer and behind im2col on plain 1x1 ones (3.4 / 1.4 / 1.1 against 1.5 / 1.0 / 0.9).
+AUTO_MIN_WINOGRAD_CHANNELS = 128
+
+
 def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
-    """Where auto prefers the per-chunk GEMMs (see the measurements above)."""
+    """Where auto prefers this grad_weight (see the measurements above)."""
     cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    if winograd_supports(spec):
+        if min(cg, kg) < AUTO_MIN_WINOGRAD_CHANNELS:
+            return (f"only {cg} input / {kg} output channels per group (< "
+                    f"{AUTO_MIN_WINOGRAD_CHANNELS}): Winograd's transforms outweigh its "
+                    "4x fewer multiplies")
+        return None
     if spec.kernel_size != (1, 1):
-        return ("level with or behind parallel and im2col on every k x k layer measured "
-                "(ResNet-18's 3x3 and the stem)")
+        return ("its GEMMs over chunks were level with or behind parallel and im2col on "
+                "every k x k layer measured (ResNet-18's stride-2 3x3 and the stem)")
+    if spec.groups == 1:
+        return "im2col's one GEMM (nothing lowered) was faster on every 1x1 layer measured"
     if min(cg, kg) < AUTO_MIN_CHANNELS:
         return (f"only {cg} input / {kg} output channels per group (< {AUTO_MIN_CHANNELS}): "
                 "its GEMMs would be too thin for BLAS")
     return None
 
 
-@register("polyphase", op="grad_weight", rtol=1e-5, auto_rank=25,
-          nonfinite=NonFinite.JUNK_POSITIONS, auto_when=lambda spec: _auto_when_grad_weight(spec),
-          description="BLAS GEMMs over chunks of positions: grad_output (K, chunk) times "
-                      "the chunk's input shifted by every tap (chunk, taps*C)")  # fmt: skip
+@register("polyphase", op="grad_weight", rtol=5e-5, auto_rank=15,
+          nonfinite=NonFinite.JUNK_OR_TILES, auto_when=lambda spec: _auto_when_grad_weight(spec),
+          description="3x3 stride 1: Winograd F(4x4,3x3)'s transforms read backwards, 36 "
+                      "GEMMs over the tiles; else BLAS GEMMs over chunks of positions, "
+                      "every tap at once")  # fmt: skip
 def grad_weight_polyphase(x: np.ndarray, grad_output: np.ndarray,
                           spec: ConvSpec) -> np.ndarray:
     k_out, cg = spec.out_channels, spec.in_channels // spec.groups
     kh, kw = spec.kernel_size
     if 0 in (spec.batch, k_out, cg, spec.out_height, spec.out_width):
         return np.zeros(spec.weight_shape, dtype=x.dtype)  # an empty sum: torch's zeros
+    if winograd_supports(spec):
+        return grad_weight_winograd(x, grad_output, spec)
     xt = channel_major_planes(x, spec)
     c_in, _, n, hs, ws = xt.shape
     ho, wo = spec.out_height, spec.out_width

@@ -164,6 +164,12 @@ class NonFinite(str, Enum):
     # the grad_weight kernels that compute outputs past the edge and drop them
     JUNK_POSITIONS = ("the junk positions multiply the input by 0, so a NaN or Inf in the "
                       "input can make weight gradients NaN that PyTorch leaves finite")
+    # polyphase_backward.py's grad_weight: junk positions, and on 3x3 stride-1 layers
+    # winograd_grad_weight.py's transforms, which mix a tile's values (and subtract)
+    JUNK_OR_TILES = ("the junk positions multiply the input by 0 and, on 3x3 stride-1 "
+                     "layers, Winograd's transforms mix a tile's values, so a NaN or Inf "
+                     "in the input or grad_output can make weight gradients NaN that "
+                     "PyTorch leaves finite")
 
     def __str__(self) -> str:
         return self.value
