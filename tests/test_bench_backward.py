@@ -114,3 +114,20 @@ def test_cli_backward(capsys, monkeypatch):
     assert "naive-bwd" in out and "naive-tr" in out
     assert main(["bench", "--backward", "--device", "cuda"]) == 2
     assert "--backward runs on the CPU only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weight_cache", [False, True])
+def test_auto_backward_runs_the_planned_kernels(weight_cache):
+    """auto-bwd / auto-tr time the grad_input and grad_weight kernels the plan picks (the
+    note names them), gated against the oracle like every contender; with the weight
+    cache the grad_input kernel's transform is made in setup, as Conv2d keeps it."""
+    from convlab.plan import plan
+    layer = bench.Layer("w3", 32, (9, 10), 128, 3, padding=1, batch=2)  # polyphase's ground
+    res = _run(["auto"], layers=(layer,), weight_cache=weight_cache)
+    by = {r.kernel: r for r in res.records}
+    spec = layer.spec(2)
+    the_plan = plan(spec, np.float32, cached=weight_cache)
+    names = (the_plan.choice("grad_input").kernel.name, the_plan.choice("grad_weight").kernel.name)
+    assert by["auto-bwd"].status == "ok", by["auto-bwd"].reason
+    assert by["auto-bwd"].note == f"ran {names[0]}+{names[1]}"
+    assert by["auto-tr"].status == "ok" and by["auto-tr"].note == f"ran {names[0]}"

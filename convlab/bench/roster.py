@@ -94,7 +94,7 @@ def make_contenders(names: Sequence[str | Contender], weight_cache: bool,
     backward ops, the algorithm's backward kernels or torch's backward (names get the
     op's suffix; a Contender passed in is used for the op it names)."""
     if op is not FORWARD:
-        return op_contenders(names, op)
+        return op_contenders(names, op, weight_cache)
     made: dict[str, Contender] = {}
     for name in names:
         if isinstance(name, Contender):
