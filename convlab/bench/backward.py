@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..kernels.registry import Kernel, Placed, kernels_for
-from ..plan import plan
 from ..shapes import ConvSpec, TransposedSpec
 from .contenders import (
-    AUTO,
     RIVAL,
     Contender,
     known_kernels,
@@ -167,69 +165,7 @@ def torch_transpose_contender() -> Contender:
                      close=restore, op=TRANSPOSE.name)
 
 
-def auto_op_contender(op: Op, weight_cache: bool) -> Contender:
-    """``auto-bwd`` / ``auto-tr``: the grad_input and grad_weight kernels that
-    ``algo="auto"`` picks for the layer (:func:`convlab.plan.plan`: the measured winner,
-    else the rule), as ``conv2d_input`` / ``conv2d_weight`` / ``conv_transpose2d`` run
-    them; with ``weight_cache``, as ``Conv2d.backward`` does: the grad_input kernel's
-    weight transform made once (in setup) and kept.  The note names the kernels."""
-    ran: list[Kernel] = []  # the last setup's kernels: their tolerances gate the check
-
-    def picked(spec: ConvSpec, dtype: Any, *arrays: np.ndarray) -> tuple[Kernel, Kernel]:
-        the_plan = plan(spec, dtype, cached=weight_cache)
-        return (the_plan.choice_for("grad_input", *arrays[:2]).kernel,
-                the_plan.choice_for("grad_weight", *arrays[2:]).kernel)
-
-    def kept(gi: Kernel, w: np.ndarray, spec: ConvSpec) -> Any:
-        return (gi.transform_weight(w, spec)
-                if weight_cache and gi.transform_weight is not None else None)
-
-    if op is BACKWARD:
-        def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, go: np.ndarray,
-                  spec: ConvSpec) -> Placed:
-            gi, gw = picked(spec, x.dtype, go, w, x, go)
-            ran[:] = [gi, gw]
-            tw = kept(gi, w, spec)
-
-            def call() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-                return gi.grad(go, w, spec, tw), gw.grad(x, go, spec), go.sum(axis=(0, 2, 3))
-
-            return Placed(call, lambda out: out, note=f"ran {gi.name}+{gw.name}")
-
-        def tolerance(spec: ConvSpec, dtype: Any) -> Any:
-            gi, gw = ran if ran else picked(spec, dtype)
-            tol = gw.tolerance(spec, dtype)
-            return gi.tolerance(spec, dtype), tol, tol
-
-        return Contender(BACKWARD.label(AUTO), "cpu", "algo='auto''s grad_input + "
-                         "grad_weight kernels, grad_output.sum for the bias",
-                         lambda spec: None, tolerance, setup, op=BACKWARD.name)
-
-    def setup_tr(y: np.ndarray, w: np.ndarray, b: np.ndarray | None,
-                 spec: ConvSpec) -> Placed:
-        gi = picked(spec, y.dtype, y, w)[0]
-        ran[:] = [gi]
-        tw = kept(gi, w, spec)
-
-        def call() -> np.ndarray:
-            out = gi.grad(y, w, spec, tw)
-            if b is not None:
-                out += b[None, :, None, None]
-            return out
-
-        return Placed(call, np.asarray, note=f"ran {gi.name}")
-
-    def tolerance_tr(spec: ConvSpec, dtype: Any) -> float:
-        gi = ran[0] if ran else picked(spec, dtype)[0]
-        return gi.tolerance(spec, dtype)
-
-    return Contender(TRANSPOSE.label(AUTO), "cpu", "conv_transpose2d on algo='auto''s "
-                     "grad_input kernel, plus the bias", lambda spec: None, tolerance_tr,
-                     setup_tr, op=TRANSPOSE.name)
-
-
-def op_contenders(names: Sequence[str | Contender], op: Op,
-                  weight_cache: bool = False) -> dict[str, Contender]:
+def op_contenders(names: Sequence[str | Contender], op: Op) -> dict[str, Contender]:
     """Contenders of a backward op for the (forward) names of a run."""
     made: dict[str, Contender] = {}
     needs = KERNEL_OPS[op.name]
@@ -239,9 +175,6 @@ def op_contenders(names: Sequence[str | Contender], op: Op,
                 made[name.name] = name
             continue
         label = op.label(name)
-        if name == AUTO:
-            made[label] = auto_op_contender(op, weight_cache)
-            continue
         if name == RIVAL:
             made[label] = (torch_backward_contender() if op is BACKWARD
                            else torch_transpose_contender())

@@ -2,9 +2,10 @@
 
 This sits above :mod:`convlab.bench.contenders` (how one kernel or rival is timed),
 :mod:`convlab.bench.gpu` and :mod:`convlab.bench.backward`, and above the tuner: the
-``auto`` contender runs what :func:`convlab.plan.plan` picks, and the plan may ask the
-tuner, which times kernels with the layers below (docs/design.md, "Layers").  Nothing
-below imports this module, so there is no loop.
+``auto`` contenders (the forward, and ``auto-bwd`` / ``auto-tr`` for the backward ops)
+run what :func:`convlab.plan.plan` picks, and the plan may ask the tuner, which times
+kernels with the layers below (docs/design.md, "Layers").  Nothing below imports this
+module, so there is no loop.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .contenders import (
     unavailable,
 )
 from .gpu import GPU_RIVALS, cuda_timer, simulator_estimate, torch_gpu_contender
-from .ops import FORWARD, Op
+from .ops import BACKWARD, FORWARD, TRANSPOSE, Op
 
 
 def auto_contender(weight_cache: bool = False) -> Contender:
@@ -56,6 +57,67 @@ def auto_contender(weight_cache: bool = False) -> Contender:
 
     return Contender(AUTO, "cpu", "algo='auto': the measured winner, else the rule",
                      lambda spec: None, tolerance, setup)
+
+
+def auto_op_contender(op: Op, weight_cache: bool) -> Contender:
+    """``auto-bwd`` / ``auto-tr``: the grad_input and grad_weight kernels that
+    ``algo="auto"`` picks for the layer (:func:`convlab.plan.plan`: the measured winner,
+    else the rule), as ``conv2d_input`` / ``conv2d_weight`` / ``conv_transpose2d`` run
+    them; with ``weight_cache``, as ``Conv2d.backward`` does: the grad_input kernel's
+    weight transform made once (in setup) and kept.  The note names the kernels."""
+    ran: list[Kernel] = []  # the last setup's kernels: their tolerances gate the check
+
+    def picked(spec: ConvSpec, dtype: Any, *arrays: np.ndarray) -> tuple[Kernel, Kernel]:
+        the_plan = plan(spec, dtype, cached=weight_cache)
+        return (the_plan.choice_for("grad_input", *arrays[:2]).kernel,
+                the_plan.choice_for("grad_weight", *arrays[2:]).kernel)
+
+    def kept(gi: Kernel, w: np.ndarray, spec: ConvSpec) -> Any:
+        return (gi.transform_weight(w, spec)
+                if weight_cache and gi.transform_weight is not None else None)
+
+    if op is BACKWARD:
+        def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, go: np.ndarray,
+                  spec: ConvSpec) -> Placed:
+            gi, gw = picked(spec, x.dtype, go, w, x, go)
+            ran[:] = [gi, gw]
+            tw = kept(gi, w, spec)
+
+            def call() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                return gi.grad(go, w, spec, tw), gw.grad(x, go, spec), go.sum(axis=(0, 2, 3))
+
+            return Placed(call, lambda out: out, note=f"ran {gi.name}+{gw.name}")
+
+        def tolerance(spec: ConvSpec, dtype: Any) -> Any:
+            gi, gw = ran if ran else picked(spec, dtype)
+            tol = gw.tolerance(spec, dtype)
+            return gi.tolerance(spec, dtype), tol, tol
+
+        return Contender(BACKWARD.label(AUTO), "cpu", "algo='auto''s grad_input + "
+                         "grad_weight kernels, grad_output.sum for the bias",
+                         lambda spec: None, tolerance, setup, op=BACKWARD.name)
+
+    def setup_tr(y: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                 spec: ConvSpec) -> Placed:
+        gi = picked(spec, y.dtype, y, w)[0]
+        ran[:] = [gi]
+        tw = kept(gi, w, spec)
+
+        def call() -> np.ndarray:
+            out = gi.grad(y, w, spec, tw)
+            if b is not None:
+                out += b[None, :, None, None]
+            return out
+
+        return Placed(call, np.asarray, note=f"ran {gi.name}")
+
+    def tolerance_tr(spec: ConvSpec, dtype: Any) -> float:
+        gi = ran[0] if ran else picked(spec, dtype)[0]
+        return gi.tolerance(spec, dtype)
+
+    return Contender(TRANSPOSE.label(AUTO), "cpu", "conv_transpose2d on algo='auto''s "
+                     "grad_input kernel, plus the bias", lambda spec: None, tolerance_tr,
+                     setup_tr, op=TRANSPOSE.name)
 
 
 def resolve_kernels(names: Sequence[str | Contender] | None, device: str = "cpu",
@@ -94,7 +156,13 @@ def make_contenders(names: Sequence[str | Contender], weight_cache: bool,
     backward ops, the algorithm's backward kernels or torch's backward (names get the
     op's suffix; a Contender passed in is used for the op it names)."""
     if op is not FORWARD:
-        return op_contenders(names, op, weight_cache)
+        made_op: dict[str, Contender] = {}
+        for name in names:
+            if name == AUTO:  # the plan's kernels: the decision is a layer above the timing
+                made_op[op.label(AUTO)] = auto_op_contender(op, weight_cache)
+            else:
+                made_op.update(op_contenders([name], op))
+        return made_op
     made: dict[str, Contender] = {}
     for name in names:
         if isinstance(name, Contender):
