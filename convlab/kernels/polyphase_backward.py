@@ -66,13 +66,15 @@ one (rows, taps*C/g) product).
 Cost.  grad_input: the useful multiply-adds (fewer through Winograd), plus, for
 stride > 1, one strided copy of each phase into the input gradient, and each
 sub-problem's own costs (``im2col`` lowers its input: kh*kw copies of grad_output's
-phase-share).  grad_weight: N*K*(C/g)*kh*kw*Hs*Ws multiply-adds (the useful ones plus
-the junk columns ``Ws - Wo`` and rows ``Hs - Ho``, all zeros of grad_output), one
-copy of the input (phase split) and of grad_output (spread), kh*kw copies of the input
-in chunks.  It runs at OpenBLAS's sgemm speed, which on ResNet's 3x3 layers was below
-the direct ``parallel`` kernel's and torch's (see the auto rule below).  A GEMM of few rows or
-columns (3-channel stems, depthwise layers: one per group and tap) runs far below
-BLAS's peak; ``algo="auto"`` keeps those on the other kernels (``_auto_when_*``).
+phase-share).  grad_weight, 3x3 stride 1: a quarter of the direct multiply-adds in 36
+GEMMs, plus transforms writing 2.25 times the input and grad_output
+(``winograd_grad_weight.py``); every other layer: N*K*(C/g)*kh*kw*Hs*Ws multiply-adds
+(the useful ones plus the junk columns ``Ws - Wo`` and rows ``Hs - Ho``, all zeros of
+grad_output), one copy of the input (phase split) and of grad_output (spread), kh*kw
+copies of the input in chunks, at OpenBLAS's sgemm speed, which on ResNet's stride-2
+layers was below the direct ``parallel`` kernel's (see the auto rule below).  A GEMM of
+few rows or columns (3-channel stems, depthwise layers: one per group and tap) runs far
+below BLAS's peak; ``algo="auto"`` keeps those on the other kernels (``_auto_when_*``).
 
 Measure it: ``convlab bench --backward --suite resnet --kernels
 polyphase,im2col,parallel,torch`` (grad_input + grad_weight + grad_bias per layer,
