@@ -41,7 +41,7 @@ import numpy as np
 
 from . import tuning
 from .kernels import registry
-from .kernels.im2col import get_workspace_cap
+from .kernels.im2col import get_workspace_cap, workspace_cap
 from .kernels.registry import OPS, Choice, Kernel
 from .shapes import ConvSpec
 from .validate import all_finite
@@ -86,10 +86,10 @@ class Plan:
     """The kernels for one convolution (module docstring); made by :func:`plan`."""
 
     __slots__ = ("spec", "dtype", "algo", "backward_algo", "finite", "cached", "empty",
-                 "_choices", "_lock")
+                 "cap", "_choices", "_lock")
 
     def __init__(self, spec: ConvSpec, dtype: np.dtype, algo: str, finite: bool,
-                 cached: bool, backward_algo: str) -> None:
+                 cached: bool, backward_algo: str, cap: int | None = None) -> None:
         self.spec = spec  # what the kernels see: zero padding only
         self.dtype = dtype
         self.algo = algo
@@ -97,6 +97,9 @@ class Plan:
         self.finite = finite
         self.cached = cached
         self.empty = spec.output_elements() == 0  # torch's empty output, no kernel call
+        # the workspace cap the plan was made under (part of its key): each choice is
+        # decided under it, whichever cap is in force when it is first asked for
+        self.cap = get_workspace_cap() if cap is None else cap
         self._choices: dict[str, Choice] = {}
         self._lock = threading.Lock()
 
@@ -108,7 +111,8 @@ class Plan:
             with self._lock:
                 found = self._choices.get(op)
                 if found is None:
-                    found = self._decide(op)
+                    with workspace_cap(self.cap):
+                        found = self._decide(op)
                     self._choices[op] = found
         return found
 
@@ -161,14 +165,15 @@ class Plan:
 
     def nonfinite(self) -> Plan:
         """The same plan for arrays holding NaN or Inf."""
-        return plan(self.spec, self.dtype, self.algo, False, self.cached, self.backward_algo)
+        return plan(self.spec, self.dtype, self.algo, False, self.cached, self.backward_algo,
+                    self.cap)
 
     def with_backward(self, backward_algo: str) -> Plan:
         """This plan with other backward kernels (``Conv2d.backward_algo`` changed)."""
         if backward_algo == self.backward_algo:
             return self
         return plan(self.spec, self.dtype, self.algo, self.finite, self.cached,
-                    backward_algo)
+                    backward_algo, self.cap)
 
     def __str__(self) -> str:
         mode = "weight transformed once (Conv2d)" if self.cached else "conv2d"
@@ -195,7 +200,7 @@ _FLOAT32 = np.dtype(np.float32)
 
 
 def plan(spec: ConvSpec, dtype: Any = _FLOAT32, algo: str = "auto", finite: bool = True,
-         cached: bool = False, backward_algo: str = "auto") -> Plan:
+         cached: bool = False, backward_algo: str = "auto", cap: int | None = None) -> Plan:
     """The plan for kernel spec ``spec`` (zero padding: :func:`convlab.validate.kernel_spec`)
     in ``dtype``.
 
@@ -203,7 +208,9 @@ def plan(spec: ConvSpec, dtype: Any = _FLOAT32, algo: str = "auto", finite: bool
     grad_input and grad_weight kernels' name or "auto"; ``finite``: False for arrays
     holding NaN or Inf; ``cached``: the weight's transform is kept between calls
     (``Conv2d``'s :class:`~convlab.functional.WeightCache`), which the tuner measures
-    apart.  Remembered for the process (module docstring)."""
+    apart; ``cap``: the workspace cap its choices are decided under (default: the one in
+    force here, :func:`convlab.kernels.im2col.workspace_cap`).  Remembered for the
+    process (module docstring)."""
     global _PLANS_STAMP
     if not isinstance(dtype, np.dtype):
         dtype = np.dtype(dtype)
@@ -214,10 +221,12 @@ def plan(spec: ConvSpec, dtype: Any = _FLOAT32, algo: str = "auto", finite: bool
     # The workspace cap in force (a thread's or task's own, kernels.im2col.workspace_cap)
     # is part of the key, not the stamp: im2col's grad_weight rule asks whether the
     # whole batch's columns fit it, and two threads under different caps each keep theirs.
-    key = (spec, dtype, algo, backward_algo, finite, cached, get_workspace_cap())
+    if cap is None:
+        cap = get_workspace_cap()
+    key = (spec, dtype, algo, backward_algo, finite, cached, cap)
     found = _PLANS.get(key)
     if found is None:
-        found = _PLANS[key] = Plan(spec, dtype, algo, finite, cached, backward_algo)
+        found = _PLANS[key] = Plan(spec, dtype, algo, finite, cached, backward_algo, cap)
     return found
 
 

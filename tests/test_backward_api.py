@@ -304,3 +304,22 @@ def test_inf_at_a_row_end_reaches_only_its_windows(algo, rng):
     if kernels.get(algo, "grad_weight").nonfinite == "exact":
         assert np.array_equal(np.isnan(got), np.isnan(want))
         assert np.array_equal(np.isinf(got), np.isinf(want))
+
+
+def test_a_plan_decides_under_the_cap_it_was_made_under():
+    """The workspace cap is part of a plan's key, and each choice is decided under that
+    cap even when it is first asked for outside it (Conv2d.backward reuses the forward's
+    plan): im2col's grad_weight rule reads the cap."""
+    spec = convlab.ConvSpec.from_shapes((8, 256, 14, 14), (512, 256, 3, 3), stride=2,
+                                        padding=1)
+    planmod.forget()
+    with workspace_cap(1 << 20):
+        small = planmod.plan(spec)
+    assert small.choice("grad_weight").kernel.name == "parallel"  # decided outside
+    big = planmod.plan(spec)
+    assert big is not small and big.choice("grad_weight").kernel.name == "im2col"
+    with workspace_cap(1 << 20):
+        assert planmod.plan(spec) is small
+        assert convlab.explain((8, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1,
+                               op="grad_weight").kernel.name == "parallel"
+    assert small.nonfinite().cap == small.cap == 1 << 20

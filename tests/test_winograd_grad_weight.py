@@ -26,6 +26,8 @@ SPECS = [
     ((1, 3, 6, 17), (4, 3, 3, 3), dict(padding=(0, 3))),  # padding wider than the kernel
     ((2, 6, 7, 7), (5, 6, 3, 3), dict(padding=1)),  # 7x7: 2x2 tiles of 4, 15 of 64 junk
     ((2, 3, 3, 5), (2, 3, 3, 3), {}),  # one output row
+    ((300, 2, 4, 4), (3, 2, 3, 3), dict(padding=1)),  # 300 tile rows: two transform blocks
+    ((1, 2, 10, 1000), (3, 2, 3, 3), dict(padding=(1, 0))),  # 250 tiles a row: one per block
 ]
 
 
@@ -109,12 +111,15 @@ def test_deterministic_run_to_run():
             _check((4, 16, 12, 10), (24, 16, 3, 3), np.float32, padding=1), first)
 
 
-def test_no_output_position_gives_zeros():
-    spec = convlab.ConvSpec(batch=2, in_channels=3, height=2, width=2, out_channels=4,
-                            kernel_size=(3, 3))
+@pytest.mark.parametrize("height, width", [(2, 2), (6, 2), (2, 6)])
+def test_no_output_position_gives_zeros(height, width):
+    """No output row, no output column, or neither: the function itself returns the
+    empty sum (polyphase returns before calling it; a direct call must not fail)."""
+    spec = convlab.ConvSpec(batch=2, in_channels=3, height=height, width=width,
+                            out_channels=4, kernel_size=(3, 3))
     x = np.ones(spec.input_shape, np.float32)
     go = np.ones(spec.batched_output_shape, np.float32)
-    assert spec.out_width == 0  # no tile: the function itself returns the empty sum
+    assert 0 in (spec.out_height, spec.out_width)
     got = wg.grad_weight_winograd(x, go, spec)
     np.testing.assert_array_equal(got, np.zeros(spec.weight_shape, np.float32))
 

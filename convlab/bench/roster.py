@@ -82,8 +82,13 @@ def auto_op_contender(op: Op, weight_cache: bool) -> Contender:
             gi, gw = picked(spec, x.dtype, go, w, x, go)
             ran[:] = [gi, gw]
             tw = kept(gi, w, spec)
+            the_plan = plan(spec, x.dtype, cached=weight_cache)
 
             def call() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                # the dispatch a call pays: the plan's choice for these arrays (a scan for
+                # NaN/Inf where the kernel does not keep PyTorch's pattern)
+                the_plan.choice_for("grad_input", go, w)
+                the_plan.choice_for("grad_weight", x, go)
                 return gi.grad(go, w, spec, tw), gw.grad(x, go, spec), go.sum(axis=(0, 2, 3))
 
             return Placed(call, lambda out: out, note=f"ran {gi.name}+{gw.name}")
@@ -103,7 +108,10 @@ def auto_op_contender(op: Op, weight_cache: bool) -> Contender:
         ran[:] = [gi]
         tw = kept(gi, w, spec)
 
+        the_plan = plan(spec, y.dtype, cached=weight_cache)
+
         def call() -> np.ndarray:
+            the_plan.choice_for("grad_input", y, w)  # the dispatch a call pays
             out = gi.grad(y, w, spec, tw)
             if b is not None:
                 out += b[None, :, None, None]

@@ -51,8 +51,8 @@ chunks give the BLAS longer products.  The padded input (grad_weight) or padded 
 gradient (grad_input) is one whole buffer, not tiled (a limit: a padding so large
 that it alone is over the cap is not cut).
 
-Cost.  The GEMMs do the forward's multiply-adds (grad_weight's times Ws/Wo for its
-junk columns).
+Cost.  The GEMMs do the forward's multiply-adds (grad_weight's chunked form times
+Ws/Wo for its junk columns; its whole-batch form none).
 grad_input also writes and re-reads a column matrix kh*kw times the size of the
 input gradient (a task's rows re-read while still in its core's cache), and col2im's
 adds are memory-bound, as the forward's lowering is.
@@ -108,8 +108,9 @@ def chunks(spec: ConvSpec, itemsize: int, cap: int | None = None) -> list[tuple[
 
 
 def workspace_bytes(spec: ConvSpec, itemsize: int) -> int:
-    """Bytes allocated at once: the padded (phase-split) input or input gradient, and the
-    biggest chunk's column matrix and grad_output matrix."""
+    """Bytes allocated at once by the chunked form: the padded (phase-split) input or
+    input gradient, and the biggest chunk's column matrix and grad_output matrix
+    (grad_weight's whole-batch form stays under the cap, which bounds these too)."""
     hs, ws = _plane_shape(spec)
     padded = spec.batch * spec.in_channels * spec.stride[0] * spec.stride[1] * hs * ws
     kh, kw = spec.kernel_size
@@ -156,7 +157,9 @@ def _auto_when_grad_input(spec: ConvSpec) -> str | None:
 def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
     """Where auto prefers im2col's grad_weight: 1x1 layers without groups (one GEMM,
     nothing lowered at stride 1), and the forward's rule (GEMMs at least 256 x 256)
-    where the whole batch's columns fit the workspace (one GEMM, no junk column)."""
+    where the whole batch's columns fit the workspace (one GEMM, no junk column).  The
+    rule sees the spec, not the dtype: it counts float32 columns (a float64 call whose
+    columns do not fit runs the chunked form, right but slower)."""
     if spec.kernel_size == (1, 1) and spec.groups == 1:
         return None
     why = _auto_when(spec)

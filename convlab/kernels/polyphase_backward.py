@@ -111,6 +111,7 @@ from .parallel_backward import channel_major_planes, plane_tap_offsets
 from .registry import Kernel, NonFinite, choose, get, register
 from .winograd_grad_weight import grad_weight_winograd
 from .winograd_grad_weight import supports as winograd_supports
+from .winograd_grad_weight import workspace_bytes as winograd_workspace
 
 
 # ---------------------------------------------------------------- grad_input
@@ -355,7 +356,13 @@ def _auto_when_grad_weight(spec: ConvSpec) -> str | None:
     return None
 
 
-@register("polyphase", op="grad_weight", rtol=5e-5, auto_rank=15,
+def _grad_weight_workspace(spec: ConvSpec, itemsize: int) -> int:
+    """Winograd's V, W and M on 3x3 stride-1 layers (the GEMMs over chunks elsewhere are
+    not counted: their copies of the input and grad_output, as before)."""
+    return winograd_workspace(spec, itemsize) if winograd_supports(spec) else 0
+
+
+@register("polyphase", op="grad_weight", rtol=5e-5, auto_rank=15, workspace=_grad_weight_workspace,
           nonfinite=NonFinite.JUNK_OR_TILES, auto_when=lambda spec: _auto_when_grad_weight(spec),
           description="3x3 stride 1: Winograd F(4x4,3x3)'s transforms read backwards, 36 "
                       "GEMMs over the tiles; else BLAS GEMMs over chunks of positions, "

@@ -31,21 +31,33 @@ Stages (each a ``prange`` over channels or GEMMs, one parallel region at a time)
 
 1. ``_input_transform``: V[xi, c, t] for a chunk of tile rows;
 2. ``_grad_transform``: W[xi, k, t], the same for grad_output with A;
-3. ``_products``: the 36 x groups GEMMs, one task each, a one-thread BLAS (as every
-   GEMM in convlab: OpenBLAS's threads are never woken, docs/design.md "Concurrency"),
-   added to the running M chunk after chunk: each M[xi] summed by one task in a fixed
-   order (deterministic, race-free, one weight-sized M whatever the thread count);
-4. ``_filter_transform``: G^T M G into the (K, C/g, 3, 3) result.
+3. ``_products``: one task per block of output channels (and group) runs its 36 GEMMs,
+   one-thread BLAS each (as every GEMM in convlab: OpenBLAS's threads are never woken,
+   docs/design.md "Concurrency"), adding to its rows of M chunk after chunk; after the
+   last chunk the same task turns its rows of M into the weight gradient,
+   G^T M G (``_filter_rows``), while they are still in its cache.  Every value is
+   summed by one task in a fixed order: deterministic, race-free, one weight-sized M
+   (36 values per weight tap pair) whatever the thread count.
 
-Chunks: the tile rows (n, i) are cut so that V and W fit the workspace cap
-(``kernels.im2col.workspace_cap``); one tile row is the least a chunk holds.
+The row and column transforms are written out (``_bt4_tiles``, ``_bt4_down``,
+``_a4_tiles``, ``_a4_down``, ``_filter_rows``: the gather fused with the arithmetic);
+``_winograd_transforms.a4`` / ``gt4`` are the same matrices column by column, for
+teaching and for the tests that check them against the matrices.
+
+Chunks: the tile rows (n, i) are cut so that V and W stay under ``CHUNK_BYTES`` and the
+workspace cap (``kernels.im2col.workspace_cap``); one tile row is the least a chunk
+holds.  V, W and M are scratch kept between calls (``winograd.py``'s, per Python thread).
 
 Numerics: A multiplies grad_output by up to 8 and B^T the input by up to 5, G^T divides
 back by up to 24: measured float32 max error / max|result| on ResNet-18's 3x3 layers
-(batch 8) 1e-6 to 3e-6, against 3e-7 to 1e-6 for ``im2col``'s GEMM (the tests'
-tolerance is the registry's rtol).  NaN/Inf: V mixes a tile's pixels, so a NaN or Inf
-pixel reaches every tap of the weight gradient, where the direct sum may leave an edge
-tap finite; ``algo="auto"`` scans the arrays and, finding one, runs an exact kernel.
+(batch 8, random normal data) 3e-6 (512@7) to 1.3e-5 (128@28), against 1e-7 to 2e-7
+for ``parallel``'s direct sums (the tests' tolerance is polyphase's rtol, 5e-5).
+Overflow comes sooner than in the direct sum: the transforms scale values up (B^T d B
+by up to 100, A dY A^T by up to 225) before they are multiplied, so float32 inputs
+near 1e36 can give Inf where the direct kernels stay finite.  NaN/Inf: V mixes a
+tile's pixels, so a NaN or Inf pixel reaches every tap of the weight gradient, where
+the direct sum may leave an edge tap finite; ``algo="auto"`` scans the arrays and,
+finding one, runs an exact kernel.
 
 Limits: 3x3 kernels, stride 1, dilation 1 (``supports``); any padding (zero padding
 read as zeros; other modes arrive pre-padded), groups, float32/float64.
@@ -122,6 +134,8 @@ def grad_weight_winograd(x: np.ndarray, grad_output: np.ndarray,
     g, k_out = spec.groups, spec.out_channels
     cg, kg = spec.in_channels // g, k_out // g
     th, tw = -(-spec.out_height // M_TILE), -(-spec.out_width // M_TILE)
+    if 0 in (th, tw, spec.batch):  # no output position: the empty sum
+        return np.zeros((k_out, cg, 3, 3), dtype=x.dtype)
     grid = ALPHA * ALPHA
     m = _scratch_memory("gw.M", grid * k_out * cg, x.dtype).reshape(grid, g, kg, cg)
     out = np.zeros((k_out, cg, 3, 3), dtype=x.dtype)  # zeros: no tile, no gradient
