@@ -31,8 +31,10 @@ Cost: N*K*(C/g*kh*kw)*Ho*Wo multiply-adds at single-core GEMM speed on every thr
 plus the lowering (C*kh*kw*Ho*Wo values per image, written to L2).  Limits: none (any
 kernel size, stride, dilation, padding and groups: one lowering and GEMM per group, slow
 for depthwise layers, whose per-group GEMMs are 1 x 9); float32 and float64.
-``algo="auto"`` picks it for ungrouped strided layers with a kernel larger than 1x1
-(``_auto_when``); measure it with ``convlab bench --model resnet18``
+``algo="auto"`` picks it for ungrouped strided layers with a kernel larger than 1x1,
+except a thin input under a big kernel (the 7x7 stem over 3 channels: its GEMM's 147-long
+reduction is short for BLAS, and ``parallel``'s direct loops were faster) (``_auto_when``);
+measure it with ``convlab bench --model resnet18``
 (its stem and stride-2 layers) or ``convlab bench --suite resnet --layers res_stem
 --kernels banded,parallel,im2col,torch``.
 
@@ -57,8 +59,20 @@ from .registry import register
 BAND_BYTES = 384 * 1024
 
 
+# A thin input under a big kernel (ResNet's 3->64 7x7/2 stem) goes to parallel's
+# direct loops, register-blocked over output channels and width: measured quiet, batch
+# 8, interleaved medians, 14.1-14.3 ms against banded's 17.0-17.5 (a 3x3/2 stem with 3
+# channels stays here: 3.4 against 3.6).
+THIN_CHANNELS = 8
+BIG_KERNEL_TAPS = 25
+
+
 def _auto_when(spec: ConvSpec) -> str | None:
+    kh, kw = spec.kernel_size
     if spec.stride != (1, 1) and spec.kernel_size != (1, 1) and spec.groups == 1:
+        if spec.in_channels < THIN_CHANNELS and kh * kw >= BIG_KERNEL_TAPS:
+            return (f"{spec.in_channels} input channels under a {kh}x{kw} kernel: parallel's "
+                    "direct loops were faster on the 7x7 stem measured (14.1 vs 17.0 ms)")
         return None
     return ("picked for ungrouped strided layers with a kernel larger than 1x1 only (stride "
             "1 has Winograd, im2col and parallel; 1x1 has pointwise; grouped layers' "
