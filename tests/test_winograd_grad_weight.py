@@ -124,10 +124,12 @@ def test_no_output_position_gives_zeros(height, width):
     np.testing.assert_array_equal(got, np.zeros(spec.weight_shape, np.float32))
 
 
-def test_auto_takes_it_from_128_channels():
-    choice = convlab.explain((8, 128, 28, 28), (128, 128, 3, 3), padding=1, op="grad_weight")
-    assert choice.kernel.name == "polyphase"
+def test_auto_takes_it_from_32_channels():
     choice = convlab.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1, op="grad_weight")
+    assert choice.kernel.name == "polyphase"
+    choice = convlab.explain((8, 32, 56, 56), (32, 32, 3, 3), padding=1, op="grad_weight")
+    assert choice.kernel.name == "polyphase"
+    choice = convlab.explain((8, 16, 112, 112), (16, 16, 3, 3), padding=1, op="grad_weight")
     assert choice.kernel.name != "polyphase"
     assert "Winograd's transforms outweigh" in dict(choice.passed_over)["polyphase"]
     x = np.ones((2, 128, 8, 8), np.float32)

@@ -326,14 +326,15 @@ def grad_input_polyphase(grad_output: np.ndarray, weight: np.ndarray, spec: Conv
 
 
 # ---------------------------------------------------------------- grad_weight
-# grad_weight, measured quiet as above (ms, each kernel alone, batch 8): Winograd's
-# weight gradient (winograd_grad_weight.py) at 128@28 7.4 against parallel's 13.3,
-# 256@14 7.6-7.9 against im2col's 11.9, 512@7 9.4 against 10.9; at 64@56 its
-# transforms (36 values per tile for only 64 channels) eat the 4x fewer multiplies:
-# 12 against parallel's 11.4.  The GEMMs over chunks (k x k layers other than 3x3
-# stride 1, 1x1 layers with groups) were behind parallel or im2col on every k x k
-# layer and behind im2col on plain 1x1 ones (3.4 / 1.4 / 1.1 against 1.5 / 1.0 / 0.9).
-AUTO_MIN_WINOGRAD_CHANNELS = 128
+# grad_weight, measured quiet (ms, each kernel alone, batch 8, interleaved medians):
+# Winograd's weight gradient (winograd_grad_weight.py) against parallel's dot products
+# at 64@56 9.4 / 13.2, 32->64@56 6.1 / 7.6, 32@56 3.6 / 3.9, 128@28 6.7 / 13.0; at
+# 16@112 its transforms (36 values per tile for 16 channels) eat the 4x fewer
+# multiplies: 5.7 / 5.3.  Against im2col's whole-batch GEMM: 256@14 6.2-6.8 / 11.9,
+# 512@7 9.1 / 10.9.  The GEMMs over chunks (k x k layers other than 3x3 stride 1, 1x1
+# layers with groups) were behind parallel or im2col on every k x k layer and behind
+# im2col on plain 1x1 ones (3.4 / 1.4 / 1.1 against 1.5 / 1.0 / 0.9).
+AUTO_MIN_WINOGRAD_CHANNELS = 32
 
 
 def _auto_when_grad_weight(spec: ConvSpec) -> str | None:

@@ -39,10 +39,10 @@ Stages (each a ``prange`` over channels or GEMMs, one parallel region at a time)
    summed by one task in a fixed order: deterministic, race-free, one weight-sized M
    (36 values per weight tap pair) whatever the thread count.
 
-The row and column transforms are written out (``_bt4_tiles``, ``_bt4_down``,
-``_a4_tiles``, ``_a4_down``, ``_filter_rows``: the gather fused with the arithmetic);
-``_winograd_transforms.a4`` / ``gt4`` are the same matrices column by column, for
-teaching and for the tests that check them against the matrices.
+Along a row the transforms gather each tile's values from the row (``_bt4_tiles``,
+``_a4_tiles``: the gather fused with the arithmetic, scalar code); down the columns
+they are ``_winograd_transforms.bt4`` / ``a4`` on contiguous rows of all the block's
+tiles at once, one SIMD loop each; ``_filter_rows`` writes ``gt4``'s sums out.
 
 Chunks: the tile rows (n, i) are cut so that V and W stay under ``CHUNK_BYTES`` and the
 workspace cap (``kernels.im2col.workspace_cap``); one tile row is the least a chunk
@@ -78,6 +78,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region, single_threaded_blas
+from ._winograd_transforms import a4, bt4
 from .im2col import get_workspace_cap
 from .winograd import _scratch_memory
 
@@ -180,7 +181,8 @@ def _input_transform(x, v, r0, r1, th, tw, top, left):  # pragma: no cover - com
     cols = rb * tw
     for c in prange(x.shape[1]):
         line = np.zeros(span, dtype=x.dtype)
-        part = np.empty((ALPHA, ALPHA, cols), dtype=x.dtype)  # [row][column xi][tile]
+        part = np.empty((ALPHA, ALPHA, cols), dtype=x.dtype)  # [column xi][row][tile]
+        d = np.empty((ALPHA, cols), dtype=x.dtype)
         for b0 in range(r0, r1, rb):
             b1 = min(r1, b0 + rb)
             for i in range(ALPHA):  # along row i of every tile: B^T on its 6 columns
@@ -191,11 +193,13 @@ def _input_transform(x, v, r0, r1, th, tw, top, left):  # pragma: no cover - com
                         line[lo:hi] = x[n, c, y, :hi - lo]
                     else:
                         line[lo:hi] = 0
-                    _bt4_tiles(line, part[i], (r - b0) * tw, tw)
+                    _bt4_tiles(line, part, i, (r - b0) * tw, tw)
             used = (b1 - b0) * tw
             out0 = (b0 - r0) * tw
             for qc in range(ALPHA):  # down column xi_c of every tile: B^T on its 6 rows
-                _bt4_down(part, qc, v, c, out0, used)
+                bt4(part[qc], d)  # contiguous rows: one SIMD loop over the tiles
+                for qr in range(ALPHA):
+                    v[qr * ALPHA + qc, c, out0:out0 + used] = d[qr, :used]
 
 
 @njit(parallel=True, cache=True)
@@ -208,7 +212,8 @@ def _grad_transform(go, w, r0, r1, th, tw):  # pragma: no cover - compiled
     cols = rb * tw
     for k in prange(go.shape[1]):
         line = np.zeros(span, dtype=go.dtype)
-        part = np.empty((M_TILE, ALPHA, cols), dtype=go.dtype)
+        part = np.empty((ALPHA, M_TILE, cols), dtype=go.dtype)  # [column xi][row][tile]
+        d = np.empty((ALPHA, cols), dtype=go.dtype)
         for b0 in range(r0, r1, rb):
             b1 = min(r1, b0 + rb)
             for i in range(M_TILE):  # along row i of every tile: A on its 4 columns
@@ -219,17 +224,19 @@ def _grad_transform(go, w, r0, r1, th, tw):  # pragma: no cover - compiled
                         line[:wo] = go[n, k, y]
                     else:
                         line[:wo] = 0
-                    _a4_tiles(line, part[i], (r - b0) * tw, tw)
+                    _a4_tiles(line, part, i, (r - b0) * tw, tw)
             used = (b1 - b0) * tw
             out0 = (b0 - r0) * tw
             for qc in range(ALPHA):  # down column xi_c: A on its 4 rows
-                _a4_down(part, qc, w, k, out0, used)
+                a4(part[qc], d)
+                for qr in range(ALPHA):
+                    w[qr * ALPHA + qc, k, out0:out0 + used] = d[qr, :used]
 
 
 @njit(cache=True)
-def _bt4_tiles(line, d, base, tw):  # pragma: no cover - compiled
-    """d[:, base + j] = B^T line[4j : 4j+6] for the tw tiles along one padded row (the
-    gather and ``bt4`` in one pass: each tile's 6 values are read once)."""
+def _bt4_tiles(line, part, i, base, tw):  # pragma: no cover - compiled
+    """part[:, i, base + j] = B^T line[4j : 4j+6] for the tw tiles along one padded row
+    (the gather and ``bt4`` in one pass: each tile's 6 values are read once)."""
     f = line.dtype.type
     two, four, five = f(2), f(4), f(5)
     for j in range(tw):
@@ -238,72 +245,33 @@ def _bt4_tiles(line, d, base, tw):  # pragma: no cover - compiled
         s3, s4, s5 = line[o + 3], line[o + 4], line[o + 5]
         t = base + j
         even, odd = s4 - four * s2, s3 - four * s1
-        d[0, t] = four * s0 - five * s2 + s4
-        d[1, t] = even + odd
-        d[2, t] = even - odd
+        part[0, i, t] = four * s0 - five * s2 + s4
+        part[1, i, t] = even + odd
+        part[2, i, t] = even - odd
         even, odd = s4 - s2, two * (s3 - s1)
-        d[3, t] = even + odd
-        d[4, t] = even - odd
-        d[5, t] = four * s1 - five * s3 + s5
+        part[3, i, t] = even + odd
+        part[4, i, t] = even - odd
+        part[5, i, t] = four * s1 - five * s3 + s5
 
 
 @njit(cache=True)
-def _a4_tiles(line, d, base, tw):  # pragma: no cover - compiled
-    """d[:, base + j] = A line[4j : 4j+4] for the tw tiles along one row of grad_output
-    (the gather and ``a4`` in one pass)."""
+def _a4_tiles(line, part, i, base, tw):  # pragma: no cover - compiled
+    """part[:, i, base + j] = A line[4j : 4j+4] for the tw tiles along one row of
+    grad_output (the gather and ``a4`` in one pass)."""
     f = line.dtype.type
     two, four, eight = f(2), f(4), f(8)
     for j in range(tw):
         o = M_TILE * j
         s0, s1, s2, s3 = line[o], line[o + 1], line[o + 2], line[o + 3]
         t = base + j
-        d[0, t] = s0
+        part[0, i, t] = s0
         even, odd = s0 + s2, s1 + s3
-        d[1, t] = even + odd
-        d[2, t] = even - odd
+        part[1, i, t] = even + odd
+        part[2, i, t] = even - odd
         even, odd = s0 + four * s2, two * s1 + eight * s3
-        d[3, t] = even + odd
-        d[4, t] = even - odd
-        d[5, t] = s3
-
-
-@njit(cache=True)
-def _bt4_down(part, qc, v, c, out0, used):  # pragma: no cover - compiled
-    """v[6 qr + qc, c, out0 + t] = (B^T part[:, qc, t])[qr]: down the 6 rows of column
-    ``qc`` of every tile, straight into V's 6 rows (no copy in between)."""
-    f = part.dtype.type
-    two, four, five = f(2), f(4), f(5)
-    for t in range(used):
-        s0, s1, s2 = part[0, qc, t], part[1, qc, t], part[2, qc, t]
-        s3, s4, s5 = part[3, qc, t], part[4, qc, t], part[5, qc, t]
-        o = out0 + t
-        even, odd = s4 - four * s2, s3 - four * s1
-        v[qc, c, o] = four * s0 - five * s2 + s4
-        v[ALPHA + qc, c, o] = even + odd
-        v[2 * ALPHA + qc, c, o] = even - odd
-        even, odd = s4 - s2, two * (s3 - s1)
-        v[3 * ALPHA + qc, c, o] = even + odd
-        v[4 * ALPHA + qc, c, o] = even - odd
-        v[5 * ALPHA + qc, c, o] = four * s1 - five * s3 + s5
-
-
-@njit(cache=True)
-def _a4_down(part, qc, w, k, out0, used):  # pragma: no cover - compiled
-    """w[6 qr + qc, k, out0 + t] = (A part[:, qc, t])[qr]: down the 4 rows of column
-    ``qc`` of every tile, straight into W's 6 rows."""
-    f = part.dtype.type
-    two, four, eight = f(2), f(4), f(8)
-    for t in range(used):
-        s0, s1, s2, s3 = part[0, qc, t], part[1, qc, t], part[2, qc, t], part[3, qc, t]
-        o = out0 + t
-        w[qc, k, o] = s0
-        even, odd = s0 + s2, s1 + s3
-        w[ALPHA + qc, k, o] = even + odd
-        w[2 * ALPHA + qc, k, o] = even - odd
-        even, odd = s0 + four * s2, two * s1 + eight * s3
-        w[3 * ALPHA + qc, k, o] = even + odd
-        w[4 * ALPHA + qc, k, o] = even - odd
-        w[5 * ALPHA + qc, k, o] = s3
+        part[3, i, t] = even + odd
+        part[4, i, t] = even - odd
+        part[5, i, t] = s3
 
 
 @njit(parallel=True, cache=True)
