@@ -24,6 +24,10 @@ gradients kept, then the backward, layer by layer in reverse, ``Conv2d.backward`
 (grad_input + grad_weight + grad_bias) against ``torch.autograd.grad`` of each layer's
 output w.r.t. its input, weight and bias (the graph built by the timed forward).  Each
 layer gets a forward and a backward row, the network a forward, backward and step row.
+Between the layers both sides run the same glue, in place where the arrays are the
+pass's own (ReLU's mask, the subsample's scatter, the residual sums): NumPy on one core
+for convlab, torch's elementwise ops on its threads; the network rows include it, the
+layer rows do not.
 
 The JSON and CSV (:meth:`NetworkResult.save`) hold one :class:`Row` per network and op
 and one per layer and op.  ``convlab bench --model`` runs all this in a fresh process that
@@ -228,10 +232,13 @@ def _convlab_forward(mods: list[Any], net: Network, x: np.ndarray, times: list[f
 def _convlab_backward(mods: list[Any], net: Network, acts: dict[int, np.ndarray],
                       seeds: dict[int, np.ndarray], times: list[float],
                       capture: dict[int, Any] | None = None) -> None:
+    # every array in ``grads`` is this pass's own (a seed's copy, a layer's returned
+    # gradient or a sum of them): the glue works on them in place, as NumPy code should
     grads = {i: g.copy() for i, g in seeds.items()}
     for i in reversed(range(len(net.nodes))):
         node = net.nodes[i]
-        g = np.where(acts[i] > 0, grads.pop(i), np.float32(0))  # through the ReLU
+        g = grads.pop(i)
+        np.multiply(g, acts[i] > 0, out=g)  # through the ReLU
         t0 = time.perf_counter()
         gin = mods[i].backward(g)
         times[i] = time.perf_counter() - t0
@@ -243,7 +250,10 @@ def _convlab_backward(mods: list[Any], net: Network, acts: dict[int, np.ndarray]
             full = np.zeros_like(acts[node.source])
             full[:, :, ::2, ::2] = gin
             gin = full
-        grads[node.source] = grads[node.source] + gin if node.source in grads else gin
+        if node.source in grads:
+            np.add(grads[node.source], gin, out=grads[node.source])
+        else:  # (a captured gradient is kept as it was: the sum goes to a copy)
+            grads[node.source] = gin if capture is None else gin.copy()
 
 
 def _torch_forward(mods: list[Any], net: Network, x: Any, times: list[float],
@@ -269,10 +279,11 @@ def _torch_backward(mods: list[Any], net: Network, acts: dict[int, Any],
                     graph: dict[int, Any], seeds: dict[int, Any], times: list[float]) -> None:
     import torch
 
-    grads = dict(seeds)
+    grads = {i: g.clone() for i, g in seeds.items()}  # in place, as convlab's side
     for i in reversed(range(len(net.nodes))):
         node = net.nodes[i]
-        g = grads.pop(i) * (acts[i] > 0)
+        g = grads.pop(i)
+        g.mul_(acts[i] > 0)  # through the ReLU
         inp, y = graph.pop(i)
         t0 = time.perf_counter()
         gin, _, _ = torch.autograd.grad(y, (inp, mods[i].weight, mods[i].bias), g)
@@ -283,7 +294,10 @@ def _torch_backward(mods: list[Any], net: Network, acts: dict[int, Any],
             full = torch.zeros_like(acts[node.source])
             full[:, :, ::2, ::2] = gin
             gin = full
-        grads[node.source] = grads[node.source] + gin if node.source in grads else gin
+        if node.source in grads:
+            grads[node.source].add_(gin)
+        else:
+            grads[node.source] = gin
 
 
 # --- the check ---------------------------------------------------------------------
