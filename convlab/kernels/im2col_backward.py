@@ -215,7 +215,7 @@ def grad_weight_im2col(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
                          gmat_flat[:k_out * width].reshape(k_out, width))
             a, b = gm.reshape(g, kg, width), cols.reshape(g, rg, width)
             with parallel_region():  # see convlab/threads.py
-                _gemm_nt_add(a, b, part, grad_w, rows)
+                _gemm_nt(a, b, part, grad_w, rows, True)
     return grad_w.reshape(spec.weight_shape)
 
 
@@ -244,21 +244,9 @@ def _grad_weight_whole(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -
     rows = _row_block(kg, g, numba.get_num_threads())
     with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas(), \
             parallel_region():
-        _gemm_nt(gm.reshape(g, kg, width), cols.reshape(g, rg, width), grad_w, rows)
+        _gemm_nt(gm.reshape(g, kg, width), cols.reshape(g, rg, width), grad_w, grad_w, rows,
+                 False)
     return grad_w.reshape(spec.weight_shape)
-
-
-@njit(parallel=True, cache=True)
-def _gemm_nt(a3, b3, out, rows):  # pragma: no cover - compiled
-    """out[grp] = a3[grp] @ b3[grp].T: one single-threaded BLAS GEMM per (group, block
-    of ``rows`` rows), each into its own rows."""
-    groups, m = a3.shape[0], a3.shape[1]
-    blocks = (m + rows - 1) // rows
-    for t in prange(groups * blocks):
-        grp = t // blocks
-        lo = (t % blocks) * rows
-        hi = min(m, lo + rows)
-        np.dot(a3[grp, lo:hi], b3[grp].T, out[grp, lo:hi])
 
 
 def _row_block(rows: int, groups: int, threads: int) -> int:
@@ -270,12 +258,13 @@ def _row_block(rows: int, groups: int, threads: int) -> int:
 
 
 @njit(parallel=True, cache=True)
-def _gemm_nt_add(a3, b3, part, acc, rows):  # pragma: no cover - compiled
-    """acc[grp] += a3[grp] @ b3[grp].T for every group: one task per (group, block of
-    ``rows`` rows of the result), each a single-threaded BLAS GEMM into its rows of
-    ``part`` (the transposed operand is passed to the BLAS as such, no copy), then
-    added into the same rows of ``acc``.  Every result element is written by one task
-    and summed chunk after chunk in the caller's fixed order: race-free and
+def _gemm_nt(a3, b3, part, acc, rows, add):  # pragma: no cover - compiled
+    """acc[grp] (+)= a3[grp] @ b3[grp].T for every group: one task per (group, block of
+    ``rows`` rows of the result), each a single-threaded BLAS GEMM (the transposed
+    operand is passed to the BLAS as such, no copy).  ``add``: into its rows of
+    ``part``, then added into the same rows of ``acc`` (a chunk of the sum); else
+    straight into ``acc`` (the whole batch at once).  Every result element is written
+    by one task and summed chunk after chunk in the caller's fixed order: race-free and
     deterministic, and no per-thread copy of the weight gradient."""
     groups, m = a3.shape[0], a3.shape[1]
     blocks = (m + rows - 1) // rows
@@ -283,9 +272,12 @@ def _gemm_nt_add(a3, b3, part, acc, rows):  # pragma: no cover - compiled
         grp = t // blocks
         lo = (t % blocks) * rows
         hi = min(m, lo + rows)
-        dst = part[grp, lo:hi]
-        np.dot(a3[grp, lo:hi], b3[grp].T, dst)
-        acc[grp, lo:hi] += dst
+        if add:
+            dst = part[grp, lo:hi]
+            np.dot(a3[grp, lo:hi], b3[grp].T, dst)
+            acc[grp, lo:hi] += dst
+        else:
+            np.dot(a3[grp, lo:hi], b3[grp].T, acc[grp, lo:hi])
 
 
 @register("im2col", op="grad_input", rtol=1e-5, auto_rank=20, workspace=workspace_bytes,
