@@ -42,7 +42,7 @@ Stages (each a ``prange`` over channels or GEMMs, one parallel region at a time)
 Along a row the transforms gather each tile's values from the row (``_bt4_tiles``,
 ``_a4_tiles``: the gather fused with the arithmetic, scalar code); down the columns
 they are ``_winograd_transforms.bt4`` / ``a4`` on contiguous rows of all the block's
-tiles at once, one SIMD loop each; ``_filter_rows`` writes ``gt4``'s sums out.
+tiles at once, one SIMD loop each; ``_filter_rows`` likewise ends in ``gt4``.
 
 Chunks: the tile rows (n, i) are cut so that V and W stay under ``CHUNK_BYTES`` and the
 workspace cap (``kernels.im2col.workspace_cap``); one tile row is the least a chunk
@@ -78,17 +78,19 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region, single_threaded_blas
-from ._winograd_transforms import a4, bt4
+from ._winograd_transforms import a4, bt4, gt4
 from .im2col import get_workspace_cap
 from .winograd import _scratch_memory
+from .winograd import _supports as winograd_supports
 
 M_TILE = 4  # output positions per tile side: F(4x4, 3x3)
 ALPHA = M_TILE + 2  # the transform grid, 6x6
 
 
 def supports(spec: ConvSpec) -> bool:
-    """Whether this algorithm computes ``spec``'s weight gradient."""
-    return spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
+    """Whether this algorithm computes ``spec``'s weight gradient: the forward
+    Winograd's layers (3x3, stride 1, dilation 1)."""
+    return winograd_supports(spec) is None
 
 
 def workspace_bytes(spec: ConvSpec, itemsize: int) -> int:
@@ -297,13 +299,14 @@ def _products(w4, v4, m, out, kb, first, last):  # pragma: no cover - compiled
 @njit(cache=True)
 def _filter_rows(m, grp, k0, k1, out, k_first):  # pragma: no cover - compiled
     """out[k_first + k - k0, c] = G^T m[:, grp, k, c] G (6x6 -> 3x3) for rows k0..k1 of
-    group ``grp``: ``gt4``'s sums written out (its divisions as products by the
-    reciprocals), each pass one loop along c over contiguous rows (SIMD)."""
+    group ``grp``, every c of a row at once: along the grid's rows ``gt4``'s sums written
+    out (M's rows for one k are 36 planes apart), then down the columns ``gt4`` itself on
+    contiguous rows (SIMD)."""
     cg = m.shape[3]
     f = m.dtype.type
     q4, q6, q12, q24 = f(1 / 4), f(1 / 6), f(1 / 12), f(1 / 24)
-    a = np.empty((3 * ALPHA, cg), dtype=m.dtype)  # [3 * grid row + tap column][c]
-    b = np.empty((9, cg), dtype=m.dtype)  # [3 * tap row + tap column][c]
+    a = np.empty((3, ALPHA, cg), dtype=m.dtype)  # [tap column][grid row][c]
+    b = np.empty((3, 3, cg), dtype=m.dtype)  # [tap column][tap row][c]
     for k in range(k0, k1):
         for i in range(ALPHA):  # along grid row i: G^T on its 6 columns
             r = ALPHA * i
@@ -311,18 +314,13 @@ def _filter_rows(m, grp, k0, k1, out, k_first):  # pragma: no cover - compiled
                 s0, s1, s2 = m[r, grp, k, c], m[r + 1, grp, k, c], m[r + 2, grp, k, c]
                 s3, s4, s5 = m[r + 3, grp, k, c], m[r + 4, grp, k, c], m[r + 5, grp, k, c]
                 sum12, dif12, sum34, dif34 = s1 + s2, s2 - s1, s3 + s4, s3 - s4
-                a[3 * i, c] = s0 * q4 - sum12 * q6 + sum34 * q24
-                a[3 * i + 1, c] = dif12 * q6 + dif34 * q12
-                a[3 * i + 2, c] = (sum34 - sum12) * q6 + s5
+                a[0, i, c] = s0 * q4 - sum12 * q6 + sum34 * q24
+                a[1, i, c] = dif12 * q6 + dif34 * q12
+                a[2, i, c] = (sum34 - sum12) * q6 + s5
         for q in range(3):  # down tap column q: G^T on the 6 grid rows
-            for c in range(cg):
-                s0, s1, s2 = a[q, c], a[3 + q, c], a[6 + q, c]
-                s3, s4, s5 = a[9 + q, c], a[12 + q, c], a[15 + q, c]
-                sum12, dif12, sum34, dif34 = s1 + s2, s2 - s1, s3 + s4, s3 - s4
-                b[q, c] = s0 * q4 - sum12 * q6 + sum34 * q24
-                b[3 + q, c] = dif12 * q6 + dif34 * q12
-                b[6 + q, c] = (sum34 - sum12) * q6 + s5
+            gt4(a[q], b[q])
         row = k_first + k - k0
         for c in range(cg):
-            for j in range(9):
-                out[row, c, j // 3, j % 3] = b[j, c]
+            for p in range(3):
+                for q in range(3):
+                    out[row, c, p, q] = b[q, p, c]
