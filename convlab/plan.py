@@ -89,7 +89,7 @@ class Plan:
                  "cap", "_choices", "_lock")
 
     def __init__(self, spec: ConvSpec, dtype: np.dtype, algo: str, finite: bool,
-                 cached: bool, backward_algo: str, cap: int | None = None) -> None:
+                 cached: bool, backward_algo: str, cap: int) -> None:
         self.spec = spec  # what the kernels see: zero padding only
         self.dtype = dtype
         self.algo = algo
@@ -99,7 +99,7 @@ class Plan:
         self.empty = spec.output_elements() == 0  # torch's empty output, no kernel call
         # the workspace cap the plan was made under (part of its key): each choice is
         # decided under it, whichever cap is in force when it is first asked for
-        self.cap = get_workspace_cap() if cap is None else cap
+        self.cap = cap
         self._choices: dict[str, Choice] = {}
         self._lock = threading.Lock()
 

@@ -60,17 +60,14 @@ def auto_contender(weight_cache: bool = False) -> Contender:
 
 
 def auto_op_contender(op: Op, weight_cache: bool) -> Contender:
-    """``auto-bwd`` / ``auto-tr``: the grad_input and grad_weight kernels that
-    ``algo="auto"`` picks for the layer (:func:`convlab.plan.plan`: the measured winner,
-    else the rule), as ``conv2d_input`` / ``conv2d_weight`` / ``conv_transpose2d`` run
-    them; with ``weight_cache``, as ``Conv2d.backward`` does: the grad_input kernel's
-    weight transform made once (in setup) and kept.  The note names the kernels."""
+    """``auto-bwd`` / ``auto-tr``: what ``algo="auto"`` runs for the layer's gradients
+    (:func:`convlab.plan.plan`: the measured winner, else the rule), as
+    ``conv2d_input`` / ``conv2d_weight`` / ``conv_transpose2d`` run them: each call asks
+    the plan for its kernels on its arrays (the dispatch a call pays, a NaN/Inf scan
+    where a kernel needs one).  With ``weight_cache``, as ``Conv2d.backward`` does: the
+    grad_input kernel's weight transform made once (in setup) and kept.  The note names
+    the kernels."""
     ran: list[Kernel] = []  # the last setup's kernels: their tolerances gate the check
-
-    def picked(spec: ConvSpec, dtype: Any, *arrays: np.ndarray) -> tuple[Kernel, Kernel]:
-        the_plan = plan(spec, dtype, cached=weight_cache)
-        return (the_plan.choice_for("grad_input", *arrays[:2]).kernel,
-                the_plan.choice_for("grad_weight", *arrays[2:]).kernel)
 
     def kept(gi: Kernel, w: np.ndarray, spec: ConvSpec) -> Any:
         return (gi.transform_weight(w, spec)
@@ -79,22 +76,21 @@ def auto_op_contender(op: Op, weight_cache: bool) -> Contender:
     if op is BACKWARD:
         def setup(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, go: np.ndarray,
                   spec: ConvSpec) -> Placed:
-            gi, gw = picked(spec, x.dtype, go, w, x, go)
-            ran[:] = [gi, gw]
-            tw = kept(gi, w, spec)
             the_plan = plan(spec, x.dtype, cached=weight_cache)
+            ran[:] = [the_plan.kernel_for("grad_input", go, w),
+                      the_plan.kernel_for("grad_weight", x, go)]
+            tw = kept(ran[0], w, spec)
 
             def call() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-                # the dispatch a call pays: the plan's choice for these arrays (a scan for
-                # NaN/Inf where the kernel does not keep PyTorch's pattern)
-                the_plan.choice_for("grad_input", go, w)
-                the_plan.choice_for("grad_weight", x, go)
+                gi = the_plan.kernel_for("grad_input", go, w)
+                gw = the_plan.kernel_for("grad_weight", x, go)
                 return gi.grad(go, w, spec, tw), gw.grad(x, go, spec), go.sum(axis=(0, 2, 3))
 
-            return Placed(call, lambda out: out, note=f"ran {gi.name}+{gw.name}")
+            return Placed(call, lambda out: out, note=f"ran {ran[0].name}+{ran[1].name}")
 
         def tolerance(spec: ConvSpec, dtype: Any) -> Any:
-            gi, gw = ran if ran else picked(spec, dtype)
+            the_plan = plan(spec, dtype, cached=weight_cache)
+            gi, gw = ran if ran else (the_plan.grad_input.kernel, the_plan.grad_weight.kernel)
             tol = gw.tolerance(spec, dtype)
             return gi.tolerance(spec, dtype), tol, tol
 
@@ -104,23 +100,20 @@ def auto_op_contender(op: Op, weight_cache: bool) -> Contender:
 
     def setup_tr(y: np.ndarray, w: np.ndarray, b: np.ndarray | None,
                  spec: ConvSpec) -> Placed:
-        gi = picked(spec, y.dtype, y, w)[0]
-        ran[:] = [gi]
-        tw = kept(gi, w, spec)
-
         the_plan = plan(spec, y.dtype, cached=weight_cache)
+        ran[:] = [the_plan.kernel_for("grad_input", y, w)]
+        tw = kept(ran[0], w, spec)
 
         def call() -> np.ndarray:
-            the_plan.choice_for("grad_input", y, w)  # the dispatch a call pays
-            out = gi.grad(y, w, spec, tw)
+            out = the_plan.kernel_for("grad_input", y, w).grad(y, w, spec, tw)
             if b is not None:
                 out += b[None, :, None, None]
             return out
 
-        return Placed(call, np.asarray, note=f"ran {gi.name}")
+        return Placed(call, np.asarray, note=f"ran {ran[0].name}")
 
     def tolerance_tr(spec: ConvSpec, dtype: Any) -> float:
-        gi = ran[0] if ran else picked(spec, dtype)[0]
+        gi = ran[0] if ran else plan(spec, dtype, cached=weight_cache).grad_input.kernel
         return gi.tolerance(spec, dtype)
 
     return Contender(TRANSPOSE.label(AUTO), "cpu", "conv_transpose2d on algo='auto''s "
