@@ -22,6 +22,7 @@ from . import _numba_cache  # noqa: F401  (imported for its effect, before the k
 # isort: split
 from . import kernels
 from ._version import __version__
+from .activation import ReLU, relu
 from .backward import conv2d_bias, conv2d_input, conv2d_weight, conv_transpose2d
 from .functional import conv2d, explain
 from .gradcheck import GradcheckError, gradcheck
@@ -31,6 +32,6 @@ from .reference import conv2d_reference
 from .shapes import ConvArgs, ConvSpec, TransposedSpec, output_shape, transposed_output_shape
 
 __all__ = ["Conv2d", "ConvArgs", "ConvSpec", "ConvTranspose2d", "GradcheckError", "KERNELS",
-           "TransposedSpec", "conv2d", "conv2d_bias", "conv2d_input", "conv2d_reference",
+           "ReLU", "TransposedSpec", "conv2d", "conv2d_bias", "conv2d_input", "conv2d_reference",
            "conv2d_weight", "conv_transpose2d", "explain", "gradcheck", "kernels",
-           "output_shape", "transposed_output_shape", "__version__", "no_grad"]
+           "output_shape", "relu", "transposed_output_shape", "__version__", "no_grad"]

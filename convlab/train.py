@@ -30,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from .activation import relu
 from .nn import Conv2d
 
 
 class ReLU:
-    """max(x, 0); its gradient passes where the input was positive."""
+    """max(x, 0) (``convlab.relu``: NaN stays NaN, as in torch); its gradient passes
+    where the input was positive."""
 
     def __init__(self) -> None:
         self.grad: dict[str, np.ndarray] = {}
@@ -42,7 +44,7 @@ class ReLU:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._positive = x > 0
-        return np.where(self._positive, x, 0).astype(x.dtype)
+        return relu(x)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         assert self._positive is not None, "backward() needs a forward() first"

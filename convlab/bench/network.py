@@ -25,9 +25,10 @@ gradients kept, then the backward, layer by layer in reverse, ``Conv2d.backward`
 output w.r.t. its input, weight and bias (the graph built by the timed forward).  Each
 layer gets a forward and a backward row, the network a forward, backward and step row.
 Between the layers both sides run the same glue, in place where the arrays are the
-pass's own (ReLU's mask, the subsample's scatter, the residual sums): NumPy on one core
-for convlab, torch's elementwise ops on its threads; the network rows include it, the
-layer rows do not.
+pass's own, each with its own library: the forward's ReLU is ``convlab.relu`` (Numba's
+threads) against ``torch.relu_``; the backward's (ReLU's mask, the subsample's scatter,
+the residual sums) NumPy on one core against torch's elementwise ops on its threads.
+The network rows include it, the layer rows do not.
 
 The JSON and CSV (:meth:`NetworkResult.save`) hold one :class:`Row` per network and op
 and one per layer and op.  ``convlab bench --model`` runs all this in a fresh process that
@@ -52,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from ..activation import relu
 from .models import INPUT, Network, build
 from .records import _atomic_write, output_paths
 from .table import format_time
@@ -225,7 +227,7 @@ def _convlab_forward(mods: list[Any], net: Network, x: np.ndarray, times: list[f
         times[i] = time.perf_counter() - t0
         if capture is not None:
             capture[i] = (inp, y.copy())
-        acts[i] = np.maximum(y, 0, out=y)  # ReLU in place
+        acts[i] = relu(y, inplace=True)  # convlab's ReLU (torch's relu_ on that side)
     return acts
 
 
