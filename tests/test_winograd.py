@@ -136,6 +136,29 @@ def test_both_gemm_blockings_match_the_oracle(algo, single_thread_blas):
 
 
 @pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("groups, kper, cb_threads", [(1, 7, 2), (2, 5, 4), (3, 11, 1)])
+def test_shared_input_transform_matches_the_oracle(monkeypatch, algo, groups, kper,
+                                                   cb_threads):
+    """One tile block with the output channels split (``kper`` < K/groups): V is
+    transformed once for all tiles, in jobs of input channels (ragged: 40/g channels in
+    ``cb_threads`` blocks), and every job's GEMMs read it.  Several groups, ragged
+    output-channel splits, an asymmetric padding and ragged edge tiles."""
+    x, w, b = random_case(np.random.default_rng(groups), (3, 42, 9, 11), (48, 42 // groups, 3, 3))
+    xa, wa, ba, spec = prepare(x, w, b, padding=(1, 0), groups=groups)
+    m = VARIANTS[algo]
+    tiles = 3 * -(-spec.out_height // m) * -(-spec.out_width // m)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: cb_threads)
+    calls = []
+    shared = winograd._shared_v
+    monkeypatch.setattr(winograd, "_shared_v", lambda *a: calls.append(a[-2]) or shared(*a))
+    out = winograd.winograd(xa, wa, ba, spec, m, blocking=(tiles, 3, kper))
+    assert calls, "the shared transform did not run"
+    report = compare(out, conv2d_reference(xa, wa, ba, spec),
+                     kernels.get(algo).tolerance(spec, np.float32))
+    assert report.ok, report
+
+
+@pytest.mark.parametrize("algo", ALGOS)
 def test_prepared_filter_gives_the_same_answer(algo):
     x, w, b = random_case(np.random.default_rng(3), (2, 4, 10, 9), (5, 4, 3, 3))
     xa, wa, ba, spec = prepare(x, w, b, padding=1)
