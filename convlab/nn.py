@@ -179,7 +179,11 @@ class Conv2d:
             # the input as the kernel saw it (a padded copy already for a non-zero
             # padding mode; otherwise copied here, so later writes cannot reach it)
             saved_x = x4 if spec.padding_mode != "zeros" else x4.copy()
-            self._saved = _Saved(saved_x, self.weight.copy(), out.shape, forward_plan, spec)
+            # the weight's bits: the weight cache's read-only snapshot, copied again only
+            # when the weight changed (a 512x512x3x3 weight: a 0.2 ms comparison per
+            # forward instead of a 9.4 MB copy)
+            self._saved = _Saved(saved_x, self._weight_cache.snapshot(self.weight), out.shape,
+                                 forward_plan, spec)
         else:
             self._saved = None
         return out
@@ -212,8 +216,9 @@ class Conv2d:
 
         What it keeps, and for how long:
 
-        * the forward's saved input and weight copies are released here (one backward
-          per forward);
+        * the forward's saved input copy is released here (one backward per forward);
+          its weight is the weight cache's read-only snapshot, shared by the forwards
+          that saw the same bits and replaced when the weight changes;
         * the grad_input kernel's weight transform (``polyphase``: the flipped,
           channel-swapped sub-kernels and, for 3x3 stride-1 layers, their Winograd ``U``:
           a few times the weight's bytes, like the forward's) stays in the layer's weight
@@ -516,7 +521,7 @@ class ConvTranspose2d(Conv2d):
         out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self._pair_padding(),
                                out_pad, self.groups, self.dilation, algo=self.algo,
                                cache=self._weight_cache)
-        self._saved = (_Saved(np.array(xa), self.weight.copy(), out.shape)
+        self._saved = (_Saved(np.array(xa), self._weight_cache.snapshot(self.weight), out.shape)
                        if grad_enabled() else None)
         self._saved_output_padding = out_pad
         return out

@@ -78,6 +78,31 @@ def test_backward_uses_the_forwards_input_and_weight(rng):
     np.testing.assert_allclose(layer.grad["weight"], want_w, atol=1e-12)
 
 
+def test_the_saved_weight_is_one_read_only_snapshot_until_the_weight_changes(rng):
+    """Forwards that see the same weight bits save the same private, read-only copy (no
+    copy per forward); an in-place step, even one that only flips 0.0 to -0.0, makes a
+    new one, and each backward differentiates the weight its forward saw."""
+    layer = _layer(padding=1, stride=1)
+    layer.weight[0, 0, 0, 0] = 0.0
+    x = rng.standard_normal((2, 3, 7, 6))
+    layer(x)
+    first = layer._saved.weight
+    assert not first.flags.writeable and first is not layer.weight
+    np.testing.assert_array_equal(first, layer.weight)
+    layer(x)
+    assert layer._saved.weight is first
+    layer.weight[0, 0, 0, 0] = -0.0  # the same value, other bits
+    out = layer(x)
+    second = layer._saved.weight
+    assert second is not first and np.signbit(second[0, 0, 0, 0])
+    g = rng.standard_normal(out.shape)
+    seen = layer.weight.copy()
+    layer.weight += 0.5  # after the forward: not what its backward differentiates
+    spec = convlab.ConvSpec.from_shapes(x.shape, seen.shape, padding=1)
+    np.testing.assert_allclose(layer.backward(g), conv2d_input_reference(g, seen, spec),
+                               atol=1e-12)
+
+
 def test_grad_output_shape_and_dtype(rng):
     layer = _layer(dtype=np.float32)
     x = rng.standard_normal((3, 7, 6)).astype(np.float32)  # unbatched
