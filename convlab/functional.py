@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._scan import same_bits
+from ._scan import PARALLEL_MIN, same_bits
 from .kernels import registry
 from .kernels.registry import Choice, Kernel
 from .plan import SELECTORS, Plan, plan
@@ -110,7 +110,12 @@ class WeightCache:
     def snapshot(self, weight: np.ndarray) -> np.ndarray:
         """A private, read-only copy of ``weight``'s current bits: the one made last time
         while the weight has not changed (one comparison instead of a copy per call;
-        ``Conv2d.forward`` keeps it for the backward), else a new one."""
+        ``Conv2d.forward`` keeps it for the backward), else a new one.  A small weight
+        is simply copied: that costs less than comparing it."""
+        if weight.size < PARALLEL_MIN:
+            snap = weight.copy()
+            snap.flags.writeable = False
+            return snap
         with self._lock:
             snap = self._snapshot
         if snap is not None and same_bits(snap, weight):

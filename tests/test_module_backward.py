@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import convlab
+from convlab import _scan
 from convlab.reference_backward import conv2d_input_reference, conv2d_weight_reference
 
 
@@ -81,10 +82,12 @@ def test_backward_uses_the_forwards_input_and_weight(rng):
 def test_the_saved_weight_is_one_read_only_snapshot_until_the_weight_changes(rng):
     """Forwards that see the same weight bits save the same private, read-only copy (no
     copy per forward); an in-place step, even one that only flips 0.0 to -0.0, makes a
-    new one, and each backward differentiates the weight its forward saw."""
-    layer = _layer(padding=1, stride=1)
+    new one, and each backward differentiates the weight its forward saw.  A weight
+    under PARALLEL_MIN values is copied each time (cheaper than comparing it)."""
+    layer = convlab.Conv2d(64, 128, 3, padding=1, dtype=np.float64, seed=0)
+    assert layer.weight.size >= _scan.PARALLEL_MIN
     layer.weight[0, 0, 0, 0] = 0.0
-    x = rng.standard_normal((2, 3, 7, 6))
+    x = rng.standard_normal((1, 64, 5, 4))
     layer(x)
     first = layer._saved.weight
     assert not first.flags.writeable and first is not layer.weight
@@ -101,6 +104,11 @@ def test_the_saved_weight_is_one_read_only_snapshot_until_the_weight_changes(rng
     spec = convlab.ConvSpec.from_shapes(x.shape, seen.shape, padding=1)
     np.testing.assert_allclose(layer.backward(g), conv2d_input_reference(g, seen, spec),
                                atol=1e-12)
+    small = _layer()
+    small(rng.standard_normal((2, 3, 7, 6)))
+    kept = small._saved.weight
+    small(rng.standard_normal((2, 3, 7, 6)))
+    assert small._saved.weight is not kept and not kept.flags.writeable
 
 
 def test_grad_output_shape_and_dtype(rng):
