@@ -14,7 +14,8 @@ temporary: a float is NaN or Inf exactly when its exponent bits are all ones, so
 floating-point comparison can be optimised away); two arrays have the same bits when
 the OR of their XORs is zero (NaN-safe: NaN payloads compare as bits, and ``-0.0``
 differs from ``0.0``, as a weight cache must see them).  Arrays under ``PARALLEL_MIN``
-values, or not C-contiguous, take NumPy's path: starting the threads would cost more.
+values (starting the threads would cost more), strided ones and those in the other byte
+order take NumPy's path.
 """
 
 from __future__ import annotations
@@ -63,11 +64,15 @@ def _any_difference(a, b):  # pragma: no cover - compiled
 
 
 def _fast(a: np.ndarray) -> bool:
-    return a.size >= PARALLEL_MIN and a.flags.c_contiguous and a.dtype.itemsize in _EXPONENT
+    """Big, C-contiguous, 4- or 8-byte values in this machine's byte order (the bit
+    tests read them as native unsigned integers)."""
+    return (a.size >= PARALLEL_MIN and a.flags.c_contiguous and a.dtype.isnative
+            and a.dtype.itemsize in _EXPONENT)
 
 
 def all_finite(a: np.ndarray) -> bool:
-    """No NaN and no Inf in the float array ``a``."""
+    """No NaN and no Inf in the float array ``a`` (or anything ``np.asarray`` takes)."""
+    a = np.asarray(a)
     if not (_fast(a) and a.dtype.kind == "f"):
         return bool(np.isfinite(a).all())
     uint = np.dtype(f"u{a.itemsize}")

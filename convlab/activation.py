@@ -19,8 +19,9 @@ take NumPy's path, ``np.where``: the same values, without a thread pool's start-
 cost.  The input is never changed unless ``inplace=True`` (torch's ``relu_`` /
 ``ReLU(inplace=True)``).
 
-Backward: ``grad * (output > 0)`` (for ``x = 0`` torch also gives 0); convlab's training
-code (``convlab.train``, ``convlab bench --model ... --train``) does it in NumPy.
+Backward, as torch's ``threshold_backward``: 0 where ``x <= 0``, the incoming gradient
+elsewhere (NaN included: ``NaN <= 0`` is false, so its gradient passes); convlab's
+training code (``convlab.train``) does it in NumPy.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def _relu_inplace(a):  # pragma: no cover - compiled
 def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """``max(x, 0)`` elementwise, as ``torch.relu`` (NaN and ``-0.0`` kept); with
     ``inplace=True`` written into ``x`` and ``x`` returned."""
+    if inplace and not isinstance(x, np.ndarray):
+        raise TypeError(f"relu(inplace=True) needs a NumPy array to write into, got "
+                        f"{type(x).__name__}")
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":
         raise TypeError(f"relu: expected a real number array, got dtype {x.dtype}")

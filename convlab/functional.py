@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._scan import PARALLEL_MIN, same_bits
+from ._scan import same_bits
 from .kernels import registry
 from .kernels.registry import Choice, Kernel
 from .plan import SELECTORS, Plan, plan
@@ -87,7 +87,7 @@ class WeightCache:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[np.ndarray, Any, Any]] = {}
-        self._snapshot: np.ndarray | None = None  # see snapshot()
+        self._local = threading.local()  # the key of this thread's last get (take_key)
         self._lock = threading.Lock()
 
     def get(self, kernel: Kernel, weight: np.ndarray, spec: ConvSpec) -> Any:
@@ -100,31 +100,25 @@ class WeightCache:
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None and entry[1] == scope and same_bits(entry[0], weight):
+            self._local.key = entry[0]
             return entry[2]
         snapshot = weight.copy()  # the key: transform exactly these bits
+        snapshot.flags.writeable = False  # never written: shared by the forwards it serves
         transformed = transform(snapshot, spec)
         with self._lock:
             self._entries[key] = (snapshot, scope, transformed)
+        self._local.key = snapshot
         return transformed
 
-    def snapshot(self, weight: np.ndarray) -> np.ndarray:
-        """A private, read-only copy of ``weight``'s current bits: the one made last time
-        while the weight has not changed (one comparison instead of a copy per call;
-        ``Conv2d.forward`` keeps it for the backward), else a new one.  A small weight
-        is simply copied: that costs less than comparing it."""
-        if weight.size < PARALLEL_MIN:
-            snap = weight.copy()
-            snap.flags.writeable = False
-            return snap
-        with self._lock:
-            snap = self._snapshot
-        if snap is not None and same_bits(snap, weight):
-            return snap
-        snap = weight.copy()
-        snap.flags.writeable = False  # shared by every forward that saw these bits
-        with self._lock:
-            self._snapshot = snap
-        return snap
+    def take_key(self) -> np.ndarray | None:
+        """The key (the private, read-only copy of the weight bits) behind the transform
+        that this thread's last :meth:`get` returned, and forget it; None if that get
+        had no transform to return, or the key was taken already.  ``Conv2d.forward``
+        saves it for the backward: exactly the bits the forward computed with, and no
+        copy of its own (ResNet-18's weights are 45 MB)."""
+        key = getattr(self._local, "key", None)
+        self._local.key = None
+        return key
 
     def kept(self, kernel: Kernel) -> Any:
         """The transform kept for ``kernel`` (its op and name), or None: a look that
@@ -134,10 +128,9 @@ class WeightCache:
         return None if entry is None else entry[2]
 
     def clear(self) -> None:
-        """Forget every transform and the weight snapshot (rebuilt on the next call)."""
+        """Forget every transform (they are rebuilt on the next call)."""
         with self._lock:
             self._entries.clear()
-            self._snapshot = None
 
     # A pickled or copied layer carries no transforms: they are rebuilt on first use
     # (a 256x256 3x3 layer's F(4,3) filter is 16x its weight), and a lock cannot travel.
@@ -154,9 +147,6 @@ class WeightCache:
 def _scope(kernel: Kernel, spec: ConvSpec) -> Any:
     """What besides the weight's bits a kept transform must match (class docstring)."""
     return spec.groups if kernel.op == "forward" else spec
-
-
-
 
 
 def explain(

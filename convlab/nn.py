@@ -172,6 +172,7 @@ class Conv2d:
     def forward(self, x: Any) -> np.ndarray:
         """Convolve ``x`` ((N, C, H, W) or (C, H, W)) with this layer's parameters
         (and keep a copy of ``x`` and the weight for :meth:`backward`)."""
+        self._weight_cache.take_key()  # none left over from another call of this thread
         out, forward_plan, x4, spec = forward_with_plan(
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
             self.padding_mode, self.algo, self._weight_cache, self.backward_algo)
@@ -179,17 +180,20 @@ class Conv2d:
             # the input as the kernel saw it (a padded copy already for a non-zero
             # padding mode; otherwise copied here, so later writes cannot reach it)
             saved_x = x4 if spec.padding_mode != "zeros" else x4.copy()
-            # the weight's bits: the weight cache's read-only snapshot, copied again only
-            # when the weight changed (a 512x512x3x3 weight: a 0.2 ms comparison per
-            # forward instead of a 9.4 MB copy)
-            self._saved = _Saved(saved_x, self._weight_cache.snapshot(self.weight), out.shape,
-                                 forward_plan, spec)
+            self._saved = _Saved(saved_x, self._saved_weight(), out.shape, forward_plan, spec)
         else:
             self._saved = None
         return out
 
     def __call__(self, x: Any) -> np.ndarray:
         return self.forward(x)
+
+    def _saved_weight(self) -> np.ndarray:
+        """The weight bits this forward computed with, for its backward: the weight
+        cache's read-only key when the kernel transformed the weight (Winograd, FFT: no
+        copy of its own), else a copy (so later writes cannot reach it)."""
+        key = self._weight_cache.take_key()
+        return self.weight.copy() if key is None else key
 
     def plan(self, x: Any) -> Plan:
         """The plan a forward of ``x`` (an array or a shape) runs by, and its backward
@@ -216,9 +220,10 @@ class Conv2d:
 
         What it keeps, and for how long:
 
-        * the forward's saved input copy is released here (one backward per forward);
-          its weight is the weight cache's read-only snapshot, shared by the forwards
-          that saw the same bits and replaced when the weight changes;
+        * the forward's saved input and weight are released here (one backward per
+          forward); the weight is a copy, or, when the forward's kernel transformed it,
+          the weight cache's read-only copy behind that transform (kept by the cache
+          anyway, see below);
         * the grad_input kernel's weight transform (``polyphase``: the flipped,
           channel-swapped sub-kernels and, for 3x3 stride-1 layers, their Winograd ``U``:
           a few times the weight's bytes, like the forward's) stays in the layer's weight
@@ -518,10 +523,11 @@ class ConvTranspose2d(Conv2d):
         copy of ``x`` and the weight for :meth:`backward`."""
         xa = as_array(x, "input")
         out_pad = self._output_padding(xa.shape, output_size)
+        self._weight_cache.take_key()  # none left over from another call of this thread
         out = conv_transpose2d(xa, self.weight, self.bias, self.stride, self._pair_padding(),
                                out_pad, self.groups, self.dilation, algo=self.algo,
                                cache=self._weight_cache)
-        self._saved = (_Saved(np.array(xa), self._weight_cache.snapshot(self.weight), out.shape)
+        self._saved = (_Saved(np.array(xa), self._saved_weight(), out.shape)
                        if grad_enabled() else None)
         self._saved_output_padding = out_pad
         return out

@@ -35,20 +35,20 @@ from .nn import Conv2d
 
 
 class ReLU:
-    """max(x, 0) (``convlab.relu``: NaN stays NaN, as in torch); its gradient passes
-    where the input was positive."""
+    """max(x, 0) (``convlab.relu``: NaN stays NaN, as in torch); its gradient is 0 where
+    the input was <= 0 and passes elsewhere (NaN included), as torch's."""
 
     def __init__(self) -> None:
         self.grad: dict[str, np.ndarray] = {}
-        self._positive: np.ndarray | None = None
+        self._blocked: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._positive = x > 0
+        self._blocked = x <= 0
         return relu(x)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        assert self._positive is not None, "backward() needs a forward() first"
-        return np.where(self._positive, grad_output, 0).astype(grad_output.dtype)
+        assert self._blocked is not None, "backward() needs a forward() first"
+        return np.where(self._blocked, 0, grad_output).astype(grad_output.dtype)
 
 
 class MaxPool2d:

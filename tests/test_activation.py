@@ -30,12 +30,22 @@ def _expect(x: np.ndarray, got: np.ndarray) -> None:
                                   x[keep].view(f"u{x.itemsize}"))
 
 
+def _spy(monkeypatch, name):
+    """Count the calls of one of activation's compiled loops."""
+    calls = []
+    real = getattr(activation, name)
+    monkeypatch.setattr(activation, name, lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", [37, activation.PARALLEL_MIN + 12_345])
-def test_relu_is_the_definition_and_torchs_bits(dtype, size):
+def test_relu_is_the_definition_and_torchs_bits(monkeypatch, dtype, size):
     x = _input(size, dtype).reshape(1, -1)
     before = x.copy()
+    calls = _spy(monkeypatch, "_relu_into")
     got = convlab.relu(x)
+    assert len(calls) == (size >= activation.PARALLEL_MIN)  # the threaded path, if big
     np.testing.assert_array_equal(x.view(np.uint8), before.view(np.uint8))  # untouched
     assert got.dtype == x.dtype and got.shape == x.shape
     _expect(x, got)
@@ -44,10 +54,12 @@ def test_relu_is_the_definition_and_torchs_bits(dtype, size):
 
 
 @pytest.mark.parametrize("size", [50, activation.PARALLEL_MIN * 3 + 7])
-def test_inplace_writes_into_the_input_and_returns_it(size):
+def test_inplace_writes_into_the_input_and_returns_it(monkeypatch, size):
     x = _input(size, np.float32)
     want = torch.relu(torch.from_numpy(x.copy())).numpy()
+    calls = _spy(monkeypatch, "_relu_inplace")
     got = convlab.ReLU(inplace=True)(x)
+    assert len(calls) == (size >= activation.PARALLEL_MIN)
     assert got is x
     np.testing.assert_array_equal(x.view(np.uint8), want.view(np.uint8))
 
@@ -66,6 +78,9 @@ def test_strided_and_integer_arrays_take_numpys_path():
 def test_errors_and_repr():
     with pytest.raises(TypeError, match="real number"):
         convlab.relu(np.array([True, False]))
+    with pytest.raises(TypeError, match="needs a NumPy array to write into, got list"):
+        convlab.relu([-1.0, 2.0], inplace=True)
+    np.testing.assert_array_equal(convlab.relu([-1.0, 2.0]), [0.0, 2.0])
     ro = np.ones(activation.PARALLEL_MIN, np.float32)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):

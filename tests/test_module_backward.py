@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import convlab
-from convlab import _scan
 from convlab.reference_backward import conv2d_input_reference, conv2d_weight_reference
 
 
@@ -79,19 +78,21 @@ def test_backward_uses_the_forwards_input_and_weight(rng):
     np.testing.assert_allclose(layer.grad["weight"], want_w, atol=1e-12)
 
 
-def test_the_saved_weight_is_one_read_only_snapshot_until_the_weight_changes(rng):
-    """Forwards that see the same weight bits save the same private, read-only copy (no
-    copy per forward); an in-place step, even one that only flips 0.0 to -0.0, makes a
-    new one, and each backward differentiates the weight its forward saw.  A weight
-    under PARALLEL_MIN values is copied each time (cheaper than comparing it)."""
-    layer = convlab.Conv2d(64, 128, 3, padding=1, dtype=np.float64, seed=0)
-    assert layer.weight.size >= _scan.PARALLEL_MIN
+def test_a_transformed_weight_is_saved_as_the_caches_key_and_others_as_copies(rng):
+    """A forward whose kernel transformed the weight (Winograd) saves the weight cache's
+    read-only key, the bits it computed with, shared while the weight keeps its bits; an
+    in-place write, even 0.0 -> -0.0, makes a new key; a kernel without a transform
+    saves a copy; a key left by a no_grad forward is never saved by a later forward
+    whose kernel has no transform; a write after the forward does not reach its
+    backward."""
+    layer = convlab.Conv2d(32, 40, 3, padding=1, dtype=np.float64, seed=0,
+                           algo="winograd_f2")
     layer.weight[0, 0, 0, 0] = 0.0
-    x = rng.standard_normal((1, 64, 5, 4))
+    x = rng.standard_normal((1, 32, 6, 5))
     layer(x)
     first = layer._saved.weight
     assert not first.flags.writeable and first is not layer.weight
-    np.testing.assert_array_equal(first, layer.weight)
+    assert first is layer._weight_cache._entries[("forward", "winograd_f2")][0]
     layer(x)
     assert layer._saved.weight is first
     layer.weight[0, 0, 0, 0] = -0.0  # the same value, other bits
@@ -104,11 +105,14 @@ def test_the_saved_weight_is_one_read_only_snapshot_until_the_weight_changes(rng
     spec = convlab.ConvSpec.from_shapes(x.shape, seen.shape, padding=1)
     np.testing.assert_allclose(layer.backward(g), conv2d_input_reference(g, seen, spec),
                                atol=1e-12)
-    small = _layer()
-    small(rng.standard_normal((2, 3, 7, 6)))
-    kept = small._saved.weight
-    small(rng.standard_normal((2, 3, 7, 6)))
-    assert small._saved.weight is not kept and not kept.flags.writeable
+    with convlab.no_grad():
+        layer(x)  # leaves this thread's key for the weight as it is now
+    layer.weight -= 0.25
+    layer.algo = "parallel"  # no transform: the forward must copy the new weight
+    layer(x)
+    assert layer._saved.weight.flags.writeable
+    np.testing.assert_array_equal(layer._saved.weight, layer.weight)
+    assert layer._saved.weight is not layer.weight
 
 
 def test_grad_output_shape_and_dtype(rng):

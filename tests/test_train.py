@@ -90,3 +90,18 @@ def test_a_short_run_on_the_digits_learns():
     assert len(hist.losses) == 2 * 20
     assert np.mean(hist.losses[-5:]) < np.mean(hist.losses[:5])
     assert hist.test_accuracy[-1] > 0.5  # ten classes: chance is 0.1
+
+
+def test_relu_layer_is_torchs_forward_and_backward_on_nan_inf_and_zeros():
+    """Forward: NaN and -0.0 kept; backward: 0 where x <= 0, the gradient elsewhere,
+    NaN inputs included (torch's threshold_backward)."""
+    torch = pytest.importorskip("torch")
+    x = np.array([np.nan, -1.0, 0.0, -0.0, 2.0, np.inf, -np.inf], np.float32)
+    g = np.array([1.0, np.inf, np.inf, 5.0, 3.0, 7.0, np.nan], np.float32)
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    ty = torch.relu(tx)
+    ty.backward(torch.from_numpy(g))
+    layer = train.ReLU()
+    out = layer.forward(x)
+    np.testing.assert_array_equal(out.view(np.uint32), ty.detach().numpy().view(np.uint32))
+    np.testing.assert_array_equal(layer.backward(g), tx.grad.numpy())

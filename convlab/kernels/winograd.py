@@ -217,10 +217,8 @@ def _run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvS
         u = u.reshape(alpha2, spec.groups, k // spec.groups, cg)
     work = _scratch_memory("work", threads * per_thread, x.dtype).reshape(threads, per_thread)
     top, left = spec.padding[0], spec.padding[2]
-    cg, kg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
-    tiles = spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
-    shared = tb == tiles and kper < kg  # one tile block, the threads split the channels
-    if shared:  # V once, split by input channels, instead of once per thread (see _shared_v)
+    cg, tiles = spec.in_channels // spec.groups, _tiles(spec, m)
+    if _shares_v(spec, m, tb, kper):  # V once, split by input channels (see _shared_v)
         v_all = _scratch_memory("V", (m + 2) ** 2 * spec.in_channels * tiles, x.dtype).reshape(
             (m + 2) ** 2, spec.groups, cg, tiles)
         if stage_mask & 1:
@@ -238,6 +236,17 @@ def _run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvS
         with single_threaded_blas(), parallel_region():
             _convolve(*args)
     return out
+
+
+def _tiles(spec: ConvSpec, m: int) -> int:
+    """Output tiles of F(m x m, 3 x 3) over the batch."""
+    return spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
+
+
+def _shares_v(spec: ConvSpec, m: int, tb: int, kper: int) -> bool:
+    """One tile block, and the threads split the output channels: every job needs the
+    whole V, transformed once by :func:`_shared_v`."""
+    return tb == _tiles(spec, m) and kper < spec.out_channels // spec.groups
 
 
 # ---------------------------------------------------------------- registry entries
@@ -293,10 +302,12 @@ def _multiplies(m: int) -> Callable[[ConvSpec], int]:
 
 def _workspace(m: int):
     def workspace(spec: ConvSpec, itemsize: int) -> int:
-        tb, kb, _ = plan(spec, m, itemsize)
+        tb, kb, kper = plan(spec, m, itemsize)
         u_items = (m + 2) ** 2 * spec.out_channels * spec.in_channels // spec.groups
         threads = numba.get_num_threads()
-        return (u_items + threads * _items_per_thread(spec, m, tb, kb)) * itemsize
+        shared_v = ((m + 2) ** 2 * spec.in_channels * _tiles(spec, m)
+                    if _shares_v(spec, m, tb, kper) else 0)
+        return (u_items + shared_v + threads * _items_per_thread(spec, m, tb, kb)) * itemsize
     return workspace
 
 
