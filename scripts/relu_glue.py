@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 import convlab
+from convlab.bench.timing import wall_timer
 
 SHAPES = [(8, 96, 112, 112), (8, 64, 112, 112), (8, 144, 56, 56), (8, 384, 14, 14),
           (8, 960, 7, 7)]
@@ -28,12 +28,7 @@ SHAPES = [(8, 96, 112, 112), (8, 64, 112, 112), (8, 144, 56, 56), (8, 384, 14, 1
 
 def best_ms(fn: Callable[[], object], rounds: int) -> float:
     fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * min(wall_timer(fn, 1) for _ in range(rounds))
 
 
 def main() -> None:
