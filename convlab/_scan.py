@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .threads import PARALLEL_MIN_VALUES as PARALLEL_MIN
 from .threads import parallel_region
 
-PARALLEL_MIN = 1 << 16  # values; below this NumPy's one pass beats starting threads
-_BLOCK = 1 << 14
+_BLOCK = 1 << 14  # values per prange step
 # the exponent field of float32 / float64, read as unsigned integers
 _EXPONENT = {4: np.uint32(0x7F800000), 8: np.uint64(0x7FF0000000000000)}
 

@@ -29,10 +29,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .threads import PARALLEL_MIN_VALUES as PARALLEL_MIN
 from .threads import parallel_region
 
-# below this many values one NumPy pass beats starting Numba's threads
-PARALLEL_MIN = 1 << 16
 _BLOCK = 1 << 14  # values per prange step: 64 KiB of float32, a slice of L2
 
 

@@ -54,6 +54,10 @@ from numba import njit, prange
 # Layers that accept concurrent parallel regions from several Python threads.
 THREADSAFE_LAYERS = ("omp", "tbb")
 
+# An elementwise pass over fewer values than this (activation.relu, _scan's checks) runs
+# in NumPy on one core: starting Numba's threads would cost more than the pass.
+PARALLEL_MIN_VALUES = 1 << 16
+
 _layer: str | None = None
 _layer_lock = threading.Lock()
 _workqueue_lock = threading.RLock()  # re-entrant: a region may call another

@@ -117,6 +117,11 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _tiles(spec: ConvSpec, m: int) -> int:
+    """Output tiles of F(m x m, 3 x 3) over the batch."""
+    return spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
+
+
 # ---------------------------------------------------------------- public pieces
 def transform_filter(weight: np.ndarray, groups: int, m: int) -> np.ndarray:
     """U = G g G^T for every (k, c): an (alpha^2, groups, K/groups, C/groups) array.
@@ -139,7 +144,7 @@ def plan(spec: ConvSpec, m: int, itemsize: int, *, tile_target: int = TILES_PER_
         single_thread_blas = blas_can_be_limited()
     cg = spec.in_channels // spec.groups
     kg = spec.out_channels // spec.groups
-    tiles = spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
+    tiles = _tiles(spec, m)
     threads = numba.get_num_threads()
     if threads > 1 and tiles <= tile_target and kg >= U_BOUND_RATIO * tiles:
         # few tiles, many channels (VGG's 512ch@14 at batch 1, ResNet's 7x7 layers): U,
@@ -238,11 +243,6 @@ def _run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvS
     return out
 
 
-def _tiles(spec: ConvSpec, m: int) -> int:
-    """Output tiles of F(m x m, 3 x 3) over the batch."""
-    return spec.batch * _cdiv(spec.out_height, m) * _cdiv(spec.out_width, m)
-
-
 def _shares_v(spec: ConvSpec, m: int, tb: int, kper: int) -> bool:
     """One tile block, and the threads split the output channels: every job needs the
     whole V, transformed once by :func:`_shared_v`."""
@@ -295,8 +295,8 @@ def _items_per_thread(spec: ConvSpec, m: int, tb: int, kb: int) -> int:
 def _multiplies(m: int) -> Callable[[ConvSpec], int]:
     """F(m x m, 3 x 3)'s real multiplies: (m+2)^2 per output tile and (c, k) pair."""
     def multiplies(spec: ConvSpec) -> int:
-        tiles = spec.batch * -(-spec.out_height // m) * -(-spec.out_width // m)
-        return tiles * (m + 2) ** 2 * spec.in_channels // spec.groups * spec.out_channels
+        pairs = spec.in_channels // spec.groups * spec.out_channels
+        return _tiles(spec, m) * (m + 2) ** 2 * pairs
     return multiplies
 
 
@@ -333,7 +333,7 @@ def _few_channels(spec: ConvSpec) -> str | None:
 
 
 def _auto_when_f4(spec: ConvSpec) -> str | None:
-    tiles = spec.batch * _cdiv(spec.out_height, 4) * _cdiv(spec.out_width, 4)
+    tiles = _tiles(spec, 4)
     if tiles < AUTO_MIN_TILES_F4:
         return (f"only {tiles} output tiles (< {AUTO_MIN_TILES_F4}): its filter transform "
                 "is not paid back; F(2,3) is faster here")
