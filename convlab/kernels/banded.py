@@ -3,9 +3,9 @@
 ``im2col`` (see that file) copies the input under every output pixel into one column
 matrix, then runs one big GEMM: simple, but the column matrix is ``kh*kw`` times the
 input (49x for a 7x7 stem, 9x for a 3x3) and goes to memory and back, and at stride 2
-the input is first padded and split into stride phases (two more copies).  For strided
-layers (ResNet's 7x7/2 stem, its stride-2 3x3 downsampling, MobileNetV2's 3x3/2 stem)
-that traffic is much of the time.
+the input is first padded and split into stride phases (one more copy in memory).  For
+strided layers (ResNet's 7x7/2 stem, its stride-2 3x3 downsampling, MobileNetV2's 3x3/2
+stem) that traffic is much of the time.
 
 This kernel cuts the output into bands of rows, one task per (image, band), spread
 over Numba's threads by a ``prange``.  Deep layers at small planes (ResNet's 256->512
@@ -14,29 +14,39 @@ round: every task streams the whole weight through the cache for a thin GEMM, so
 task takes whole images, several at once, until its column block is as large as the
 weight or the batch is shared out one block per thread (:func:`task_shape`).  A task:
 
-1. **lowers its band** into a private column block ``cols[(c, p, q), (i, j)]`` sized to
-   stay in the core's L2 (``BAND_BYTES``): for each tap row, the output columns whose
-   input column lands inside the image form one range, computed up front, so the copy
-   is a strided slice with no bounds test; taps on the padding are zeros written once;
-2. **multiplies** ``W (K x C*kh*kw) @ cols`` with a *single-threaded* sgemm/dgemm
+1. **splits its band's input rows into stride phases**, zero-padded, in a small private
+   buffer (``parallel.phase_planes`` explains the phase planes; here only the rows the
+   band's taps reach, so the split stays in cache and costs no pass over memory).  In
+   the phase planes a strided convolution reads like a stride-1 one: tap ``r = (c, p,
+   q)`` of every output of the band sits at one fixed offset ``off[r]`` from that
+   output's flat position ``i*Ws + j`` (``parallel.tap_offsets``);
+2. **lowers the band** into a private column block ``cols[(c, p, q), (i, j)]`` sized to
+   stay in the core's L2 (``BAND_BYTES``): one *contiguous* copy per tap, the band's
+   ``Ws - Wo`` junk columns per row included (computed, never stored; 3 % of the stem's
+   columns, 7 % at 28x28);
+3. **multiplies** ``W (K x C*kh*kw) @ cols`` with a *single-threaded* sgemm/dgemm
    (:mod:`convlab.threads`: OpenBLAS's own threads are never woken) into a private
    result block;
-3. **writes** the block into the output with the bias, while it is in cache.
+4. **writes** the block's real columns into the output with the bias, while in cache.
 
-No padded copy, no phase split, no column matrix in memory: the input is read about
-``kh*kw / (sh*sw)`` times from cache (each value is under that many windows), the
-output written once.  The GEMM does the layer's multiply-adds exactly (no junk columns).
+No padded copy in memory, no column matrix in memory: the input is read about once
+per task from memory, then ``kh*kw / (sh*sw)`` times from cache, the output written
+once.  Measured (batch 8, 2 threads, one Intel Xeon with AVX-512, NumPy first, in
+``convlab bench --model resnet18``): the first version lowered straight from the input
+with strided reads (one short strided copy per tap and output row); lowering from the
+task's phase planes took the stem from 16.2 to 12.7 ms and the stride-2 3x3 layers
+from 6.7 / 6.0 / 5.8 to 6.4 / 5.2 / 5.3 ms.  What is left is the GEMM: 4.1 of the 64->128
+layer's 5.4 ms alone, at OpenBLAS's single-core rate (~135 GFLOP/s a core here), where
+PyTorch's whole layer takes 3.8.
 
-Cost: N*K*(C/g*kh*kw)*Ho*Wo multiply-adds at single-core GEMM speed on every thread,
-plus the lowering (C*kh*kw*Ho*Wo values per image, written to L2).  Limits: none (any
-kernel size, stride, dilation, padding and groups: one lowering and GEMM per group, slow
-for depthwise layers, whose per-group GEMMs are 1 x 9); float32 and float64.
-``algo="auto"`` picks it for ungrouped strided layers with a kernel larger than 1x1,
-except a thin input under a big kernel (the 7x7 stem over 3 channels: its GEMM's 147-long
-reduction is short for BLAS, and ``parallel``'s direct loops were faster) (``_auto_when``);
-measure it with ``convlab bench --model resnet18``
-(its stem and stride-2 layers) or ``convlab bench --suite resnet --layers res_stem
---kernels banded,parallel,im2col,torch``.
+Cost: N*K*(C/g*kh*kw)*Ho*Wo multiply-adds (plus the junk columns) at single-core GEMM
+speed on every thread, plus the split and the lowering (C*kh*kw*rows*Ws values per band,
+written to L2).  Limits: none (any kernel size, stride, dilation, padding and groups: one
+lowering and GEMM per group, slow for depthwise layers, whose per-group GEMMs are 1 x 9);
+float32 and float64.  ``algo="auto"`` picks it for ungrouped strided layers with a kernel
+larger than 1x1 (``_auto_when``), the 7x7 stem included; measure it with ``convlab bench
+--model resnet18`` (its stem and stride-2 layers) or ``convlab bench --suite resnet
+--layers res_stem --kernels banded,parallel,im2col,torch``.
 
 Source: the lowering is Chellapilla et al. 2006, "High Performance Convolutional Neural
 Networks for Document Processing"; lowering in cache-sized blocks and multiplying each
@@ -52,6 +62,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region, single_threaded_blas
+from .parallel import tap_offsets, used_phases
 from .registry import register
 
 # bytes of one task's column block: about half of a core's L2 (1 MiB on Zen 4, 512 KiB
@@ -59,20 +70,13 @@ from .registry import register
 BAND_BYTES = 384 * 1024
 
 
-# A thin input under a big kernel (ResNet's 3->64 7x7/2 stem) goes to parallel's
-# direct loops, register-blocked over output channels and width: measured quiet, batch
-# 8, interleaved medians, 14.1-14.3 ms against banded's 17.0-17.5 (a 3x3/2 stem with 3
-# channels stays here: 3.4 against 3.6).
-THIN_CHANNELS = 8
-BIG_KERNEL_TAPS = 25
-
-
 def _auto_when(spec: ConvSpec) -> str | None:
-    kh, kw = spec.kernel_size
+    # The 7x7 stem over 3 channels once went to parallel's direct loops (on a Zen 4, 14.1
+    # ms against the first banded's 17.0).  Since the lowering reads the task's phase
+    # planes, banded is ahead on it too: 11.9 ms against parallel's 14.6 alone, batch 8,
+    # on an Intel Xeon with AVX-512 (``convlab bench --layers res_stem --kernels
+    # parallel,banded,torch``); ``convlab tune`` measures it on any other machine.
     if spec.stride != (1, 1) and spec.kernel_size != (1, 1) and spec.groups == 1:
-        if spec.in_channels < THIN_CHANNELS and kh * kw >= BIG_KERNEL_TAPS:
-            return (f"{spec.in_channels} input channels under a {kh}x{kw} kernel: parallel's "
-                    "direct loops were faster on the 7x7 stem measured (14.1 vs 17.0 ms)")
         return None
     return ("picked for ungrouped strided layers with a kernel larger than 1x1 only (stride "
             "1 has Winograd, im2col and parallel; 1x1 has pointwise; grouped layers' "
@@ -107,34 +111,39 @@ def task_shape(spec: ConvSpec, itemsize: int, threads: int) -> tuple[int, int]:
           rtol=1e-5, auto_rank=17, auto_when=_auto_when)
 def conv2d_banded(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                   spec: ConvSpec) -> np.ndarray:
-    n_batch, k_out, ho, wo = spec.batched_output_shape
+    k_out = spec.out_channels
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     b = np.zeros(k_out, x.dtype) if bias is None else bias
     imgs, rows = task_shape(spec, x.dtype.itemsize, numba.get_num_threads())
-    (sh, sw), (dh, dw), (top, _, left, _) = spec.stride, spec.dilation, spec.padding
+    (kh, _), (sh, sw), (dh, _), (top, _, left, right) = (
+        spec.kernel_size, spec.stride, spec.dilation, spec.padding)
+    # a task's phase planes: its band's rows plus the rows its taps reach below them
+    hl = rows + (kh - 1) * dh // sh
+    ws = -(-(spec.width + left + right) // sw)
+    off = tap_offsets(spec, hl, ws)
     with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas(), \
             parallel_region():
-        _banded(x, weight.reshape(k_out, spec.reduction_length), b, out, spec.kernel_size[0],
-                spec.kernel_size[1], sh, sw, dh, dw, top, left, imgs, rows, spec.groups)
+        _banded(x, weight.reshape(k_out, spec.reduction_length), b, out, off, used_phases(spec),
+                hl, ws, sh, sw, top, left, imgs, rows, spec.groups)
     return out
 
 
 @njit(parallel=True, cache=True)
-def _banded(x, w, bias, out, kh, kw, sh, sw, dh, dw, top, left, imgs, rows,
+def _banded(x, w, bias, out, off, used, hl, ws, sh, sw, top, left, imgs, rows,
             groups):  # pragma: no cover
+    """off[r]: where tap r = (c, p, q) sits from the window's corner in a task's phase
+    planes (``parallel.tap_offsets`` for planes of hl x ws); used[a, b]: the phases some
+    tap reads; (imgs, rows): a task's block of images and output rows."""
     n_batch, height, width = x.shape[0], x.shape[2], x.shape[3]
     k_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
     cg, kg = x.shape[1] // groups, k_out // groups
-    reduction = cg * kh * kw
-    # per filter column q: the output columns [lo, hi) whose input column is inside
-    lo = np.empty(kw, np.int64)
-    hi = np.empty(kw, np.int64)
-    for q in range(kw):
-        off = q * dw - left  # input column = j*sw + off
-        first = 0 if off >= 0 else (-off + sw - 1) // sw
-        last = (width - 1 - off) // sw + 1 if width - 1 - off >= 0 else 0
-        lo[q] = min(first, wo)
-        hi[q] = max(lo[q], min(wo, last))
+    reduction = off.shape[0]
+    # the phase columns [v0[b], v1[b]) whose input column v*sw + b - left exists
+    v0 = np.empty(sw, np.int64)
+    v1 = np.empty(sw, np.int64)
+    for b in range(sw):
+        v0[b] = min(ws, max(0, (left - b + sw - 1) // sw))
+        v1[b] = max(v0[b], min(ws, (width - 1 + left - b) // sw + 1))
     n_bands = (ho + rows - 1) // rows
     n_blocks = (n_batch + imgs - 1) // imgs
     for task in prange(n_blocks * n_bands):
@@ -143,35 +152,42 @@ def _banded(x, w, bias, out, kh, kw, sh, sw, dh, dw, top, left, imgs, rows,
         ni = min(imgs, n_batch - n0)
         i0 = band * rows
         nr = min(rows, ho - i0)
-        # columns ordered (image, row, column): image m's rows follow image m-1's
-        cols = np.empty((reduction, ni * nr * wo), x.dtype)
-        res = np.empty((kg, ni * nr * wo), x.dtype)
+        # an image's band is the flat positions i*ws + j of its rows in the planes: one
+        # contiguous range per tap, ws - wo junk columns per row (computed, never stored)
+        seg = (nr - 1) * ws + wo
+        planes = np.empty((cg, sh, sw, hl, ws), x.dtype)
+        pf = planes.reshape(-1)
+        cols = np.empty((reduction, ni * seg), x.dtype)
+        res = np.empty((kg, ni * seg), x.dtype)
         for g in range(groups):  # one lowering and one GEMM per group (usually one)
-            for c in range(cg):
-                for p in range(kh):
-                    for q in range(kw):
-                        r = (c * kh + p) * kw + q
-                        a, z = lo[q], hi[q]
-                        x0 = a * sw + q * dw - left
-                        for m in range(ni):
-                            for i in range(nr):
-                                start = (m * nr + i) * wo
-                                dst = cols[r, start:start + wo]
-                                y = (i0 + i) * sh + p * dh - top
-                                if y < 0 or y >= height:
-                                    dst[:] = 0
+            for m in range(ni):
+                # 1. the band's input rows, zero-padded and split into stride phases
+                for c in range(cg):
+                    for a in range(sh):
+                        for b in range(sw):
+                            if not used[a, b]:
+                                continue  # no tap reads it
+                            lo, hi = v0[b], v1[b]
+                            for y in range(min(hl, nr + hl - rows)):
+                                row = planes[c, a, b, y]
+                                iy = (i0 + y) * sh + a - top
+                                if iy < 0 or iy >= height:
+                                    row[:] = 0
                                     continue
-                                dst[:a] = 0
-                                dst[z:] = 0
-                                if z > a:
-                                    dst[a:z] = x[n0 + m, g * cg + c, y,
-                                                 x0:x0 + (z - a - 1) * sw + 1:sw]
+                                row[:lo] = 0
+                                row[hi:] = 0
+                                src = x[n0 + m, g * cg + c, iy]
+                                for v in range(lo, hi):
+                                    row[v] = src[v * sw + b - left]
+                # 2. the lowering: one contiguous copy per tap, from cache
+                for r in range(reduction):
+                    cols[r, m * seg:(m + 1) * seg] = pf[off[r]:off[r] + seg]
             np.dot(w[g * kg:(g + 1) * kg], cols, res)
-            for k in range(kg):
+            for k in range(kg):  # 3. the real columns, with the bias, while in cache
+                bk = bias[g * kg + k]
                 for m in range(ni):
                     for i in range(nr):
-                        start = (m * nr + i) * wo
-                        src = res[k, start:start + wo]
+                        src = res[k, m * seg + i * ws:m * seg + i * ws + wo]
                         dst = out[n0 + m, g * kg + k, i0 + i]
                         for j in range(wo):
-                            dst[j] = src[j] + bias[g * kg + k]
+                            dst[j] = src[j] + bk
