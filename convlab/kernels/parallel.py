@@ -65,7 +65,7 @@ and the streaming of the weights dominate.
 
 ``algo="auto"`` rank 30, right after im2col (20): auto runs it wherever
 im2col's ``auto_when`` declines (thin or shallow GEMMs: fewer than 256 output
-channels per group or a reduction under 256, i.e. 3-channel stems, depthwise,
+channels per group or a reduction under 256, i.e. 3-channel first layers at stride 1, depthwise,
 64- and 128-channel layers), which is where it measured faster than im2col.
 """
 
