@@ -62,7 +62,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import parallel_region, single_threaded_blas
-from .parallel import tap_offsets, used_phases
+from .parallel import fill_phase_rows, plane_shape, tap_offsets, used_phases
 from .registry import register
 
 # bytes of one task's column block: about half of a core's L2 (1 MiB on Zen 4, 512 KiB
@@ -115,11 +115,11 @@ def conv2d_banded(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     out = np.empty(spec.batched_output_shape, dtype=x.dtype)
     b = np.zeros(k_out, x.dtype) if bias is None else bias
     imgs, rows = task_shape(spec, x.dtype.itemsize, numba.get_num_threads())
-    (kh, _), (sh, sw), (dh, _), (top, _, left, right) = (
+    (kh, _), (sh, sw), (dh, _), (top, _, left, _) = (
         spec.kernel_size, spec.stride, spec.dilation, spec.padding)
     # a task's phase planes: its band's rows plus the rows its taps reach below them
     hl = rows + (kh - 1) * dh // sh
-    ws = -(-(spec.width + left + right) // sw)
+    ws = plane_shape(spec)[1]
     off = tap_offsets(spec, hl, ws)
     with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas(), \
             parallel_region():
@@ -134,16 +134,10 @@ def _banded(x, w, bias, out, off, used, hl, ws, sh, sw, top, left, imgs, rows,
     """off[r]: where tap r = (c, p, q) sits from the window's corner in a task's phase
     planes (``parallel.tap_offsets`` for planes of hl x ws); used[a, b]: the phases some
     tap reads; (imgs, rows): a task's block of images and output rows."""
-    n_batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+    n_batch = x.shape[0]
     k_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
     cg, kg = x.shape[1] // groups, k_out // groups
     reduction = off.shape[0]
-    # the phase columns [v0[b], v1[b]) whose input column v*sw + b - left exists
-    v0 = np.empty(sw, np.int64)
-    v1 = np.empty(sw, np.int64)
-    for b in range(sw):
-        v0[b] = min(ws, max(0, (left - b + sw - 1) // sw))
-        v1[b] = max(v0[b], min(ws, (width - 1 + left - b) // sw + 1))
     n_bands = (ho + rows - 1) // rows
     n_blocks = (n_batch + imgs - 1) // imgs
     for task in prange(n_blocks * n_bands):
@@ -161,24 +155,15 @@ def _banded(x, w, bias, out, off, used, hl, ws, sh, sw, top, left, imgs, rows,
         res = np.empty((kg, ni * seg), x.dtype)
         for g in range(groups):  # one lowering and one GEMM per group (usually one)
             for m in range(ni):
-                # 1. the band's input rows, zero-padded and split into stride phases
+                # 1. the band's input rows (nr, and the hl - rows its taps reach below),
+                # zero-padded and split into the stride phases some tap reads
                 for c in range(cg):
                     for a in range(sh):
                         for b in range(sw):
-                            if not used[a, b]:
-                                continue  # no tap reads it
-                            lo, hi = v0[b], v1[b]
-                            for y in range(min(hl, nr + hl - rows)):
-                                row = planes[c, a, b, y]
-                                iy = (i0 + y) * sh + a - top
-                                if iy < 0 or iy >= height:
-                                    row[:] = 0
-                                    continue
-                                row[:lo] = 0
-                                row[hi:] = 0
-                                src = x[n0 + m, g * cg + c, iy]
-                                for v in range(lo, hi):
-                                    row[v] = src[v * sw + b - left]
+                            if used[a, b]:
+                                fill_phase_rows(planes[c, a, b, :nr + hl - rows],
+                                                x[n0 + m, g * cg + c], i0, a, b, sh, sw, top,
+                                                left)
                 # 2. the lowering: one contiguous copy per tap, from cache
                 for r in range(reduction):
                     cols[r, m * seg:(m + 1) * seg] = pf[off[r]:off[r] + seg]

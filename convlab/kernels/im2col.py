@@ -110,7 +110,7 @@ from numba import njit, prange
 
 from ..shapes import ConvSpec
 from ..threads import gemm, parallel_region
-from .parallel import phase_planes, tap_offsets
+from .parallel import phase_planes, plane_shape, tap_offsets
 from .registry import register
 
 DEFAULT_WORKSPACE_CAP = 256 * 2**20  # bytes
@@ -224,7 +224,7 @@ def _padded_bytes(spec: ConvSpec, itemsize: int) -> int:
     (none when there is neither padding nor stride: the input itself is used)."""
     if not any(spec.padding) and spec.stride == (1, 1):
         return 0
-    hs, ws = _plane_shape(spec)
+    hs, ws = plane_shape(spec)
     return spec.batch * spec.in_channels * spec.stride[0] * spec.stride[1] * hs * ws * itemsize
 
 
@@ -235,18 +235,12 @@ def _tile_bytes(window: ConvSpec, itemsize: int, cut: bool) -> int:
     return (own if cut else 0) + _padded_bytes(window, itemsize)
 
 
-def _plane_shape(spec: ConvSpec) -> tuple[int, int]:
-    """(hs, ws): height and width of one stride-phase plane of the padded input."""
-    sh, sw = spec.stride
-    return -(-spec.padded_height // sh), -(-spec.padded_width // sw)
-
-
 def _chunking(spec: ConvSpec, itemsize: int, budget: int) -> tuple[int, int, int, int, int]:
     """Chunks of one tile (``spec`` = its window): (images, rows, chunks, columns, bytes)
     for the column matrix and GEMM result under ``budget`` bytes (at least one row)."""
     n, ho = spec.batch, spec.out_height
     kg = spec.out_channels // spec.groups
-    ws = _plane_shape(spec)[1]
+    ws = plane_shape(spec)[1]
     if _is_small(spec):  # each thread lowers one group of one image, a band of rows at a time
         threads = numba.get_num_threads()
         per_row = spec.reduction_length * ws * itemsize

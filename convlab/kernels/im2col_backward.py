@@ -78,15 +78,9 @@ from numba import njit, prange
 from ..shapes import ConvSpec
 from ..threads import parallel_region, single_threaded_blas
 from .im2col import _auto_when, _lower, get_workspace_cap
-from .parallel import phase_planes, tap_offsets
+from .parallel import phase_planes, plane_shape, tap_offsets
 from .parallel_backward import lowered_taps
 from .registry import register
-
-
-def _plane_shape(spec: ConvSpec) -> tuple[int, int]:
-    """(hs, ws): one stride-phase plane of the padded input (``parallel.phase_planes``)."""
-    sh, sw = spec.stride
-    return -(-spec.padded_height // sh), -(-spec.padded_width // sw)
 
 
 def chunks(spec: ConvSpec, itemsize: int, cap: int | None = None) -> list[tuple[int, int, int,
@@ -97,7 +91,7 @@ def chunks(spec: ConvSpec, itemsize: int, cap: int | None = None) -> list[tuple[
     bands of rows of one image (at least one row)."""
     cap = get_workspace_cap() if cap is None else cap
     n, ho = spec.batch, spec.out_height
-    ws = _plane_shape(spec)[1]
+    ws = plane_shape(spec)[1]
     kh, kw = spec.kernel_size
     per_col = (spec.in_channels * kh * kw + spec.out_channels) * itemsize
     images = min(n, cap // (per_col * ho * ws))
@@ -111,7 +105,7 @@ def workspace_bytes(spec: ConvSpec, itemsize: int) -> int:
     """Bytes allocated at once by the chunked form: the padded (phase-split) input or
     input gradient, and the biggest chunk's column matrix and grad_output matrix
     (grad_weight's whole-batch form stays under the cap, which bounds these too)."""
-    hs, ws = _plane_shape(spec)
+    hs, ws = plane_shape(spec)
     padded = spec.batch * spec.in_channels * spec.stride[0] * spec.stride[1] * hs * ws
     kh, kw = spec.kernel_size
     widest = max(nb * nr * ws for _, nb, _, nr in chunks(spec, itemsize))
@@ -295,7 +289,7 @@ def grad_input_im2col(grad_output: np.ndarray, weight: np.ndarray,
     k_out, wo = spec.out_channels, spec.out_width
     kg, rg = k_out // g, spec.reduction_length
     cg = spec.in_channels // g
-    hs, ws = _plane_shape(spec)
+    hs, ws = plane_shape(spec)
     sh, sw = spec.stride
     grad_xs = np.zeros((spec.batch, spec.in_channels, sh, sw, hs, ws), dtype=grad_output.dtype)
     off = tap_offsets(spec, hs, ws)

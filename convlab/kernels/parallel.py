@@ -65,8 +65,9 @@ and the streaming of the weights dominate.
 
 ``algo="auto"`` rank 30, right after im2col (20): auto runs it wherever
 im2col's ``auto_when`` declines (thin or shallow GEMMs: fewer than 256 output
-channels per group or a reduction under 256, i.e. 3-channel first layers at stride 1, depthwise,
-64- and 128-channel layers), which is where it measured faster than im2col.
+channels per group or a reduction under 256, i.e. 3-channel first layers at
+stride 1, depthwise, 64- and 128-channel layers), which is where it measured
+faster than im2col.
 """
 
 from __future__ import annotations
@@ -97,14 +98,19 @@ def phase_planes(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     sh, sw = spec.stride
     if not any(spec.padding) and (sh, sw) == (1, 1):
         return x.reshape(x.shape[:2] + (1, 1) + x.shape[2:])
-    top, bottom, left, right = spec.padding
+    top, _, left, _ = spec.padding
     if spec.padding_mode != "zeros":  # real border values: NumPy pads, then we split
-        x, top, bottom, left, right = pad(x, spec), 0, 0, 0, 0
-    hp, wp = x.shape[2] + top + bottom, x.shape[3] + left + right
-    xs = np.empty(x.shape[:2] + (sh, sw, -(-hp // sh), -(-wp // sw)), dtype=x.dtype)
+        x, top, left = pad(x, spec), 0, 0
+    xs = np.empty(x.shape[:2] + (sh, sw) + plane_shape(spec), dtype=x.dtype)
     with parallel_region():
         _pad_split(np.ascontiguousarray(x), xs, top, left, used_phases(spec))
     return xs
+
+
+def plane_shape(spec: ConvSpec) -> tuple[int, int]:
+    """(Hs, Ws): height and width of one stride-phase plane of the padded input."""
+    sh, sw = spec.stride
+    return -(-spec.padded_height // sh), -(-spec.padded_width // sw)
 
 
 def used_phases(spec: ConvSpec) -> np.ndarray:
@@ -121,33 +127,43 @@ def used_phases(spec: ConvSpec) -> np.ndarray:
 def _pad_split(x, xs, top, left, used):
     """xs[n, c, a, b, y, v] = x[n, c, y*sh + a - top, v*sw + b - left], 0 where that is
     outside x (the padding) or phase (a, b) is unused.  One task per (image, channel)."""
-    n_batch, c_in, sh, sw, hs, ws = xs.shape
-    height, width = x.shape[2], x.shape[3]
+    n_batch, c_in, sh, sw = xs.shape[:4]
     for t in prange(n_batch * c_in):
         n, c = t // c_in, t % c_in
         for a in range(sh):
             for b in range(sw):
-                dst = xs[n, c, a, b]
-                if not used[a, b]:
-                    dst[:, :] = 0
-                    continue
-                # the phase columns [v0, v1) whose input column v*sw + b - left exists
-                v0 = min(ws, max(0, (left - b + sw - 1) // sw))
-                v1 = max(v0, min(ws, (width - 1 + left - b) // sw + 1))
-                for y in range(hs):
-                    iy = y * sh + a - top
-                    row = dst[y]
-                    if iy < 0 or iy >= height:
-                        row[:] = 0
-                        continue
-                    row[:v0] = 0
-                    row[v1:] = 0
-                    src = x[n, c, iy]
-                    if sw == 1:  # a contiguous copy
-                        row[v0:v1] = src[v0 - left:v1 - left]
-                    else:
-                        for v in range(v0, v1):
-                            row[v] = src[v * sw + b - left]
+                if used[a, b]:
+                    fill_phase_rows(xs[n, c, a, b], x[n, c], 0, a, b, sh, sw, top, left)
+                else:
+                    xs[n, c, a, b, :, :] = 0
+
+
+@njit(cache=True)
+def fill_phase_rows(dst, src, y0, a, b, sh, sw, top, left):  # pragma: no cover - compiled
+    """Rows y0, y0+1, ... (as many as ``dst`` has) of phase (a, b) of the zero-padded
+    plane ``src``: ``dst[y, v] = src[(y0 + y)*sh + a - top, v*sw + b - left]``, 0 where
+    that is outside ``src``.  ``phase_planes`` fills whole planes with it, ``banded``
+    a task's band of rows.  (Numba's on-disk cache of a caller in another file is not
+    invalidated when this function changes: after editing it, delete the kernels'
+    ``__pycache__`` folder.)"""
+    height, width, ws = src.shape[0], src.shape[1], dst.shape[1]
+    # the phase columns [v0, v1) whose input column v*sw + b - left exists
+    v0 = min(ws, max(0, (left - b + sw - 1) // sw))
+    v1 = max(v0, min(ws, (width - 1 + left - b) // sw + 1))
+    for y in range(dst.shape[0]):
+        iy = (y0 + y) * sh + a - top
+        row = dst[y]
+        if iy < 0 or iy >= height:
+            row[:] = 0
+            continue
+        row[:v0] = 0
+        row[v1:] = 0
+        line = src[iy]
+        if sw == 1:  # a contiguous copy
+            row[v0:v1] = line[v0 - left:v1 - left]
+        else:
+            for v in range(v0, v1):
+                row[v] = line[v * sw + b - left]
 
 
 def tap_offsets(spec: ConvSpec, hs: int, ws: int) -> np.ndarray:
